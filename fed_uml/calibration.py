@@ -1,0 +1,109 @@
+"""Post-hoc BatchNorm calibration (Algorithm 1 of the UML study).
+
+During unpaired training the shared backbone's BN layers see every modality, so their
+running statistics are a blend that matches none of them. Calibration gives each modality
+k its own copy g_k of the backbone and re-estimates the BN statistics of g_k and f_k on
+D_k alone, as an exact cumulative average over E_cal epochs, changing nothing else.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from fed_uml.models.uml import UMLModel
+
+
+class CalibratedModel(nn.Module):
+    """The deployed single-modality model h_k = g_k o f_k (always in eval mode)."""
+
+    def __init__(self, modality: str, projection: nn.Module, backbone: nn.Module):
+        super().__init__()
+        self.modality = modality
+        self.projection = projection
+        self.backbone = backbone
+        self.eval()
+
+    def forward(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
+        if modality is not None and modality != self.modality:
+            raise KeyError(f"this model was calibrated for modality {self.modality!r}, not {modality!r}")
+        return self.backbone(self.projection(x))
+
+    def train(self, mode: bool = True) -> CalibratedModel:  # frozen by construction
+        return super().train(False)
+
+
+def _prepare_for_calibration(module: nn.Module) -> list[_BatchNorm]:
+    """Steps 2-4 of Algorithm 1 on `module` (already a copy): freeze, zero stats, use a CMA."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    module.eval()
+    bns = [m for m in module.modules() if isinstance(m, _BatchNorm)]
+    for bn in bns:
+        if not bn.track_running_stats:
+            raise ValueError("BN calibration needs BatchNorm layers that track running statistics")
+        bn.running_mean.zero_()
+        bn.running_var.zero_()
+        bn.num_batches_tracked.zero_()
+        bn.momentum = None  # PyTorch: cumulative moving average over all batches seen
+        bn.train()  # only BN layers use batch statistics and update their running stats
+    return bns
+
+
+def _batches(data: torch.Tensor, batch_size: int) -> Iterable[torch.Tensor]:
+    for start in range(0, len(data), batch_size):
+        yield data[start : start + batch_size]
+
+
+def calibrate_modality(
+    projection: nn.Module,
+    backbone: nn.Module,
+    images: torch.Tensor,
+    epochs: int = 1,
+    batch_size: int = 64,
+    modality: str = "",
+    device: str | torch.device = "cpu",
+) -> CalibratedModel:
+    """Algorithm 1 for one modality: returns h_k; `projection` and `backbone` are not modified.
+
+    `images` is D_k as one normalised tensor (N, C, H, W), visited in order, in batches of
+    `batch_size`, `epochs` times. With E_cal=1 each running mean is the average of the
+    per-batch means, each running variance the average of the per-batch unbiased variances.
+    """
+    if epochs < 1:
+        raise ValueError(f"calibration epochs must be >= 1, got {epochs}")
+    if batch_size < 2:
+        raise ValueError(f"calibration batch size must be >= 2 (BN needs a variance), got {batch_size}")
+    if len(images) == 0:
+        raise ValueError(f"modality {modality!r}: no data to calibrate on")
+    f_k = copy.deepcopy(projection).to(device)
+    g_k = copy.deepcopy(backbone).to(device)
+    _prepare_for_calibration(f_k)
+    _prepare_for_calibration(g_k)
+    # A trailing batch of one sample has no variance: fold it into the previous batch.
+    batch_list = list(_batches(images, batch_size))
+    if len(batch_list) > 1 and len(batch_list[-1]) == 1:
+        batch_list[-2] = torch.cat([batch_list[-2], batch_list.pop()])
+    with torch.no_grad():
+        for _ in range(epochs):
+            for x in batch_list:
+                g_k(f_k(x.to(device)))
+    return CalibratedModel(modality, f_k, g_k)
+
+
+def calibrate(
+    model: UMLModel,
+    data: Mapping[str, torch.Tensor],
+    epochs: int = 1,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+) -> dict[str, CalibratedModel]:
+    """Algorithm 1 for every modality in `data` (modality -> its training images)."""
+    return {
+        k: calibrate_modality(model.projection(k), model.backbone, x, epochs, batch_size, k, device)
+        for k, x in data.items()
+    }

@@ -1,0 +1,3 @@
+"""Imports every built-in data-set loader so that it registers itself."""
+
+from fed_uml.data import synthetic_loader  # noqa: F401

@@ -1,0 +1,116 @@
+"""Method registry: `method=<name>` picks how models are trained and deployed per modality.
+
+A method takes the loaded modalities and the resolved config and returns, per modality,
+the test accuracy of the deployed model before and after BN calibration. UML and the
+unimodal baseline live here; the compared methods register from `fed_uml.baselines`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+
+from torch import nn
+
+from fed_uml.calibration import calibrate
+from fed_uml.data.base import ModalityData
+from fed_uml.models import UMLModel, create_model
+from fed_uml.training import TrainSettings, evaluate, train_unpaired
+from fed_uml.training.seed import seed_everything
+
+log = logging.getLogger(__name__)
+
+MethodFn = Callable[[Mapping[str, ModalityData], Mapping], dict[str, dict]]
+_METHODS: dict[str, MethodFn] = {}
+
+
+def register_method(name: str) -> Callable[[MethodFn], MethodFn]:
+    def decorator(fn: MethodFn) -> MethodFn:
+        _METHODS[name] = fn
+        return fn
+
+    return decorator
+
+
+def get_method(name: str) -> MethodFn:
+    from fed_uml import baselines  # noqa: F401  (registers the compared methods)
+
+    if name not in _METHODS:
+        raise ValueError(f"unknown method {name!r} (setting method=...); available: {available_methods()}")
+    return _METHODS[name]
+
+
+def available_methods() -> list[str]:
+    from fed_uml import baselines  # noqa: F401
+
+    return sorted(_METHODS)
+
+
+def build_model(model_cfg: Mapping, data: Mapping[str, ModalityData]) -> UMLModel:
+    """The configured architecture with one projection per modality in `data`."""
+    cfg = dict(model_cfg)
+    name = cfg.pop("backbone")
+    specific = int(cfg.pop("specific_layers", 1))
+    num_classes = next(iter(data.values())).num_classes
+    return create_model(name, {k: d.channels for k, d in data.items()}, num_classes, specific, **cfg)
+
+
+def train_settings(cfg: Mapping) -> TrainSettings:
+    return TrainSettings.from_config(cfg["training"], seed=int(cfg["seed"]), device=str(cfg.get("device", "cpu")))
+
+
+def evaluate_with_calibration(model: UMLModel, data: Mapping[str, ModalityData], cfg: Mapping,
+                              use_calibrated: bool) -> dict[str, dict]:
+    """Accuracy per modality with training-time BN statistics and after Algorithm 1."""
+    cal_cfg = cfg.get("calibration", {}) or {}
+    device = str(cfg.get("device", "cpu"))
+    calibrated = calibrate(
+        model,
+        {k: d.train.images for k, d in data.items()},
+        epochs=int(cal_cfg.get("epochs", 1)),
+        batch_size=int(cal_cfg.get("batch_size", 64)),
+        device=device,
+    )
+    out = {}
+    for k, d in data.items():
+        before = evaluate(model, d.test, k, device=device)
+        after = evaluate(calibrated[k], d.test, device=device)
+        out[k] = {
+            "accuracy": after if use_calibrated else before,
+            "accuracy_before_calibration": before,
+            "accuracy_after_calibration": after,
+            "n_train": len(d.train),
+            "n_test": len(d.test),
+        }
+    return out
+
+
+def _calibrate_flag(cfg: Mapping, default: bool) -> bool:
+    return bool(cfg["method"].get("calibrate", default))
+
+
+@register_method("uml")
+def run_uml(data: Mapping[str, ModalityData], cfg: Mapping) -> dict[str, dict]:
+    """UML: one model, a projection per modality, the shared backbone trained on all of them."""
+    settings = train_settings(cfg)
+    g = seed_everything(settings.seed)
+    model = build_model(cfg["model"], data)
+    train_unpaired(model, {k: d.train for k, d in data.items()}, settings, generator=g, desc="uml")
+    return evaluate_with_calibration(model, data, cfg, _calibrate_flag(cfg, True))
+
+
+@register_method("unimodal")
+def run_unimodal(data: Mapping[str, ModalityData], cfg: Mapping) -> dict[str, dict]:
+    """The baseline: the same architecture and budget, one model per modality, trained alone."""
+    settings = train_settings(cfg)
+    out = {}
+    for k, d in data.items():
+        g = seed_everything(settings.seed)
+        model = build_model(cfg["model"], {k: d})
+        train_unpaired(model, {k: d.train}, settings, generator=g, desc=f"unimodal {k}")
+        out.update(evaluate_with_calibration(model, {k: d}, cfg, _calibrate_flag(cfg, False)))
+    return out
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

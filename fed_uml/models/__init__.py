@@ -1,0 +1,26 @@
+"""Model factory: one projection per modality in front of one shared backbone.
+
+`create_model("small_cnn", modalities={"sar": 2, "rgb": 3}, num_classes=10)` follows timm's
+`create_model(name, in_chans=...)`: backbones are registered by name and every modality gets
+its own copy of the first `specific_layers` stages, built for its channel count.
+"""
+
+from fed_uml.models.registry import available_backbones, register_backbone
+from fed_uml.models.sharing import private_state, shared_state, shared_state_keys, split_state_keys
+from fed_uml.models.uml import Backbone, Projection, UMLModel, create_model
+
+# Import for the side effect of registering the built-in backbones.
+from fed_uml.models import backbones as _backbones  # noqa: F401
+
+__all__ = [
+    "Backbone",
+    "Projection",
+    "UMLModel",
+    "available_backbones",
+    "create_model",
+    "private_state",
+    "register_backbone",
+    "shared_state",
+    "shared_state_keys",
+    "split_state_keys",
+]

@@ -1,0 +1,80 @@
+"""The `results.json` schema shared by centralized and federated runs, written atomically.
+
+Schema (keys every results file has):
+    method, dataset, seed, federated (bool), modalities -> {modality: {accuracy,
+    accuracy_before_calibration, accuracy_after_calibration, n_train, n_test}},
+    mean_accuracy, config (the resolved config), wall_seconds, created (UTC ISO time).
+Federated runs add `history` (per round) and `institutions` (per institution).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+SCHEMA_KEYS = ("method", "dataset", "seed", "federated", "modalities", "mean_accuracy", "config", "wall_seconds")
+
+
+def write_json_atomic(path: str | Path, payload) -> Path:
+    """Write JSON so that a crash never leaves a half-written file: temp file, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2, sort_keys=False, default=_jsonable)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _jsonable(obj):
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
+def make_results(
+    method: str,
+    dataset: str,
+    seed: int,
+    federated: bool,
+    modalities: Mapping[str, Mapping],
+    config: Mapping,
+    wall_seconds: float,
+    **extra,
+) -> dict:
+    accs = [m["accuracy"] for m in modalities.values()]
+    return {
+        "method": method,
+        "dataset": dataset,
+        "seed": int(seed),
+        "federated": bool(federated),
+        "modalities": {k: dict(v) for k, v in modalities.items()},
+        "mean_accuracy": sum(accs) / len(accs) if accs else math.nan,
+        "config": dict(config),
+        "wall_seconds": float(wall_seconds),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **extra,
+    }
+
+
+def read_results(path: str | Path) -> dict:
+    path = Path(path)
+    with open(path) as f:
+        data = json.load(f)
+    missing = [k for k in SCHEMA_KEYS if k not in data]
+    if missing:
+        raise ValueError(f"{path}: not a fed-uml results file (missing {missing})")
+    return data

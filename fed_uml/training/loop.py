@@ -1,0 +1,223 @@
+"""The unpaired training loop: every step draws an independent mini-batch from each modality.
+
+Samples of different modalities never correspond; the only thing they share is the label
+set. Each modality's losses update its own projection and the shared backbone.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fed_uml.data.base import ArrayDataset
+
+log = logging.getLogger(__name__)
+
+FUSIONS = ("separate", "concat")
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation settings (the `training` config group).
+
+    fusion: `separate` (default) passes each modality's batch through the backbone on its
+        own, so every BN layer normalises with statistics of one modality at a time, the
+        same per-modality statistics that calibration later installs; `concat` passes the
+        concatenated batch once, so BN normalises a mixture during training.
+    loss_weights: per-modality weights of the cross-entropy terms; by default every
+        modality weighs 1, so each modality's gradient has the scale it would have alone.
+    """
+
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    fusion: str = "separate"
+    loss_weights: Mapping[str, float] | None = None
+    augment: bool = True
+    device: str = "cpu"
+    seed: int = 0
+    log_every: int = 1
+
+    @classmethod
+    def from_config(cls, cfg: Mapping, **overrides) -> TrainSettings:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(cfg) - names)
+        if unknown:
+            raise ValueError(f"unknown training setting(s) {unknown}; known: {sorted(names)}")
+        values = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in cfg.items()}
+        values.update(overrides)
+        s = cls(**values)
+        s.validate()
+        return s
+
+    def validate(self) -> None:
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"training.fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"training.optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.batch_size < 2:
+            raise ValueError(f"training.batch_size must be >= 2, got {self.batch_size}")
+        if self.epochs < 0:
+            raise ValueError(f"training.epochs must be >= 0, got {self.epochs}")
+
+
+def make_optimizer(params, s: TrainSettings) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if s.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+
+
+def augment_batch(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Random element of the dihedral group per sample: flips and transposes are label-preserving
+    for overhead imagery, which has no canonical up or left."""
+    n = x.shape[0]
+    flips = torch.rand(n, 3, generator=g) < 0.5
+    x = torch.where(flips[:, 0].view(-1, 1, 1, 1), x.flip(-1), x)
+    x = torch.where(flips[:, 1].view(-1, 1, 1, 1), x.flip(-2), x)
+    if x.shape[-1] == x.shape[-2]:
+        x = torch.where(flips[:, 2].view(-1, 1, 1, 1), x.transpose(-1, -2), x)
+    return x
+
+
+class _Cycler:
+    """Endless shuffled mini-batches of one modality (reshuffled at every pass)."""
+
+    def __init__(self, data: ArrayDataset, batch_size: int, g: torch.Generator):
+        self.data, self.g = data, g
+        self.batch_size = min(batch_size, len(data))
+        self.order, self.pos = torch.randperm(len(data), generator=g), 0
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.pos + self.batch_size > len(self.order):
+            self.order, self.pos = torch.randperm(len(self.data), generator=self.g), 0
+        idx = self.order[self.pos : self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return self.data.images[idx], self.data.labels[idx]
+
+
+def steps_per_epoch(datasets: Mapping[str, ArrayDataset], batch_size: int) -> int:
+    """An epoch passes once over the largest modality; smaller ones are cycled."""
+    return max(math.ceil(len(d) / batch_size) for d in datasets.values())
+
+
+LossHook = Callable[[nn.Module, dict, dict], torch.Tensor]
+
+
+def train_unpaired(
+    model: nn.Module,
+    datasets: Mapping[str, ArrayDataset],
+    settings: TrainSettings,
+    epochs: int | None = None,
+    generator: torch.Generator | None = None,
+    extra_loss: LossHook | None = None,
+    extra_params: list[nn.Parameter] | None = None,
+    progress: Callable[[dict], None] | None = None,
+    desc: str = "train",
+) -> list[dict]:
+    """Train `model` (a UMLModel or anything with `forward(x, modality)`) on unpaired batches.
+
+    `extra_loss(model, features, batches)` lets a compared method add its alignment term;
+    it receives each modality's backbone input (`features`) and the raw batches.
+    Returns one dict of metrics per epoch.
+    """
+    for name, d in datasets.items():
+        if len(d) == 0:
+            raise ValueError(f"modality {name!r}: no training samples")
+    epochs = settings.epochs if epochs is None else epochs
+    g = generator if generator is not None else torch.Generator().manual_seed(settings.seed)
+    device = torch.device(settings.device)
+    model.to(device).train()
+    params = list(model.parameters()) + list(extra_params or [])
+    opt = make_optimizer(params, settings)
+    cyclers = {k: _Cycler(d, settings.batch_size, g) for k, d in datasets.items()}
+    weights = {k: float((settings.loss_weights or {}).get(k, 1.0)) for k in datasets}
+    n_steps = steps_per_epoch(datasets, settings.batch_size)
+    history = []
+    for epoch in range(epochs):
+        t0 = time.perf_counter()
+        totals = {k: [0.0, 0, 0] for k in datasets}  # loss sum, correct, seen
+        for _ in range(n_steps):
+            batches = {}
+            for k, c in cyclers.items():
+                x, y = c.next()
+                if settings.augment:
+                    x = augment_batch(x, g)
+                batches[k] = (x.to(device, non_blocking=True), y.to(device, non_blocking=True))
+            logits, features = _forward(model, batches, settings.fusion, want_features=extra_loss is not None)
+            loss = torch.zeros((), device=device)
+            for k, (x, y) in batches.items():
+                lk = F.cross_entropy(logits[k], y)
+                loss = loss + weights[k] * lk
+                t = totals[k]
+                t[0] += lk.item() * len(y)
+                t[1] += (logits[k].argmax(1) == y).sum().item()
+                t[2] += len(y)
+            if extra_loss is not None:
+                loss = loss + extra_loss(model, features, batches)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        record = {"epoch": epoch + 1, "seconds": time.perf_counter() - t0}
+        for k, (ls, correct, seen) in totals.items():
+            record[f"{k}/loss"] = ls / max(seen, 1)
+            record[f"{k}/train_accuracy"] = correct / max(seen, 1)
+        history.append(record)
+        if progress is not None:
+            progress(record)
+        if settings.log_every and ((epoch + 1) % settings.log_every == 0 or epoch + 1 == epochs):
+            parts = " ".join(
+                f"{k}: loss {record[f'{k}/loss']:.3f} acc {record[f'{k}/train_accuracy']:.3f}" for k in datasets
+            )
+            log.info("[%s] epoch %d/%d (%.1fs) %s", desc, epoch + 1, epochs, record["seconds"], parts)
+    return history
+
+
+def _forward(model, batches, fusion: str, want_features: bool):
+    """Logits per modality, and each modality's projection output when a method needs it."""
+    if fusion == "separate" and not want_features:
+        return {k: model(x, k) for k, (x, _) in batches.items()}, None
+    feats = {k: model.projection(k)(x) for k, (x, _) in batches.items()}
+    if fusion == "separate":
+        return {k: model.backbone(z) for k, z in feats.items()}, feats
+    shapes = {k: tuple(z.shape[1:]) for k, z in feats.items()}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(
+            f"training.fusion=concat needs equal projection outputs; got {shapes} (use equal image sizes "
+            "or fusion=separate)"
+        )
+    sizes = [len(z) for z in feats.values()]
+    out = model.backbone(torch.cat(list(feats.values())))
+    return dict(zip(feats, out.split(sizes))), feats
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, modality: str | None = None, batch_size: int = 256,
+            device: str = "cpu") -> torch.Tensor:
+    """Predicted labels for `images`, in eval mode (BN uses its running statistics)."""
+    was_training = model.training
+    model.eval()
+    preds = []
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size].to(device)
+        out = model(x, modality) if modality is not None else model(x)
+        preds.append(out.argmax(1).cpu())
+    model.train(was_training)
+    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+
+
+def evaluate(model: nn.Module, data: ArrayDataset, modality: str | None = None, device: str = "cpu") -> float:
+    """Top-1 accuracy of `model` on `data`."""
+    if len(data) == 0:
+        raise ValueError(f"modality {modality!r}: no test samples")
+    return (predict(model, data.images, modality, device=device) == data.labels).float().mean().item()

@@ -1,0 +1,57 @@
+"""Shared fixtures: tiny synthetic modalities and a small trained model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_root() -> Path | None:
+    """The real sample data: FED_UML_DATA, else ../shared/data beside the checkout."""
+    env = os.environ.get("FED_UML_DATA")
+    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared" / "data"]:
+        if cand.is_dir():
+            return cand
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    torch.set_num_threads(1)
+    yield
+
+
+def tiny_dataset_cfg(modalities=("sar", "rgb"), samples_per_class=3, test_samples_per_class=2, image_size=16,
+                     seed=0) -> dict:
+    return {
+        "name": "synthetic",
+        "modalities": list(modalities),
+        "sensors": {
+            "sar": {"sensor": "sar", "bands": ["VV", "VH"]},
+            "rgb": {"sensor": "optical", "bands": ["B04", "B03", "B02"]},
+            "ms": {"sensor": "optical"},
+        },
+        "samples_per_class": samples_per_class,
+        "test_samples_per_class": test_samples_per_class,
+        "image_size": image_size,
+        "noise": {},
+        "seed": seed,
+    }
+
+
+def tiny_config(method="uml", modalities=("sar", "rgb"), epochs=1, **dataset) -> dict:
+    return {
+        "seed": 0,
+        "device": "cpu",
+        "num_threads": 1,
+        "dataset": tiny_dataset_cfg(modalities, **dataset),
+        "model": {"backbone": "small_cnn", "specific_layers": 1, "width": 8},
+        "method": {"name": method},
+        "training": {"epochs": epochs, "batch_size": 8, "lr": 0.003, "log_every": 0},
+        "calibration": {"epochs": 1, "batch_size": 16},
+    }

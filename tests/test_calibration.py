@@ -1,0 +1,146 @@
+"""Algorithm 1 (post-hoc BN calibration), checked against statistics computed independently."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from fed_uml.calibration import calibrate
+from fed_uml.models import create_model
+from fed_uml.training import TrainSettings, train_unpaired
+from fed_uml.data import ArrayDataset
+
+B = 16
+
+
+@pytest.fixture(scope="module")
+def trained():
+    torch.manual_seed(0)
+    # specific_layers=2: the projections contain BN layers too
+    model = create_model("small_cnn", {"sar": 2, "rgb": 3}, num_classes=4, specific_layers=2, width=8)
+    data = {
+        "sar": ArrayDataset(torch.randn(50, 2, 12, 12) * 3 + 1, torch.randint(0, 4, (50,))),
+        "rgb": ArrayDataset(torch.rand(45, 3, 12, 12) * 2 - 0.5, torch.randint(0, 4, (45,))),
+    }
+    train_unpaired(model, data, TrainSettings(epochs=2, batch_size=8, log_every=0))
+    return model, data
+
+
+def _hooked_batch_stats(projection, backbone, images):
+    """Per-BN-layer (mean of per-batch means, mean of per-batch unbiased variances) over `images`,
+    recorded by forward hooks on a fresh copy run in training mode (batch statistics)."""
+    net = nn.Sequential(copy.deepcopy(projection), copy.deepcopy(backbone)).train()
+    records = {}
+
+    def hook(name):
+        def fn(module, inputs):
+            x = inputs[0].detach()
+            dims = [0] + list(range(2, x.ndim))
+            records.setdefault(name, []).append((x.mean(dims), x.var(dims, unbiased=True)))
+
+        return fn
+
+    bns = [(n, m) for n, m in net.named_modules() if isinstance(m, _BatchNorm)]
+    for n, m in bns:
+        m.register_forward_pre_hook(hook(n))
+    with torch.no_grad():
+        for start in range(0, len(images), B):
+            net(images[start : start + B])
+    return {
+        n: (torch.stack([r[0] for r in rs]).mean(0), torch.stack([r[1] for r in rs]).mean(0))
+        for n, rs in records.items()
+    }
+
+
+def _bn_layers(calibrated):
+    net = nn.Sequential(calibrated.projection, calibrated.backbone)
+    return {n: m for n, m in net.named_modules() if isinstance(m, _BatchNorm)}
+
+
+def test_a_running_stats_equal_average_of_batch_stats(trained):
+    model, data = trained
+    cal = calibrate(model, {k: d.images for k, d in data.items()}, epochs=1, batch_size=B)
+    for k, d in data.items():
+        expected = _hooked_batch_stats(model.projection(k), model.backbone, d.images)
+        layers = _bn_layers(cal[k])
+        assert set(layers) == set(expected) and len(layers) >= 4
+        for name, bn in layers.items():
+            mean, var = expected[name]
+            torch.testing.assert_close(bn.running_mean, mean, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(bn.running_var, var, rtol=1e-4, atol=1e-5)
+            assert bn.momentum is None  # cumulative moving average
+            assert int(bn.num_batches_tracked) == -(-len(d) // B)
+
+
+def test_b_no_parameter_changes(trained):
+    model, data = trained
+    before = copy.deepcopy(model.state_dict())
+    cal = calibrate(model, {k: d.images for k, d in data.items()}, epochs=2, batch_size=B)
+    # the trained model is untouched, buffers included
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    # every parameter of every h_k equals the trained one and is frozen
+    for k, h in cal.items():
+        ref = dict(model.projection(k).named_parameters())
+        for name, p in h.projection.named_parameters():
+            assert torch.equal(p, ref[name]) and not p.requires_grad
+        ref = dict(model.backbone.named_parameters())
+        for name, p in h.backbone.named_parameters():
+            assert torch.equal(p, ref[name]) and not p.requires_grad
+
+
+def test_c_calibrated_copies_are_independent(trained):
+    model, data = trained
+    cal = calibrate(model, {k: d.images for k, d in data.items()}, epochs=1, batch_size=B)
+    sar, rgb = cal["sar"], cal["rgb"]
+    trained_ptrs = {t.data_ptr() for t in model.state_dict().values()}
+    sar_ptrs = {t.data_ptr() for t in sar.state_dict().values()}
+    rgb_ptrs = {t.data_ptr() for t in rgb.state_dict().values()}
+    assert not sar_ptrs & rgb_ptrs and not sar_ptrs & trained_ptrs and not rgb_ptrs & trained_ptrs
+    # each copy holds its own modality's statistics
+    sar_bn = _bn_layers(sar)["1.0.1"]
+    rgb_bn = _bn_layers(rgb)["1.0.1"]
+    assert not torch.allclose(sar_bn.running_mean, rgb_bn.running_mean)
+    # changing one copy leaves the other and the trained model alone
+    before_rgb = rgb_bn.running_mean.clone()
+    before_model = model.backbone[0][1].running_mean.clone()
+    with torch.no_grad():
+        for p in sar.backbone.parameters():
+            p.add_(1.0)
+        sar_bn.running_mean.add_(5.0)
+    assert torch.equal(rgb_bn.running_mean, before_rgb)
+    assert torch.equal(model.backbone[0][1].running_mean, before_model)
+
+
+def test_d_projection_bn_layers_are_calibrated(trained):
+    model, data = trained
+    cal = calibrate(model, {k: d.images for k, d in data.items()}, epochs=1, batch_size=B)
+    for k, d in data.items():
+        proj_bns = [m for m in cal[k].projection.modules() if isinstance(m, _BatchNorm)]
+        trained_bns = [m for m in model.projection(k).modules() if isinstance(m, _BatchNorm)]
+        assert len(proj_bns) == 2
+        expected = _hooked_batch_stats(model.projection(k), model.backbone, d.images)
+        for i, (bn, old) in enumerate(zip(proj_bns, trained_bns)):
+            assert not torch.allclose(bn.running_mean, old.running_mean)
+            assert bn.momentum is None
+        first = _bn_layers(cal[k])["0.0.1"]
+        torch.testing.assert_close(first.running_mean, expected["0.0.1"][0], rtol=1e-4, atol=1e-5)
+
+
+def test_calibrated_model_is_frozen_in_eval_mode(trained):
+    model, data = trained
+    h = calibrate(model, {"sar": data["sar"].images}, batch_size=B)["sar"]
+    h.train()
+    assert not h.training
+    out = h(data["sar"].images[:3])
+    assert out.shape == (3, 4)
+    with pytest.raises(KeyError):
+        h(data["sar"].images[:3], "rgb")
+
+
+def test_calibration_rejects_empty_data(trained):
+    model, _ = trained
+    with pytest.raises(ValueError, match="no data to calibrate"):
+        calibrate(model, {"sar": torch.empty(0, 2, 12, 12)})

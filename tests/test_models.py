@@ -1,0 +1,78 @@
+import pytest
+import torch
+from torch import nn
+
+from fed_uml.models import (
+    Projection,
+    available_backbones,
+    create_model,
+    private_state,
+    shared_state,
+    split_state_keys,
+)
+
+
+@pytest.mark.parametrize("backbone", ["small_cnn", "resnet18"])
+@pytest.mark.parametrize("specific", [1, 2])
+def test_projection_per_modality_and_shared_backbone(backbone, specific):
+    model = create_model(backbone, {"sar": 2, "rgb": 3, "ms": 13}, num_classes=10, specific_layers=specific)
+    assert model.modalities == ["sar", "rgb", "ms"]
+    for name, chans in [("sar", 2), ("rgb", 3), ("ms", 13)]:
+        out = model(torch.randn(2, chans, 32, 32), name)
+        assert out.shape == (2, 10)
+    # the projections are separate modules, the backbone is one
+    assert model.projections["sar"] is not model.projections["rgb"]
+    assert len(model.projections["sar"]) == specific
+
+
+def test_shared_and_private_tensors_chosen_by_module_type():
+    model = create_model("small_cnn", {"sar": 2, "rgb": 3}, num_classes=5, specific_layers=2, width=8)
+    shared, private = split_state_keys(model)
+    state = model.state_dict()
+    assert set(shared) | set(private) == set(state) and not set(shared) & set(private)
+    backbone_params = {id(p) for p in model.backbone.parameters()}
+    named = dict(model.named_parameters())
+    # shared: exactly the backbone's parameters (classifier included)
+    assert {id(named[k]) for k in shared} == backbone_params
+    # private: every projection tensor and every BN buffer, wherever it is
+    for k in private:
+        assert k.startswith("projections.") or k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    bn_buffers = [k for k in state if k.endswith("running_mean")]
+    assert bn_buffers and all(k in private for k in bn_buffers)
+    assert list(shared_state(model)) == shared and list(private_state(model)) == private
+
+
+def test_sharing_does_not_depend_on_names():
+    """Renaming a submodule does not change the classification: only the module type counts."""
+    model = create_model("small_cnn", {"a": 1}, num_classes=3, width=4)
+    holder = nn.Module()
+    holder.frontend = Projection("a", 1, [nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4)])
+    holder.net = nn.Sequential(nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4))
+    shared, private = split_state_keys(holder)
+    assert shared == ["net.0.weight", "net.0.bias", "net.1.weight", "net.1.bias"]
+    assert all(k.startswith("frontend.") or "running" in k or "num_batches" in k for k in private)
+    assert model is not None
+
+
+def test_wrong_channel_count_is_a_clear_error():
+    model = create_model("small_cnn", {"sar": 2}, num_classes=4, width=4)
+    with pytest.raises(ValueError, match=r"modality 'sar' expects input of shape \(N, 2, H, W\)"):
+        model(torch.randn(1, 3, 16, 16), "sar")
+
+
+def test_unknown_modality_is_a_clear_error():
+    model = create_model("small_cnn", {"sar": 2}, num_classes=4, width=4)
+    with pytest.raises(KeyError, match="unknown modality 'rgb'"):
+        model(torch.randn(1, 3, 16, 16), "rgb")
+
+
+def test_factory_rejects_bad_settings():
+    assert {"small_cnn", "resnet18"} <= set(available_backbones())
+    with pytest.raises(ValueError, match="unknown backbone 'vit'"):
+        create_model("vit", {"a": 3}, 4)
+    with pytest.raises(ValueError, match="specific_layers=5 is out of range"):
+        create_model("small_cnn", {"a": 3}, 4, specific_layers=5)
+    only_head = create_model("small_cnn", {"a": 3, "b": 2}, 4, specific_layers=4, width=4)
+    assert isinstance(only_head.backbone[0], torch.nn.Linear) and len(only_head.backbone) == 1
+    with pytest.raises(ValueError, match="no modalities"):
+        create_model("small_cnn", {}, 4)
