@@ -30,6 +30,7 @@ def write_json_atomic(path: str | Path, payload) -> Path:
             json.dump(payload, f, indent=2, sort_keys=False, default=_jsonable)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

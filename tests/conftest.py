@@ -55,3 +55,23 @@ def tiny_config(method="uml", modalities=("sar", "rgb"), epochs=1, **dataset) ->
         "training": {"epochs": epochs, "batch_size": 8, "lr": 0.003, "log_every": 0},
         "calibration": {"epochs": 1, "batch_size": 16},
     }
+
+
+@pytest.fixture
+def flower_runtime(tmp_path):
+    """A private Flower installation for one test; asserts that nothing is left running and
+    that the user's ~/.flwr is not touched."""
+    from experiments.flower import FlowerRuntime, find_strays
+
+    home_flwr = Path.home() / ".flwr"
+    before = _tree_state(home_flwr)
+    with FlowerRuntime(tmp_path / "flower") as rt:
+        yield rt
+    assert not find_strays(tmp_path), "processes of the Flower runtime outlived it"
+    assert _tree_state(home_flwr) == before, "the test wrote under ~/.flwr"
+
+
+def _tree_state(path: Path):
+    if not path.exists():
+        return None
+    return sorted((str(p), p.stat().st_mtime_ns) for p in path.rglob("*"))

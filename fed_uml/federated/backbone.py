@@ -1,0 +1,32 @@
+"""The initial shared backbone, built on the server from settings alone (no data)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+
+import torch
+
+from fed_uml.models import create_model, shared_state
+
+
+def initial_backbone(cfg: Mapping) -> OrderedDict[str, torch.Tensor]:
+    """Backbone parameters for round 1, seeded by `seed`.
+
+    The projection is irrelevant here (institutions keep their own), so a one-channel
+    placeholder modality is used; the key names match an institution's model because the
+    shared tensors all live under `backbone.`.
+    """
+    model_cfg = dict(cfg["model"])
+    num_classes = cfg["dataset"].get("num_classes")
+    if not num_classes:
+        raise ValueError(
+            f"dataset {cfg['dataset'].get('name')!r}: setting dataset.num_classes is needed to build the "
+            "backbone on the server"
+        )
+    torch.manual_seed(int(cfg["seed"]))
+    model = create_model(
+        model_cfg.pop("backbone"), {"placeholder": 1}, int(num_classes), int(model_cfg.pop("specific_layers", 1)),
+        **model_cfg,
+    )
+    return shared_state(model)

@@ -1,0 +1,157 @@
+"""Run config (Flower, flat, hyphenated) <-> Hydra config (`conf/`, the source of truth).
+
+Flower owns the app processes, so Hydra cannot be their entry point. Both apps compose the
+same `conf/config.yaml` with the Hydra compose API and apply the run-config values as
+overrides. `[tool.flwr.app.config]` in pyproject.toml lists exactly `RUN_CONFIG_KEYS` with
+the values Hydra composes by default (a test checks that), so `flwr run .` and
+`python -m experiments.run` start from the same settings.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+
+# run-config key -> Hydra path. Group choices (dataset, model, method) are config groups.
+RUN_CONFIG_KEYS: dict[str, str] = {
+    "method": "method",
+    "dataset": "dataset",
+    "model": "model",
+    "modalities": "dataset.modalities",
+    "data-root": "dataset.root",
+    "seed": "seed",
+    "num-server-rounds": "federated.num_rounds",
+    "local-epochs": "federated.local_epochs",
+    "institutions-per-modality": "federated.institutions_per_modality",
+    "partitioning": "federated.partitioning",
+    "dirichlet-alpha": "federated.dirichlet_alpha",
+    "weighting": "federated.weighting",
+    "fraction-train": "federated.fraction_train",
+    "min-institutions": "federated.min_institutions",
+    "evaluate-every": "federated.evaluate_every",
+    "round-timeout": "federated.round_timeout",
+    "transfer-dtype": "federated.transfer_dtype",
+    "calibration-epochs": "calibration.epochs",
+    "num-threads": "num_threads",
+    "results-dir": "results_dir",
+    "resume": "federated.resume",
+    "audit-log": "federated.audit_log",
+    "overrides": "",
+}
+GROUPS = ("dataset", "model", "method")
+# Keys whose default depends on the chosen groups (or on the machine): in pyproject.toml
+# they hold "", which means "keep what Hydra composes".
+GROUP_DEPENDENT = ("modalities", "data-root", "results-dir", "audit-log")
+
+
+def conf_dir() -> Path:
+    """`conf/` beside the `fed_uml` package (the repository or the shipped Flower app)."""
+    env = os.environ.get("FED_UML_CONF")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "conf"
+    if not (path / "config.yaml").is_file():
+        raise FileNotFoundError(f"Hydra config not found: {path / 'config.yaml'} (set FED_UML_CONF to the conf/ dir)")
+    return path
+
+
+def _override_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)  # quoted: Hydra's grammar accepts double-quoted strings
+    return str(value)
+
+
+def run_config_to_overrides(run_config: Mapping) -> list[str]:
+    """Hydra overrides equivalent to a Flower run config; unknown keys are an error.
+
+    Order: group choices, then the mapped keys, then the free-form `overrides` string, so
+    that `overrides` wins; for a key given twice only the last value is kept.
+    """
+    unknown = sorted(set(run_config) - set(RUN_CONFIG_KEYS))
+    if unknown:
+        raise ValueError(f"unknown run-config key(s) {unknown}; known keys: {sorted(RUN_CONFIG_KEYS)}")
+    groups, keys = [], []
+    for key, value in run_config.items():
+        path = RUN_CONFIG_KEYS[key]
+        if key == "overrides" or value == "":
+            continue
+        if key in GROUPS:
+            groups.append(f"{path}={value}")
+        elif key == "modalities":
+            names = [m.strip() for m in str(value).split(",") if m.strip()]
+            keys.append(f"{path}=[{','.join(names)}]")
+        else:
+            keys.append(f"{path}={_override_value(value)}")
+    free = shlex.split(str(run_config.get("overrides", "")))
+    last: dict[str, str] = {}
+    for override in groups + keys + free:
+        last.pop(override.split("=", 1)[0], None)
+        last[override.split("=", 1)[0]] = override
+    return sorted(last.values(), key=lambda o: o.split("=", 1)[0].lstrip("+~") not in GROUPS)
+
+
+@functools.lru_cache(maxsize=32)
+def _compose_cached(overrides: tuple[str, ...]) -> str:
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(str(conf_dir()), version_base="1.3", job_name="fed_uml"):
+        cfg = compose("config", overrides=list(overrides))
+        return json.dumps(OmegaConf.to_container(cfg, resolve=False))
+
+
+def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """The resolved config as plain containers (Hydra's own `hydra:` resolvers are not used)."""
+    from omegaconf import OmegaConf
+
+    raw = json.loads(_compose_cached(tuple(overrides)))
+    raw.pop("hydra", None)
+    if isinstance(raw.get("results_dir"), str) and "${hydra:" in raw["results_dir"]:
+        raw["results_dir"] = None
+    return OmegaConf.to_container(OmegaConf.create(raw), resolve=True)
+
+
+def config_from_run_config(run_config: Mapping) -> dict:
+    return compose_config(tuple(run_config_to_overrides(run_config)))
+
+
+def get_path(cfg: Mapping, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def default_run_config() -> dict:
+    """Run-config values equal to Hydra's defaults: what `[tool.flwr.app.config]` must hold."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(str(conf_dir()), version_base="1.3", job_name="fed_uml"):
+        cfg = compose("config", return_hydra_config=False)
+        choices = {g: compose("config", return_hydra_config=True).hydra.runtime.choices[g] for g in GROUPS}
+    cfg = OmegaConf.to_container(cfg, resolve=False)
+    out = {}
+    for key, path in RUN_CONFIG_KEYS.items():
+        if key == "overrides" or key in GROUP_DEPENDENT:
+            out[key] = ""
+        elif key in GROUPS:
+            out[key] = choices[key]
+        else:
+            out[key] = get_path(cfg, path)
+    return out
+
+
+def run_config_from_overrides(overrides: list[str] | tuple[str, ...], **keys) -> dict:
+    """A run config that makes the Flower apps compose exactly `overrides` (e.g. a Hydra
+    job's command-line overrides), plus run-config keys such as `results-dir`."""
+    out = {k: v for k, v in keys.items()}
+    out["overrides"] = shlex.join(list(overrides))
+    unknown = sorted(set(out) - set(RUN_CONFIG_KEYS))
+    if unknown:
+        raise ValueError(f"unknown run-config key(s) {unknown}")
+    return out

@@ -1,0 +1,36 @@
+"""Flower ServerApp: backbone-only FedAvg over R rounds, then client-side BN calibration.
+
+Never touches an institution's data: it composes the settings, builds the initial backbone,
+and only ever sees backbone tensors and scalar metrics. Writes `results.json`,
+`backbone.pt` and a per-round `checkpoint.pt` into the run-config `results-dir`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from fed_uml.federated.config import config_from_run_config
+from fed_uml.federated.logs import route_to_flower
+from server.orchestrator import FederatedRun
+
+app = ServerApp()
+log = logging.getLogger(__name__)
+route_to_flower()
+
+
+def default_results_dir(run_id: int) -> Path:
+    """`results/run-<id>` under the SuperLink's working directory (pass an absolute
+    `results-dir` to choose; a local SuperLink keeps the directory of its first start)."""
+    return Path.cwd() / "results" / f"run-{run_id}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    cfg = config_from_run_config(context.run_config)
+    results_dir = Path(cfg.get("results_dir") or default_results_dir(context.run_id)).expanduser().resolve()
+    FederatedRun(grid, cfg, results_dir, run_id=context.run_id).execute()
