@@ -7,7 +7,6 @@ statistics. Sent: the backbone parameters and scalar metrics. Message types:
 
 from __future__ import annotations
 
-import logging
 
 import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
@@ -17,12 +16,10 @@ from fed_uml.federated.audit import audit_mod
 from fed_uml.federated.config import config_from_run_config
 from fed_uml.federated.institution import Institution
 from fed_uml.federated.institutions import institution_for_node
-from fed_uml.federated.logs import route_to_flower
+from fed_uml.federated.private_store import PrivateStateStore
 from fed_uml.federated.transfer import from_wire, to_wire
 
 app = ClientApp(mods=[audit_mod])
-log = logging.getLogger(__name__)
-route_to_flower(logging.WARNING)
 _PRIVATE = "private"
 
 
@@ -37,9 +34,22 @@ def _institution(context: Context) -> Institution:
     return Institution(cfg, ident)
 
 
-def _private(context: Context):
+def _store(context: Context, inst: Institution) -> PrivateStateStore | None:
+    state_dir = context.node_config.get("state-dir") or inst.cfg["federated"].get("state_dir")
+    return PrivateStateStore(state_dir, inst.ident.name) if state_dir else None
+
+
+def _private(context: Context, inst: Institution, last_round: int):
+    """This institution's private state after `last_round`: from `context.state` within a
+    run, else (a resumed run) from its node-local store; None before round 1."""
     if _PRIVATE in context.state:
         return context.state[_PRIVATE].to_torch_state_dict()
+    store = _store(context, inst)
+    if last_round > 0 and store is not None:
+        return store.load(last_round)
+    if last_round > 0 and inst.cfg["federated"].get("resume"):
+        raise RuntimeError(f"institution {inst.ident.name}: resuming after round {last_round} needs its private "
+                           "state, but no state-dir is set")
     return None
 
 
@@ -60,20 +70,26 @@ def train(msg: Message, context: Context) -> Message:
     inst = _institution(context)
     config = msg.content["config"]
     backbone = from_wire(msg.content["arrays"])
+    server_round = int(config["server-round"])
     shared, private, metrics = inst.fit(
-        backbone, _private(context), int(config["server-round"]), int(config["local-epochs"])
+        backbone, _private(context, inst, server_round - 1), server_round, int(config["local-epochs"])
     )
     context.state[_PRIVATE] = ArrayRecord(private)
+    store = _store(context, inst)
+    if store is not None:
+        store.save(server_round, private)
     return _reply(msg, metrics, to_wire(shared, str(config.get("transfer-dtype", "float32"))))
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     inst = _institution(context)
-    return _reply(msg, inst.evaluate(from_wire(msg.content["arrays"]), _private(context)))
+    last = int(msg.content["config"]["server-round"])
+    return _reply(msg, inst.evaluate(from_wire(msg.content["arrays"]), _private(context, inst, last)))
 
 
 @app.query("calibrate")
 def calibrate(msg: Message, context: Context) -> Message:
     inst = _institution(context)
-    return _reply(msg, inst.calibrate(from_wire(msg.content["arrays"]), _private(context)))
+    last = int(msg.content["config"]["server-round"])
+    return _reply(msg, inst.calibrate(from_wire(msg.content["arrays"]), _private(context, inst, last)))

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -114,16 +114,24 @@ class Process:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def wait_for_port(port: int, timeout: float = 60.0, proc: Process | None = None) -> None:
+def wait_for_port(port: int, timeout: float = 60.0, proc: Process | None = None, host: str = "127.0.0.1",
+                  prefix: Sequence[str] = ()) -> None:
+    """Wait until `host:port` accepts TCP connections. With a `prefix` (such as
+    `ip netns exec NS`), the probe runs under it, e.g. inside a network namespace."""
     deadline = time.monotonic() + timeout
+    probe = f"import socket,sys; s=socket.socket(); s.settimeout(2); sys.exit(s.connect_ex(({host!r}, {port})))"
     while time.monotonic() < deadline:
         if proc is not None and not proc.alive():
             raise RuntimeError(f"{proc.args[0]} exited early:\n{proc.log_text()[-3000:]}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
+        if prefix:
+            if subprocess.run([*prefix, sys.executable, "-c", probe], capture_output=True).returncode == 0:
                 return
+        else:
+            with socket.socket() as s:
+                if s.connect_ex((host, port)) == 0:
+                    return
         time.sleep(0.2)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f}s")
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f}s")
 
 
 class FlowerRuntime(ExitStack):
@@ -147,45 +155,84 @@ class FlowerRuntime(ExitStack):
     def env(self, flwr_home: Path | None = None) -> dict[str, str]:
         return flower_env(flwr_home or self.flwr_home, self.extra_env)
 
-    def spawn(self, args: list[str], name: str, flwr_home: Path | None = None) -> Process:
-        proc = Process(args, self.env(flwr_home), self.workdir / f"{name}.log", cwd=self.workdir)
+    def spawn(self, args: list[str], name: str, flwr_home: Path | None = None, prefix: Sequence[str] = ()) -> Process:
+        """Start `args` (under `prefix`, e.g. `ip netns exec NS`, which execs it in place)."""
+        proc = Process([*prefix, *args], self.env(flwr_home), self.workdir / f"{name}.log", cwd=self.workdir)
         self.processes.append(proc)
         return proc
 
     def start_superlink(self, simulation: bool = False, extra_args: list[str] = (),
                         name: str = "superlink", insecure: bool = True,
-                        root_certificates: Path | None = None) -> Process:
-        port = free_port()
-        args = ["flower-superlink", "--host", "127.0.0.1", "--port", str(port),
+                        root_certificates: Path | None = None, *, host: str = "127.0.0.1",
+                        port: int | None = None, certificates: Sequence[Path] | None = None,
+                        enable_supernode_auth: bool = False, prefix: Sequence[str] = ()) -> Process:
+        """`certificates=(ca.crt, server.crt, server.key)` (see experiments/certificates.py)
+        switches TLS on (`insecure` is then ignored; the CLI connection trusts the CA unless
+        `root_certificates` says otherwise); `enable_supernode_auth` admits only SuperNodes
+        whose public key was registered (`register_supernode`). `host`/`port`/`prefix`
+        place the SuperLink elsewhere, e.g. in a network namespace (experiments/netns.py)."""
+        port = port or free_port()
+        args = ["flower-superlink", "--host", host, "--port", str(port),
                 "--disable-runtime-dependency-installation", "--database", str(self.workdir / f"{name}.db")]
+        if certificates is not None:
+            ca, cert, key = (Path(c) for c in certificates)
+            args += ["--ssl-ca-certfile", str(ca), "--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]
+            insecure, root_certificates = False, root_certificates or ca
         if insecure:
             args.append("--insecure")
+        if enable_supernode_auth:
+            args.append("--enable-supernode-auth")
         if simulation:
             args += ["--simulation", "--isolation", "subprocess"]
-        proc = self.spawn(args + list(extra_args), name)
-        wait_for_port(port, proc=proc)
+        proc = self.spawn(args + list(extra_args), name, prefix=prefix)
+        wait_for_port(port, proc=proc, host=host, prefix=prefix)
         self.superlink_port = port
-        add_connection(self.flwr_home, name, f"127.0.0.1:{port}", insecure=insecure,
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        add_connection(self.flwr_home, name, address, insecure=insecure,
                        root_certificates=root_certificates)
         return proc
 
     def start_supernode(self, node_config: Mapping, name: str, extra_args: list[str] = (),
-                        insecure: bool = True, superlink: str | None = None) -> Process:
+                        insecure: bool = True, superlink: str | None = None, *,
+                        root_certificates: Path | None = None, auth_private_key: Path | None = None,
+                        prefix: Sequence[str] = ()) -> Process:
+        """`root_certificates` (the CA) connects over TLS instead of `--insecure`;
+        `auth_private_key` (OpenSSH EC key) authenticates the node to a SuperLink started
+        with `enable_supernode_auth`; `prefix` as in `spawn`."""
         home = self.workdir / f"{name}-home"
         home.mkdir(exist_ok=True)
         node_cfg = " ".join(f"{k}={toml_value(v) if not isinstance(v, str) else repr(v)}"
                             for k, v in node_config.items())
         args = ["flower-supernode", "--superlink", superlink or f"127.0.0.1:{self.superlink_port}",
                 "--port", str(free_port()), "--node-config", node_cfg]
-        if insecure:
+        if root_certificates is not None:
+            args += ["--root-certificates", str(root_certificates)]
+        elif insecure:
             args.append("--insecure")
-        return self.spawn(args + list(extra_args), name, flwr_home=home)
+        if auth_private_key is not None:
+            args += ["--auth-supernode-private-key", str(auth_private_key)]
+        return self.spawn(args + list(extra_args), name, flwr_home=home, prefix=prefix)
+
+    def register_supernode(self, public_key: Path, connection: str = "superlink", prefix: Sequence[str] = (),
+                           timeout: float = 120) -> int:
+        """`flwr supernode register PUBLIC_KEY CONNECTION`: authorise a SuperNode's public key
+        (OpenSSH `ecdsa-sha2-nistp384 ...`) on a SuperLink with SuperNode authentication.
+        Returns the node id the SuperLink assigned."""
+        import re
+
+        args = [*prefix, "flwr", "supernode", "register", str(public_key), connection]
+        proc = subprocess.run(args, env=self.env(), cwd=self.workdir, capture_output=True, text=True, timeout=timeout)
+        found = re.search(r"SuperNode (\d+) registered", proc.stdout + proc.stderr)
+        if proc.returncode != 0 or not found:
+            raise RuntimeError(f"flwr supernode register failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
+        return int(found.group(1))
 
     def run(self, run_config: Mapping | None = None, federation_config: Mapping | None = None,
             connection: str = "superlink", app_dir: Path = REPO, timeout: float = 900,
-            log_name: str = "flwr-run") -> subprocess.CompletedProcess:
-        """`flwr run APP CONNECTION --stream` with a run-config TOML; raises on failure."""
-        args = ["flwr", "run", str(app_dir), connection, "--stream"]
+            log_name: str = "flwr-run", prefix: Sequence[str] = ()) -> subprocess.CompletedProcess:
+        """`flwr run APP CONNECTION --stream` with a run-config TOML; raises on failure.
+        `prefix` (e.g. `ip netns exec NS`) runs the CLI elsewhere."""
+        args = [*prefix, "flwr", "run", str(app_dir), connection, "--stream"]
         if run_config:
             toml = write_toml_table(self.workdir / f"{log_name}.toml", run_config)
             args += ["--run-config", str(toml)]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import random
 import time
@@ -22,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from flwr.common.logger import FLOWER_LOGGER
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
@@ -30,11 +30,12 @@ from fed_uml.federated.transfer import from_wire, to_wire
 from fed_uml.results import make_results, write_json_atomic
 from server.strategy import BackboneFedAvg
 
-log = logging.getLogger(__name__)
+log = FLOWER_LOGGER  # Flower streams its own logger's output to `flwr run --stream`
 
 FEDERATED_METHODS = ("uml", "unimodal")
 # Settings that may change between a stopped run and its resumption.
-_RESUME_FREE = ("results_dir", "federated.resume", "federated.round_timeout", "federated.audit_log", "num_threads")
+_RESUME_FREE = ("results_dir", "federated.resume", "federated.round_timeout", "federated.audit_log", "num_threads",
+                "federated.stop_after_round", "federated.state_dir")
 
 
 class FederationError(RuntimeError):
@@ -148,21 +149,28 @@ class FederatedRun:
 
     def groups(self) -> dict[str, list[int]]:
         """Which institutions average their backbones together."""
+        # Ordered by institution name, not node id (node ids change between runs), so that
+        # client sampling is reproducible and a resumed run samples as the original would.
+        ordered = sorted(self.institutions, key=lambda n: self.institutions[n]["name"])
         if self.method == "uml":
-            return {"uml": sorted(self.institutions)}
+            return {"uml": ordered}
         by_modality = defaultdict(list)
-        for node_id, d in sorted(self.institutions.items()):
-            by_modality[d["modality"]].append(node_id)
+        for node_id in ordered:
+            by_modality[self.institutions[node_id]["modality"]].append(node_id)
         return dict(by_modality)
 
     def sample(self, nodes: list[int]) -> list[int]:
         k = max(1, int(round(len(nodes) * float(self.fed["fraction_train"]))))
-        return sorted(self.rng.sample(nodes, k)) if k < len(nodes) else list(nodes)
+        return self.rng.sample(nodes, k) if k < len(nodes) else list(nodes)
 
     def train_round(self, server_round: int, arrays: dict[str, dict]) -> dict[str, dict]:
         t0 = time.perf_counter()
-        groups = self.groups()
-        chosen = {g: [n for n in self.sample(nodes) if n in self.institutions] for g, nodes in groups.items()}
+        connected = set(self.grid.get_node_ids())
+        for n in sorted(set(self.institutions) - connected):
+            if not any(f["node_id"] == n and f["stage"] == "disconnected" for f in self.failures):
+                self._record_failure(n, "disconnected", server_round, "the node left the federation")
+        groups = {g: [n for n in nodes if n in connected] for g, nodes in self.groups().items()}
+        chosen = {g: self.sample(nodes) for g, nodes in groups.items() if nodes}
         node_arrays = {n: arrays[g] for g, nodes in chosen.items() for n in nodes}
         config = {"server-round": server_round, "local-epochs": int(self.fed["local_epochs"]),
                   "transfer-dtype": self.dtype}
@@ -201,8 +209,8 @@ class FederatedRun:
         return new_arrays
 
     def _per_node_arrays(self, arrays: dict[str, dict]) -> dict[int, dict]:
-        groups = self.groups()
-        return {n: arrays[g] for g, nodes in groups.items() for n in nodes}
+        connected = set(self.grid.get_node_ids())
+        return {n: arrays[g] for g, nodes in self.groups().items() for n in nodes if n in connected}
 
     def evaluate_round(self, server_round: int, arrays: dict[str, dict]) -> None:
         replies = self._send(self._per_node_arrays(arrays), MessageType.EVALUATE, {"server-round": server_round})
@@ -221,7 +229,8 @@ class FederatedRun:
     def calibrate(self, arrays: dict[str, dict]) -> tuple[dict, list]:
         replies = self._send(
             self._per_node_arrays(arrays), f"{MessageType.QUERY}.calibrate",
-            {"calibration-epochs": int(self.cfg["calibration"]["epochs"])},
+            {"calibration-epochs": int(self.cfg["calibration"]["epochs"]),
+             "server-round": int(self.fed["num_rounds"])},
         )
         per_mod = defaultdict(lambda: {"before": 0.0, "after": 0.0, "n_test": 0, "n_train": 0, "institutions": 0})
         per_inst = []
@@ -314,6 +323,10 @@ class FederatedRun:
             if every and (server_round % every == 0 or server_round == num_rounds):
                 self.evaluate_round(server_round, arrays)
             self.save_checkpoint(server_round, arrays)
+            if server_round == int(self.fed.get("stop_after_round") or 0) and server_round < num_rounds:
+                log.warning("stopping after round %d as requested (federated.stop_after_round); continue with "
+                            "resume=true and the same results-dir", server_round)
+                return {}
         modalities, per_inst = self.calibrate(arrays)
         torch.save(arrays, self.results_dir / "backbone.pt")
         results = make_results(

@@ -7,7 +7,6 @@ and only ever sees backbone tensors and scalar metrics. Writes `results.json`,
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 
@@ -15,12 +14,9 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fed_uml.federated.config import config_from_run_config
-from fed_uml.federated.logs import route_to_flower
 from server.orchestrator import FederatedRun
 
 app = ServerApp()
-log = logging.getLogger(__name__)
-route_to_flower()
 
 
 def default_results_dir(run_id: int) -> Path:

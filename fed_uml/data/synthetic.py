@@ -28,18 +28,22 @@ Optical sensor (Sentinel-2 MSI, 13 bands in EuroSAT's order B01..B12, B8A)
     clear water, broadleaf canopy, grassland, green crop, dry soil, asphalt, tile roof,
     concrete and shrub, with the red edge and NIR plateau of vegetation). Per scene: a
     multiplicative illumination gain (+-15 %), an additive haze that decays with
-    wavelength, per-material spectral variability (`optical_material_jitter`, relative), a
-    smooth sub-material texture, and additive Gaussian sensor noise (`optical_noise`, in
-    reflectance units). Output: digital numbers, reflectance x 10000, as EuroSAT's GeoTIFFs.
+    wavelength, scene conditions (`scene_variability`: phenology from green to senescent
+    vegetation, harvested fields, soil moisture darkening soil, sediment in water, and tile,
+    grey or metal roofs), per-material spectral variability (`optical_material_jitter`,
+    relative), a smooth sub-material texture, and additive Gaussian sensor noise
+    (`optical_noise`, in reflectance units). Output: digital numbers, reflectance x 10000, as EuroSAT's GeoTIFFs.
     Any band subset can be a modality (e.g. RGB = B04, B03, B02).
 
 SAR sensor (Sentinel-1 IW GRD, VV and VH)
     Each material has a mean backscatter sigma0 in dB per polarisation (smooth water very
     dark, volume scattering of forest bright in VH, double bounce of buildings very bright,
     smooth asphalt dark; grass, crop and soil close together, as in real C-band data). Per
-    scene: a calibration and incidence-angle offset (`sar_scene_offset_db`), per-material
-    variability from moisture and roughness (`sar_material_jitter_db`), and a smooth
-    texture. Speckle is multiplicative, drawn per pixel and polarisation from a unit-mean
+    scene: a calibration and incidence-angle offset (`sar_scene_offset_db`), scene
+    conditions (`scene_variability`: soil moisture raising the backscatter of soil and low
+    vegetation by up to 3 dB, wind roughening water by up to 8 dB, crop stage, and the
+    orientation of buildings changing their double bounce), per-material variability
+    (`sar_material_jitter_db`), and a smooth texture. Speckle is multiplicative, drawn per pixel and polarisation from a unit-mean
     Gamma distribution with `sar_looks` equivalent looks (fully developed speckle in
     multi-looked intensity). Output: backscatter in dB, as BigEarthNet-S1's GeoTIFFs.
 
@@ -110,6 +114,9 @@ _SIGMA0_DB = np.array(
     ],
     dtype=np.float32,
 )
+# Senescent (dry) vegetation: the red edge and NIR plateau collapse, red and SWIR rise.
+_SENESCENT = np.array([0.06, 0.06, 0.09, 0.11, 0.14, 0.18, 0.20, 0.22, 0.10, 0.005, 0.28, 0.20, 0.22], np.float32)
+_VEGETATION = (FOREST, GRASS, CROP, SHRUB)
 # Haze adds most to the short wavelengths.
 _HAZE_SHAPE = np.array([1.0, 0.9, 0.7, 0.55, 0.45, 0.35, 0.3, 0.25, 0.2, 0.05, 0.08, 0.05, 0.22], np.float32)
 
@@ -123,6 +130,37 @@ class SensorNoise:
     sar_looks: float = 4.0
     sar_scene_offset_db: float = 1.0
     sar_material_jitter_db: float = 1.5
+    scene_variability: float = 1.0
+
+
+def _optical_table(rng: np.random.Generator, v: float) -> np.ndarray:
+    """Per-scene reflectance of every material: season, harvest, soil moisture, turbidity
+    and roof type vary from scene to scene (scaled by `scene_variability` v)."""
+    refl = _REFLECTANCE.copy()
+    green = 1.0 - v * rng.uniform(0.0, 0.7)  # phenology: 1 = peak greenness
+    for m in _VEGETATION:
+        g = 1.0 - (1.0 - green) * (0.4 if m == FOREST else 1.0)  # conifers keep their needles
+        refl[m] = g * _REFLECTANCE[m] + (1.0 - g) * _SENESCENT
+    if rng.random() < 0.3 * v:  # harvested fields: stubble over soil
+        refl[CROP] = 0.5 * _REFLECTANCE[SOIL] + 0.5 * _SENESCENT
+    refl[SOIL] *= 1.0 - v * 0.35 * rng.uniform()  # wet soil is darker
+    refl[WATER, 1:5] += v * 0.03 * rng.uniform()  # suspended sediment
+    roof = rng.integers(3) if v > 0 else 0  # tile, grey concrete, bright metal
+    refl[ROOF] = (_REFLECTANCE[ROOF], 0.75 * _REFLECTANCE[CONCRETE], 1.4 * _REFLECTANCE[CONCRETE])[roof]
+    return refl
+
+
+def _sar_table(rng: np.random.Generator, v: float) -> np.ndarray:
+    """Per-scene sigma0 of every material: soil moisture, wind on water, crop stage and the
+    orientation of buildings towards the radar vary from scene to scene."""
+    db = _SIGMA0_DB.copy()
+    moisture = v * rng.uniform()
+    for m in (SOIL, GRASS, CROP, SHRUB):
+        db[m] += (3.0 * moisture, 2.5 * moisture)
+    db[WATER] += v * 8.0 * rng.uniform() ** 2  # wind-roughened water is brighter
+    db[CROP] += v * rng.uniform(-2.0, 2.0)
+    db[ROOF] += v * rng.uniform(-4.0, 2.0)  # double bounce depends on orientation
+    return db
 
 
 @dataclass(frozen=True)
@@ -309,7 +347,7 @@ def draw_scene(grid: _Grid, label: int, rng: np.random.Generator) -> np.ndarray:
 
 def render_optical(materials, grid, rng, band_index, noise: SensorNoise) -> np.ndarray:
     """Top-of-atmosphere digital numbers (reflectance x 10000), shape (bands, H, W)."""
-    refl = _REFLECTANCE[:, band_index]
+    refl = _optical_table(rng, noise.scene_variability)[:, band_index]
     jitter = 1.0 + np.float32(noise.optical_material_jitter) * rng.standard_normal(refl.shape, dtype=np.float32)
     img = (refl * jitter)[materials]  # (H, W, B)
     img *= (1.0 + 0.05 * grid.smooth_noise(rng, 0.08))[..., None]
@@ -322,7 +360,7 @@ def render_optical(materials, grid, rng, band_index, noise: SensorNoise) -> np.n
 
 def render_sar(materials, grid, rng, band_index, noise: SensorNoise) -> np.ndarray:
     """Backscatter sigma0 in dB with multiplicative Gamma speckle, shape (bands, H, W)."""
-    db = _SIGMA0_DB[:, band_index] + noise.sar_material_jitter_db * rng.standard_normal(
+    db = _sar_table(rng, noise.scene_variability)[:, band_index] + noise.sar_material_jitter_db * rng.standard_normal(
         (len(MATERIALS), len(band_index))
     ).astype(np.float32)
     img = db[materials] + np.float32(noise.sar_scene_offset_db * rng.standard_normal())

@@ -39,13 +39,15 @@ RUN_CONFIG_KEYS: dict[str, str] = {
     "num-threads": "num_threads",
     "results-dir": "results_dir",
     "resume": "federated.resume",
+    "state-dir": "federated.state_dir",
+    "stop-after-round": "federated.stop_after_round",
     "audit-log": "federated.audit_log",
     "overrides": "",
 }
 GROUPS = ("dataset", "model", "method")
 # Keys whose default depends on the chosen groups (or on the machine): in pyproject.toml
 # they hold "", which means "keep what Hydra composes".
-GROUP_DEPENDENT = ("modalities", "data-root", "results-dir", "audit-log")
+GROUP_DEPENDENT = ("modalities", "data-root", "results-dir", "audit-log", "state-dir")
 
 
 def conf_dir() -> Path:

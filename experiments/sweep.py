@@ -1,0 +1,124 @@
+"""Federated L sweeps with the budget R x L fixed (the study's Figs 8-9).
+
+    python -m experiments.sweep -m federated.local_epochs=2,5,10,25,50 method=uml,unimodal sweep.budget=200
+
+Each Hydra job sets R = sweep.budget / L, runs the Flower apps with `flwr run` on a private
+local SuperLink (simulation runtime, `simulation.*` settings), reads the results.json the
+ServerApp wrote, appends a row to `<sweep dir>/sweep.csv` and redraws
+`<sweep dir>/sweep.png` (per-modality accuracy against L, UML solid, unimodal dashed).
+Rows are written as jobs finish, so a failed or interrupted sweep keeps what it had.
+`python -m experiments.sweep collect <sweep dir>` redraws the plot from the CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import json
+import logging
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.flower import FlowerRuntime
+from fed_uml.federated.config import run_config_from_overrides
+
+log = logging.getLogger(__name__)
+FIELDS = ["method", "local_epochs", "rounds", "budget", "seed", "modality", "accuracy",
+          "accuracy_before_calibration", "accuracy_after_calibration", "wall_seconds", "results"]
+
+
+def rounds_for(budget: int, local_epochs: int) -> int:
+    if local_epochs < 1 or budget < local_epochs or budget % local_epochs:
+        raise ValueError(f"sweep.budget={budget} is not a multiple of federated.local_epochs={local_epochs}")
+    return budget // local_epochs
+
+
+def run_federated(cfg: dict, overrides: list[str], workdir: Path, results_dir: Path) -> dict:
+    """One federated simulation through `flwr run`; returns its results.json."""
+    sim = cfg["simulation"]
+    federation = {"num-supernodes": int(sim["num_supernodes"]), "client-resources-num-cpus": int(sim["client_cpus"]),
+                  "client-resources-num-gpus": float(sim["client_gpus"])}
+    with FlowerRuntime(workdir) as rt:
+        rt.start_superlink(simulation=True)
+        rt.run(run_config_from_overrides(overrides, **{"results-dir": str(results_dir)}), federation, timeout=24 * 3600)
+    return json.loads((results_dir / "results.json").read_text())
+
+
+def append_rows(csv_path: Path, rows: list[dict]) -> None:
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(csv_path, "a", newline="") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        writer = csv.DictWriter(f, FIELDS)
+        if f.tell() == 0:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot(csv_path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    series = defaultdict(lambda: defaultdict(list))  # (method, modality) -> L -> accuracies
+    for r in rows:
+        series[(r["method"], r["modality"])][int(r["local_epochs"])].append(float(r["accuracy"]))
+    modalities = sorted({m for _, m in series})
+    fig, ax = plt.subplots(figsize=(6, 4))
+    colors = {m: f"C{i}" for i, m in enumerate(modalities)}
+    for (method, modality), by_l in sorted(series.items()):
+        ls = sorted(by_l)
+        means = [sum(by_l[x]) / len(by_l[x]) for x in ls]
+        ax.plot(ls, means, marker="o", color=colors[modality], linestyle="-" if method == "uml" else "--",
+                label=f"{method} {modality}")
+    budgets = sorted({r["budget"] for r in rows})
+    ax.set_xscale("log")
+    ax.set_xlabel("local epochs L (R = budget / L)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"Federated L sweep, budget R x L = {', '.join(budgets)}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    out = csv_path.with_suffix(".png")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    hc = HydraConfig.get()
+    job_dir = Path(hc.runtime.output_dir)
+    sweep_dir = Path(hc.sweep.dir) if hc.mode.name == "MULTIRUN" else job_dir
+    local_epochs, budget = int(cfg.federated.local_epochs), int(cfg.sweep.budget)
+    rounds = rounds_for(budget, local_epochs)
+    overrides = [o for o in hc.overrides.task if not o.startswith(("results_dir=", "sweep.", "simulation."))]
+    overrides.append(f"federated.num_rounds={rounds}")
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    log.info("%s: L=%d, R=%d (budget %d)", cfg.method.name, local_epochs, rounds, budget)
+    results = run_federated(plain, overrides, job_dir / "flower", job_dir / "results")
+    rows = [{
+        "method": results["method"], "local_epochs": local_epochs, "rounds": rounds, "budget": budget,
+        "seed": results["seed"], "modality": m, "accuracy": v["accuracy"],
+        "accuracy_before_calibration": v["accuracy_before_calibration"],
+        "accuracy_after_calibration": v["accuracy_after_calibration"],
+        "wall_seconds": results["wall_seconds"], "results": str(job_dir / "results" / "results.json"),
+    } for m, v in results["modalities"].items()]
+    append_rows(sweep_dir / "sweep.csv", rows)
+    png = plot(sweep_dir / "sweep.csv")
+    print(f"L={local_epochs} R={rounds}: " + ", ".join(f"{r['modality']} {r['accuracy']:.4f}" for r in rows)
+          + f"; table {sweep_dir / 'sweep.csv'}, plot {png}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "collect":
+        print(plot(Path(sys.argv[2]) / "sweep.csv"))
+    else:
+        main()

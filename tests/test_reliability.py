@@ -1,0 +1,87 @@
+"""Institution failures, a resumable server and determinism, on the real Flower runtime."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+from experiments.deploy_local import deploy
+from experiments.flower import FlowerRuntime, find_strays
+from fed_uml.experiment import run_centralized
+from fed_uml.federated.config import compose_config, run_config_from_overrides
+from tests.conftest import tiny_config
+from tests.flower_helpers import TINY
+
+pytestmark = pytest.mark.slow
+
+RUN = TINY.split() + ["federated.num_rounds=4", "federated.evaluate_every=0", "seed=5"]
+FEDERATION = {"num-supernodes": 2, "client-resources-num-cpus": 1}
+
+
+def _metrics(results: dict) -> dict:
+    return {k: (v["accuracy_before_calibration"], v["accuracy_after_calibration"])
+            for k, v in results["modalities"].items()}
+
+
+def test_centralized_runs_are_deterministic():
+    a = run_centralized(tiny_config(epochs=2))
+    b = run_centralized(tiny_config(epochs=2))
+    assert a["modalities"] == b["modalities"]
+
+
+def test_stopped_server_resumes_and_matches_uninterrupted_run(flower_runtime, tmp_path):
+    """Run A uninterrupted; run B the same, for determinism; run C stopped after its round-2
+    checkpoint, then resumed in a new run: same final metrics as A."""
+    rt = flower_runtime
+    rt.start_superlink(simulation=True)
+    results = {}
+    for name in ("a", "b"):
+        rt.run(run_config_from_overrides(RUN, **{"results-dir": str(tmp_path / name),
+                                                 "state-dir": str(tmp_path / f"state-{name}")}), FEDERATION)
+        results[name] = json.loads((tmp_path / name / "results.json").read_text())
+    assert _metrics(results["a"]) == _metrics(results["b"]), "two runs with the same seed differ"
+    assert [h["sar/train_loss"] for h in results["a"]["history"]] == [h["sar/train_loss"] for h in results["b"]["history"]]
+
+    # run C: stopped after round 2 (the server exits without calibrating or writing results)
+    c_dir, c_state = tmp_path / "c", tmp_path / "state-c"
+    rt.run(run_config_from_overrides(RUN, **{"results-dir": str(c_dir), "state-dir": str(c_state),
+                                             "stop-after-round": 2}), FEDERATION, log_name="stopped")
+    assert not (c_dir / "results.json").exists()
+    assert torch.load(c_dir / "checkpoint.pt", weights_only=False)["round"] == 2
+
+    rt.run(run_config_from_overrides(RUN, **{"results-dir": str(c_dir), "state-dir": str(c_state), "resume": True}),
+           FEDERATION, log_name="resume")
+    resumed = json.loads((c_dir / "results.json").read_text())
+    assert [h["round"] for h in resumed["history"]] == [1, 2, 3, 4]
+    assert _metrics(resumed) == _metrics(results["a"])
+    assert "resuming after round" in (rt.workdir / "resume.log").read_text()
+
+
+def test_run_completes_when_an_institution_dies(tmp_path):
+    """Loopback deployment, 4 SuperNodes; one is killed after round 1; the run finishes with
+    the other three and results.json records the failure."""
+    overrides = TINY.split() + ['federated.institutions_per_modality="sar:2,rgb:2"', "federated.num_rounds=3",
+                                "federated.evaluate_every=0", "federated.round_timeout=40"]
+    cfg = compose_config(overrides)
+    results_dir = tmp_path / "results"
+
+    def kill_one(rt: FlowerRuntime) -> None:
+        checkpoint = results_dir / "checkpoint.pt"
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and not checkpoint.exists():
+            time.sleep(0.2)
+        victim = next(p for p in rt.processes if "supernode-sar-1" in str(p.log_path))
+        victim.kill()
+
+    path = deploy(cfg, overrides, tmp_path / "deployment", results_dir, during_run=kill_one,
+                  min_institutions=3)
+    results = json.loads(path.read_text())
+    names = sorted(i["name"] for i in results["institutions"])
+    assert names == ["rgb-0", "rgb-1", "sar-0"]
+    assert results["modalities"]["sar"]["institutions"] == 1
+    failed = {f["institution"] for f in results["failures"]}
+    assert failed == {"sar-1"}
+    assert not find_strays(tmp_path)
