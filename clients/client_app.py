@@ -7,7 +7,6 @@ statistics. Sent: the backbone parameters and scalar metrics. Message types:
 
 from __future__ import annotations
 
-
 import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp

@@ -16,12 +16,32 @@ from fed_uml.results import make_results, write_json_atomic
 log = logging.getLogger(__name__)
 
 
+def check_settings(cfg: Mapping) -> None:
+    """Refuse settings that would otherwise fail deep inside torch/numpy (or silently train nothing)."""
+    import math
+
+    for name, value in (("seed", cfg.get("seed")), ("dataset.seed", cfg["dataset"].get("seed"))):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    width = cfg["model"].get("width")
+    if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
+        raise ValueError(f"model.width must be an integer >= 1, got {width!r}")
+    lr = cfg.get("training", {}).get("lr")
+    if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"training.lr must be a finite number > 0, got {lr!r}")
+    try:
+        torch.device(cfg.get("device") or "cpu")
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ValueError(f"device={cfg.get('device')!r} is not a torch device (cpu, cuda, cuda:0, ...): {e}") from None
+
+
 def run_centralized(cfg: Mapping, results_dir: str | Path | None = None) -> dict:
     """Run `cfg["method"]["name"]` on `cfg["dataset"]`; write `results.json` when a directory is given.
 
     `cfg` is the resolved config as plain containers (what Hydra's `to_container` gives).
     """
     t0 = time.perf_counter()
+    check_settings(cfg)
     threads = int(cfg.get("num_threads") or 0)
     if threads > 0:
         torch.set_num_threads(threads)

@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.common.logger import FLOWER_LOGGER
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from fed_uml.federated.backbone import initial_backbone
@@ -86,15 +86,21 @@ class FederatedRun:
             if arrays is not None:
                 content["arrays"] = to_wire(arrays, self.dtype)
             messages.append(Message(content=content, message_type=message_type, dst_node_id=node_id))
-        replies = {}
+        received = {}
         for reply in self.grid.send_and_receive(messages, timeout=self.timeout):
-            replies[reply.metadata.src_node_id] = reply
-        for node_id in node_arrays:
-            reply = replies.get(node_id)
-            if reply is None or reply.has_error():
-                reason = "no reply before the timeout" if reply is None else reply.error.reason
+            # an error reply made by the SuperLink for an unreachable node may carry no content
+            # and another source id: match replies to the messages they answer
+            received[reply.metadata.reply_to_message_id] = reply
+        replies = {}
+        for msg in messages:
+            node_id = msg.metadata.dst_node_id
+            reply = received.get(msg.metadata.message_id)
+            if reply is None or reply.has_error() or not reply.has_content():
+                reason = ("no reply before the timeout" if reply is None
+                          else reply.error.reason if reply.has_error() else "empty reply")
                 self._record_failure(node_id, message_type, config.get("server-round", 0), reason)
-                replies.pop(node_id, None)
+            else:
+                replies[node_id] = reply
         return replies
 
     def _record_failure(self, node_id: int, stage: str, server_round: int, reason: str) -> None:

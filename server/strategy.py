@@ -24,6 +24,9 @@ class BackboneFedAvg(FedAvg):
     def __init__(self, weighting: str = "examples", **kwargs):
         if weighting not in WEIGHTINGS:
             raise ValueError(f"federated.weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        fraction = kwargs.get("fraction_train", 1.0)
+        if not 0 < fraction <= 1:
+            raise ValueError(f"federated.fraction_train must lie in (0, 1], got {fraction!r}")
         super().__init__(weighted_by_key=_WEIGHT_KEY, **kwargs)
         self.weighting = weighting
 

@@ -55,7 +55,7 @@ def test_train_sends_only_backbone_and_keeps_private_state():
 
 def test_calibrate_query_reports_before_and_after():
     ctx = context(RUN_CONFIG, NODE)
-    reply = calibrate(message(RecordDict({"arrays": _backbone(), "config": ConfigRecord({})}),
+    reply = calibrate(message(RecordDict({"arrays": _backbone(), "config": ConfigRecord({"server-round": 0})}),
                               f"{MessageType.QUERY}.calibrate"), ctx)
     m = reply.content["metrics"]
     assert {"accuracy-before-calibration", "accuracy-after-calibration", "num-examples"} <= set(m.keys())

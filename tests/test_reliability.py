@@ -64,7 +64,7 @@ def test_run_completes_when_an_institution_dies(tmp_path):
     """Loopback deployment, 4 SuperNodes; one is killed after round 1; the run finishes with
     the other three and results.json records the failure."""
     overrides = TINY.split() + ['federated.institutions_per_modality="sar:2,rgb:2"', "federated.num_rounds=3",
-                                "federated.evaluate_every=0", "federated.round_timeout=40"]
+                                "federated.evaluate_every=0", "federated.round_timeout=120"]
     cfg = compose_config(overrides)
     results_dir = tmp_path / "results"
 

@@ -40,7 +40,13 @@ from typing import ClassVar
 import numpy as np
 
 from fed_uml.data.download import Resource
-from fed_uml.data.readers import DataError, SceneDataset, SceneRecord, read_tiff, resample
+from fed_uml.data.readers import (
+    DataError,
+    SceneDataset,
+    SceneRecord,
+    read_tiff,
+    resample,
+)
 
 CLASSES_43 = (
     "Continuous urban fabric",
@@ -238,6 +244,9 @@ class BigEarthNet(BigEarthNetBandReader, SceneDataset):
                     self._problem(DataError(path, f"line {i}: expected '<S2 name>,<S1 name>', got {row}"))
                     continue
                 s2, s1 = row[0].strip(), row[1].strip()
+                if any(Path(n).name != n or n in (".", "..") for n in (s2, s1)):
+                    self._problem(DataError(path, f"line {i}: patch names must be plain folder names, got {row}"))
+                    continue
                 name = s1 if self.sensor == "s1" else s2
                 folder = sensor_dir / name
                 meta = folder / f"{name}_labels_metadata.json"

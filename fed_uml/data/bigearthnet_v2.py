@@ -32,7 +32,12 @@ from typing import ClassVar
 
 import numpy as np
 
-from fed_uml.data.bigearthnet import CLASSES_19, S1_BANDS, S2_BANDS, BigEarthNetBandReader
+from fed_uml.data.bigearthnet import (
+    CLASSES_19,
+    S1_BANDS,
+    S2_BANDS,
+    BigEarthNetBandReader,
+)
 from fed_uml.data.download import Resource
 from fed_uml.data.readers import DataError, SceneDataset, SceneRecord
 

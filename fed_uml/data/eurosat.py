@@ -127,6 +127,10 @@ class EuroSATBase(SceneDataset):
         path = self.split_file(split)
         records, seen = [], set()
         for line in read_text_lines(path):
+            if Path(line).name != line or line in (".", ".."):
+                self._problem(DataError(path, f"line {line!r}: expected a file name such as 'Forest_1.jpg', "
+                                              "not a path"))
+                continue
             stem = Path(line).stem
             if stem in seen:
                 self._problem(DataError(path, f"{line!r} is listed twice"))

@@ -32,6 +32,10 @@ from torch.utils.data import Dataset
 log = logging.getLogger(__name__)
 
 ROOT_SETTING = "dataset.root (or the environment variable FED_UML_DATA)"
+# A raster declaring more than this is refused from its header alone, before any pixel is
+# decoded: far above any supported patch (SEN12MS, 13 x 256 x 256 float32, is 3.4 MB), so a
+# corrupt or hostile header (a sparse or deflate-bomb TIFF of a few bytes) cannot exhaust memory.
+MAX_RASTER_BYTES = 256 << 20
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -86,10 +90,24 @@ def read_tiff(path: str | Path) -> np.ndarray:
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
-            axes = series.axes
+            axes, declared = series.axes, series.size
+            nbytes = declared * series.dtype.itemsize
+            if nbytes > MAX_RASTER_BYTES:
+                raise DataError(path, f"declares a raster of shape {series.shape} ({series.dtype}, "
+                                      f"{nbytes / 2**20:.0f} MiB), too large for one patch "
+                                      f"(limit {MAX_RASTER_BYTES >> 20} MiB)")
+            if any(not n for page in series.pages if page is not None for n in page.databytecounts):
+                raise DataError(path, "has no data for some of its strips or tiles (sparse or truncated TIFF)")
             arr = series.asarray()
+    except DataError:
+        raise
     except Exception as e:  # tifffile raises TiffFileError, ValueError, struct.error, ...
         raise DataError(path, f"cannot read TIFF (corrupt or truncated?): {e}") from e
+    if arr.size == 0 or arr.size != declared:
+        raise DataError(path, f"decoded {arr.size} of the {declared} samples its header declares "
+                              f"(unsupported pixel type {arr.dtype}?)")
+    if arr.dtype.kind not in "biuf":
+        raise DataError(path, f"unsupported pixel type {arr.dtype} (expected integer, float or bool samples)")
     if arr.ndim == 2:
         arr = arr[None]
     elif arr.ndim == 3 and axes.endswith("S"):

@@ -50,7 +50,12 @@ from fed_uml.data.eurosat import EuroSAT, EuroSATRGB
 from fed_uml.data.eurosat_sar import EuroSATSAR
 from fed_uml.data.normalize import band_stats, normalize
 from fed_uml.data.readers import DataError, SceneDataset, SceneRecord, as_mapping
-from fed_uml.data.registry import data_root, per_modality, register_dataset, selected_modalities
+from fed_uml.data.registry import (
+    data_root,
+    per_modality,
+    register_dataset,
+    selected_modalities,
+)
 from fed_uml.data.sen12ms import SEN12MS
 
 log = logging.getLogger(__name__)

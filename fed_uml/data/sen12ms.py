@@ -47,7 +47,14 @@ from typing import ClassVar
 import numpy as np
 
 from fed_uml.data.download import Resource
-from fed_uml.data.readers import DataError, SceneDataset, SceneRecord, check_shape, read_text_lines, read_tiff
+from fed_uml.data.readers import (
+    DataError,
+    SceneDataset,
+    SceneRecord,
+    check_shape,
+    read_text_lines,
+    read_tiff,
+)
 
 CLASSES = (
     "Forest",

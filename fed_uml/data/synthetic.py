@@ -390,7 +390,8 @@ def generate(
     class. Scenes of different modalities or splits come from independent random streams.
     """
     if samples_per_class < 1:
-        raise ValueError(f"samples per class must be >= 1, got {samples_per_class} (modality {modality!r})")
+        raise ValueError(f"dataset.{'test_' if split == 'test' else ''}samples_per_class must be >= 1, "
+                         f"got {samples_per_class} (modality {modality!r})")
     if image_size < 8:
         raise ValueError(f"dataset.image_size must be >= 8, got {image_size}")
     grid = _Grid(image_size)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
@@ -48,6 +49,29 @@ GROUPS = ("dataset", "model", "method")
 # Keys whose default depends on the chosen groups (or on the machine): in pyproject.toml
 # they hold "", which means "keep what Hydra composes".
 GROUP_DEPENDENT = ("modalities", "data-root", "results-dir", "audit-log", "state-dir")
+# Types of the run-config values ("" always means "keep what Hydra composes").
+RUN_CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
+    "seed": int, "num-server-rounds": int, "local-epochs": int, "min-institutions": int, "evaluate-every": int,
+    "calibration-epochs": int, "num-threads": int, "dirichlet-alpha": (int, float), "fraction-train": (int, float),
+    "round-timeout": (int, float), "resume": bool, "institutions-per-modality": (int, str),
+}
+# A config-group choice names a yaml file in conf/<group>/: no path, no Hydra grammar.
+_PLAIN_NAME = re.compile(r"\w[\w-]*")
+
+
+def _check_group_value(key: str, group: str, value) -> None:
+    if not _PLAIN_NAME.fullmatch(str(value)):
+        raise ValueError(f"run-config key {key!r}: {group}={value!r} must be the plain name of a config in "
+                         f"conf/{group}/ (no path, no spaces or Hydra syntax)")
+
+
+def _check_type(key: str, value) -> None:
+    expected = RUN_CONFIG_TYPES.get(key)
+    if expected is None or value == "":
+        return
+    if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
+        names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
+        raise ValueError(f"run-config key {key!r} must be {names}, got {value!r}")
 
 
 def conf_dir() -> Path:
@@ -81,14 +105,23 @@ def run_config_to_overrides(run_config: Mapping) -> list[str]:
         path = RUN_CONFIG_KEYS[key]
         if key == "overrides" or value == "":
             continue
+        _check_type(key, value)
         if key in GROUPS:
+            _check_group_value(key, key, value)
             groups.append(f"{path}={value}")
         elif key == "modalities":
             names = [m.strip() for m in str(value).split(",") if m.strip()]
             keys.append(f"{path}=[{','.join(names)}]")
         else:
             keys.append(f"{path}={_override_value(value)}")
-    free = shlex.split(str(run_config.get("overrides", "")))
+    try:
+        free = shlex.split(str(run_config.get("overrides", "")))
+    except ValueError as e:
+        raise ValueError(f"run-config key 'overrides'={run_config.get('overrides')!r}: {e}") from None
+    for override in free:
+        name, _, value = override.partition("=")
+        if name.lstrip("+~") in GROUPS:
+            _check_group_value("overrides", name.lstrip("+~"), value)
     last: dict[str, str] = {}
     for override in groups + keys + free:
         last.pop(override.split("=", 1)[0], None)

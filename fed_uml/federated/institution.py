@@ -14,11 +14,10 @@ import logging
 import zlib
 from collections.abc import Mapping
 
-import numpy as np
 import torch
 
 from fed_uml.calibration import calibrate_modality
-from fed_uml.data import ArrayDataset, ModalityData, load_dataset
+from fed_uml.data import ModalityData, load_dataset
 from fed_uml.federated.institutions import InstitutionId
 from fed_uml.federated.partition import split_indices
 from fed_uml.methods import build_model, train_settings
@@ -98,9 +97,11 @@ class Institution:
         """L local epochs; returns (shared tensors, private tensors, metrics)."""
         model = self.model(backbone, private)
         g = torch.Generator().manual_seed(_modality_seed(self.cfg["seed"], "train", self.ident.name, server_round))
+        rounds = int(self.cfg["federated"]["num_rounds"])
         history = train_unpaired(
             model, {self.ident.modality: self.train}, self.settings, epochs=local_epochs, generator=g,
             desc=f"{self.ident.name} round {server_round}",
+            start_epoch=(server_round - 1) * local_epochs, total_epochs=rounds * local_epochs,
         )
         last = history[-1] if history else {}
         metrics = {

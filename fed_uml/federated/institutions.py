@@ -29,18 +29,21 @@ def parse_counts(spec, modalities: Sequence[str]) -> dict[str, int] | None:
     """`0`/`""` -> None (round-robin); an int n -> n per modality; "sar:3,rgb:1" -> a map."""
     if spec in (0, "0", "", None):
         return None
-    if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()):
+    if isinstance(spec, int) or (isinstance(spec, str) and spec.isdecimal()):
         n = int(spec)
         if n < 1:
             raise ValueError(f"federated.institutions_per_modality must be >= 0, got {spec}")
         return {m: n for m in modalities}
     if isinstance(spec, Mapping):
-        counts = {str(k): int(v) for k, v in spec.items()}
+        try:
+            counts = {str(k): int(v) for k, v in spec.items()}
+        except (TypeError, ValueError):
+            raise ValueError(f"federated.institutions_per_modality={spec!r}: counts must be integers") from None
     else:
         counts = {}
         for part in str(spec).split(","):
             name, sep, n = part.partition(":")
-            if not sep or not n.strip().isdigit():
+            if not sep or not n.strip().isdecimal():
                 raise ValueError(
                     f"federated.institutions_per_modality={spec!r}: expected 'modality:count,...' such as 'sar:3,rgb:1'"
                 )
@@ -79,10 +82,17 @@ def institution_layout(num_nodes: int, modalities: Sequence[str], spec) -> list[
     return [InstitutionId(m, i, n) for m, n in counts.items() for i in range(n)]
 
 
+def _node_int(node_config: Mapping, key: str) -> int:
+    value = node_config[key]
+    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.isdecimal())):
+        raise ValueError(f"node config {key}={value!r} must be an integer")
+    return int(value)
+
+
 def institution_for_node(node_config: Mapping, modalities: Sequence[str], spec) -> InstitutionId:
     """The institution a node plays, from its node config (deployment) or partition id (simulation)."""
     try:
-        pid, nparts = int(node_config["partition-id"]), int(node_config["num-partitions"])
+        pid, nparts = (_node_int(node_config, k) for k in ("partition-id", "num-partitions"))
     except KeyError as err:
         raise ValueError(f"node config lacks {err.args[0]!r}: start SuperNodes with --node-config "
                          "\"modality='sar' partition-id=0 num-partitions=1\"") from None

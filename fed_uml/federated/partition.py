@@ -32,6 +32,8 @@ def split_indices(
         raise ValueError(f"part {part} not in [0, {num_parts})")
     if n < num_parts * min_size:
         raise ValueError(f"{n} samples cannot be split into {num_parts} parts of at least {min_size}")
+    if int(seed) < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
     rng = np.random.default_rng(seed)
     if scheme == "iid":
         return np.sort(np.array_split(rng.permutation(n), num_parts)[part])

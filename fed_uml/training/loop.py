@@ -33,6 +33,9 @@ class TrainSettings:
         concatenated batch once, so BN normalises a mixture during training.
     loss_weights: per-modality weights of the cross-entropy terms; by default every
         modality weighs 1, so each modality's gradient has the scale it would have alone.
+    schedule: `cosine` decays the learning rate to zero over the whole budget (in federated
+        runs, over all rounds), so that the weights settle and the BN running averages of
+        the last steps describe the final model; `constant` keeps it fixed.
     """
 
     epochs: int = 30
@@ -44,6 +47,7 @@ class TrainSettings:
     fusion: str = "separate"
     loss_weights: Mapping[str, float] | None = None
     augment: bool = True
+    schedule: str = "cosine"
     device: str = "cpu"
     seed: int = 0
     log_every: int = 1
@@ -63,6 +67,8 @@ class TrainSettings:
     def validate(self) -> None:
         if self.fusion not in FUSIONS:
             raise ValueError(f"training.fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"training.schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"training.optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.batch_size < 2:
@@ -124,11 +130,15 @@ def train_unpaired(
     extra_params: list[nn.Parameter] | None = None,
     progress: Callable[[dict], None] | None = None,
     desc: str = "train",
+    start_epoch: int = 0,
+    total_epochs: int | None = None,
 ) -> list[dict]:
     """Train `model` (a UMLModel or anything with `forward(x, modality)`) on unpaired batches.
 
     `extra_loss(model, features, batches)` lets a compared method add its alignment term;
     it receives each modality's backbone input (`features`) and the raw batches.
+    `start_epoch` and `total_epochs` place these epochs in a longer budget (a federated
+    round's local epochs within all rounds) for the learning-rate schedule.
     Returns one dict of metrics per epoch.
     """
     for name, d in datasets.items():
@@ -143,6 +153,8 @@ def train_unpaired(
     cyclers = {k: _Cycler(d, settings.batch_size, g) for k, d in datasets.items()}
     weights = {k: float((settings.loss_weights or {}).get(k, 1.0)) for k in datasets}
     n_steps = steps_per_epoch(datasets, settings.batch_size)
+    total_steps = n_steps * max(total_epochs if total_epochs is not None else epochs, 1)
+    step = start_epoch * n_steps
     history = []
     for epoch in range(epochs):
         t0 = time.perf_counter()
@@ -165,9 +177,13 @@ def train_unpaired(
                 t[2] += len(y)
             if extra_loss is not None:
                 loss = loss + extra_loss(model, features, batches)
+            if settings.schedule == "cosine":
+                for group in opt.param_groups:
+                    group["lr"] = settings.lr * 0.5 * (1.0 + math.cos(math.pi * min(step / total_steps, 1.0)))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            step += 1
         record = {"epoch": epoch + 1, "seconds": time.perf_counter() - t0}
         for k, (ls, correct, seen) in totals.items():
             record[f"{k}/loss"] = ls / max(seen, 1)
@@ -206,7 +222,7 @@ def predict(model: nn.Module, images: torch.Tensor, modality: str | None = None,
             device: str = "cpu") -> torch.Tensor:
     """Predicted labels for `images`, in eval mode (BN uses its running statistics)."""
     was_training = model.training
-    model.eval()
+    model.to(device).eval()
     preds = []
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size].to(device)
