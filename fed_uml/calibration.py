@@ -9,7 +9,7 @@ D_k alone, as an exact cumulative average over E_cal epochs, changing nothing el
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -54,9 +54,27 @@ def _prepare_for_calibration(module: nn.Module) -> list[_BatchNorm]:
     return bns
 
 
-def _batches(data: torch.Tensor, batch_size: int) -> Iterable[torch.Tensor]:
-    for start in range(0, len(data), batch_size):
-        yield data[start : start + batch_size]
+def calibration_batches(n: int, batch_size: int, epochs: int, seed: int | None = 0) -> list[torch.Tensor]:
+    """The index batches Algorithm 1 visits: each epoch a seeded random permutation of D_k cut
+    into mini-batches of `batch_size` (`seed=None`: in stored order).
+
+    Mini-batches must be random draws: data sets are often stored class by class, and a
+    class-sorted batch has a small within-batch variance, which the average of per-batch
+    variances would then underestimate. A trailing batch of one sample (no variance) is
+    folded into the previous one.
+    """
+    out = []
+    for epoch in range(epochs):
+        if seed is None:
+            order = torch.arange(n)
+        else:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
+        batches = list(order.split(batch_size))
+        if len(batches) > 1 and len(batches[-1]) == 1:
+            last = batches.pop()
+            batches[-1] = torch.cat([batches[-1], last])
+        out += batches
+    return out
 
 
 def calibrate_modality(
@@ -67,12 +85,14 @@ def calibrate_modality(
     batch_size: int = 64,
     modality: str = "",
     device: str | torch.device = "cpu",
+    seed: int | None = 0,
 ) -> CalibratedModel:
     """Algorithm 1 for one modality: returns h_k; `projection` and `backbone` are not modified.
 
-    `images` is D_k as one normalised tensor (N, C, H, W), visited in order, in batches of
-    `batch_size`, `epochs` times. With E_cal=1 each running mean is the average of the
-    per-batch means, each running variance the average of the per-batch unbiased variances.
+    `images` is D_k as one normalised tensor (N, C, H, W), visited `epochs` times in the
+    random mini-batches of `calibration_batches`. With E_cal=1 each running mean is the
+    average of the per-batch means, each running variance the average of the per-batch
+    unbiased variances.
     """
     if epochs < 1:
         raise ValueError(f"calibration epochs must be >= 1, got {epochs}")
@@ -84,14 +104,9 @@ def calibrate_modality(
     g_k = copy.deepcopy(backbone).to(device)
     _prepare_for_calibration(f_k)
     _prepare_for_calibration(g_k)
-    # A trailing batch of one sample has no variance: fold it into the previous batch.
-    batch_list = list(_batches(images, batch_size))
-    if len(batch_list) > 1 and len(batch_list[-1]) == 1:
-        batch_list[-2] = torch.cat([batch_list[-2], batch_list.pop()])
     with torch.no_grad():
-        for _ in range(epochs):
-            for x in batch_list:
-                g_k(f_k(x.to(device)))
+        for index in calibration_batches(len(images), batch_size, epochs, seed):
+            g_k(f_k(images[index].to(device)))
     return CalibratedModel(modality, f_k, g_k)
 
 

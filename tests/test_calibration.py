@@ -7,10 +7,10 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from fed_uml.calibration import calibrate
+from fed_uml.calibration import calibrate, calibrate_modality, calibration_batches
+from fed_uml.data import ArrayDataset
 from fed_uml.models import create_model
 from fed_uml.training import TrainSettings, train_unpaired
-from fed_uml.data import ArrayDataset
 
 B = 16
 
@@ -28,7 +28,7 @@ def trained():
     return model, data
 
 
-def _hooked_batch_stats(projection, backbone, images):
+def _hooked_batch_stats(projection, backbone, images, seed=0):
     """Per-BN-layer (mean of per-batch means, mean of per-batch unbiased variances) over `images`,
     recorded by forward hooks on a fresh copy run in training mode (batch statistics)."""
     net = nn.Sequential(copy.deepcopy(projection), copy.deepcopy(backbone)).train()
@@ -46,8 +46,8 @@ def _hooked_batch_stats(projection, backbone, images):
     for n, m in bns:
         m.register_forward_pre_hook(hook(n))
     with torch.no_grad():
-        for start in range(0, len(images), B):
-            net(images[start : start + B])
+        for index in calibration_batches(len(images), B, epochs=1, seed=seed):
+            net(images[index])
     return {
         n: (torch.stack([r[0] for r in rs]).mean(0), torch.stack([r[1] for r in rs]).mean(0))
         for n, rs in records.items()
@@ -144,3 +144,26 @@ def test_calibration_rejects_empty_data(trained):
     model, _ = trained
     with pytest.raises(ValueError, match="no data to calibrate"):
         calibrate(model, {"sar": torch.empty(0, 2, 12, 12)})
+
+
+def test_calibration_batches_are_random_draws_covering_the_data():
+    assert [len(b) for b in calibration_batches(49, 16, epochs=1)] == [16, 16, 17]  # no batch of one
+    batches = calibration_batches(50, 16, epochs=2, seed=3)
+    assert [len(b) for b in batches] == [16, 16, 16, 2] * 2
+    first, second = torch.cat(batches[:4]), torch.cat(batches[4:])
+    assert sorted(first.tolist()) == list(range(50)) and sorted(second.tolist()) == list(range(50))
+    assert not torch.equal(first, torch.arange(50)) and not torch.equal(first, second)
+    assert torch.equal(torch.cat(calibration_batches(50, 16, 1, seed=None)), torch.arange(50))
+
+
+def test_class_sorted_data_does_not_bias_the_variance(trained):
+    """Stored class by class, D_k's per-batch variances in stored order underestimate the
+    variance; random batches do not."""
+    model, data = trained
+    x = data["sar"].images
+    x = torch.cat([x[:25] - 2.0, x[25:] + 2.0])  # two 'classes' with different means, stored in order
+    shuffled = calibrate(model, {"sar": x}, batch_size=B)["sar"]
+    ordered = calibrate_modality(model.projection("sar"), model.backbone, x, 1, B, "sar", seed=None)
+    first_var = {name: _bn_layers(h)["0.0.1"].running_var.mean()
+                 for name, h in (("shuffled", shuffled), ("ordered", ordered))}
+    assert first_var["shuffled"] > first_var["ordered"]
