@@ -10,11 +10,22 @@ import tifffile
 import torch
 
 from fed_uml.data import load_dataset
-from fed_uml.data.bigearthnet import CLASSES_19, CLASSES_43, LABEL_43_TO_19, S2_BANDS, BigEarthNet, labels_19
+from fed_uml.data.bigearthnet import (
+    CLASSES_19,
+    CLASSES_43,
+    LABEL_43_TO_19,
+    S2_BANDS,
+    BigEarthNet,
+    labels_19,
+)
 from fed_uml.data.bigearthnet_v2 import BigEarthNetV2
 from fed_uml.data.readers import DataError
 from fed_uml.data.splits import write_class_counts
-from tests.fixtures.make_fixtures import dataset_config, make_bigearthnet_v1, make_bigearthnet_v2
+from tests.fixtures.make_fixtures import (
+    dataset_config,
+    make_bigearthnet_v1,
+    make_bigearthnet_v2,
+)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from fed_uml.data import load_dataset
 from fed_uml.data.bigearthnet import BigEarthNet
 from fed_uml.data.eurosat import EuroSAT
 from fed_uml.data.eurosat_sar import EuroSATSAR
-from fed_uml.data.readers import DatasetNotFoundError, DataError, read_tiff
+from fed_uml.data.readers import DataError, DatasetNotFoundError, read_tiff
 from tests.fixtures.make_fixtures import (
     dataset_config,
     make_bigearthnet_v1,

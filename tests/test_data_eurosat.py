@@ -11,7 +11,12 @@ from fed_uml.data import load_dataset
 from fed_uml.data.eurosat import CLASSES, MS_BANDS, EuroSAT, EuroSATRGB
 from fed_uml.data.eurosat_sar import EuroSATSAR
 from fed_uml.experiment import run_centralized
-from tests.fixtures.make_fixtures import dataset_config, make_eurosat_ms, make_eurosat_rgb, make_eurosat_sar
+from tests.fixtures.make_fixtures import (
+    dataset_config,
+    make_eurosat_ms,
+    make_eurosat_rgb,
+    make_eurosat_sar,
+)
 
 
 @pytest.fixture(scope="module")

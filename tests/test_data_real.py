@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+
 import pytest
 import torch
 
@@ -26,7 +27,6 @@ NAMES = ("eurosat", "eurosat_ms", "bigearthnet", "bigearthnet_v2", "sen12ms")
 @pytest.mark.parametrize("name", NAMES)
 def test_configs_compose_and_are_registered(name):
     from hydra import compose, initialize_config_dir
-
     from omegaconf import OmegaConf
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):

@@ -7,7 +7,13 @@ import pytest
 
 from fed_uml.data import load_dataset
 from fed_uml.data.readers import DataError
-from fed_uml.data.sen12ms import CLASSES, LABEL_FILE, SEN12MS, majority_class, parse_name
+from fed_uml.data.sen12ms import (
+    CLASSES,
+    LABEL_FILE,
+    SEN12MS,
+    majority_class,
+    parse_name,
+)
 from tests.fixtures.make_fixtures import dataset_config, make_sen12ms, sen12ms_patches
 
 EXPECTED = {1: "Forest", 17: "Water", 12: "Croplands"}

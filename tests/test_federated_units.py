@@ -16,7 +16,11 @@ from fed_uml.federated.config import (
     default_run_config,
     run_config_to_overrides,
 )
-from fed_uml.federated.institutions import institution_for_node, institution_layout, parse_counts
+from fed_uml.federated.institutions import (
+    institution_for_node,
+    institution_layout,
+    parse_counts,
+)
 from fed_uml.federated.partition import split_indices
 from fed_uml.federated.transfer import from_wire, to_wire
 from server.strategy import BackboneFedAvg

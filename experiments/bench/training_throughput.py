@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from experiments.bench.common import save, table
-from fed_uml.federated.config import compose_config
 from fed_uml.data import load_dataset
+from fed_uml.federated.config import compose_config
 from fed_uml.methods import build_model, train_settings
 from fed_uml.training import train_unpaired
 

@@ -5,12 +5,16 @@
 its own copy of the first `specific_layers` stages, built for its channel count.
 """
 
-from fed_uml.models.registry import available_backbones, register_backbone
-from fed_uml.models.sharing import private_state, shared_state, shared_state_keys, split_state_keys
-from fed_uml.models.uml import Backbone, Projection, UMLModel, create_model
-
 # Import for the side effect of registering the built-in backbones.
 from fed_uml.models import backbones as _backbones  # noqa: F401
+from fed_uml.models.registry import available_backbones, register_backbone
+from fed_uml.models.sharing import (
+    private_state,
+    shared_state,
+    shared_state_keys,
+    split_state_keys,
+)
+from fed_uml.models.uml import Backbone, Projection, UMLModel, create_model
 
 __all__ = [
     "Backbone",
