@@ -38,6 +38,9 @@ def flower_env(flwr_home: Path, extra: Mapping[str, str] | None = None) -> dict[
         "FLWR_DISABLE_UPDATE_CHECK": "1",
         "PATH": bin_dir + os.pathsep + env.get("PATH", ""),
         "PYTHONUNBUFFERED": "1",
+        # A bare ray.init() joins whatever cluster /tmp/ray/ray_current_cluster names, even a
+        # dead one left by an earlier `ray start`: start a private Ray unless told otherwise.
+        "RAY_ADDRESS": os.environ.get("RAY_ADDRESS") or "local",
     })
     env.update(extra or {})
     return env

@@ -105,11 +105,12 @@ class FederatedRun:
 
     def _record_failure(self, node_id: int, stage: str, server_round: int, reason: str) -> None:
         inst = self.institutions.get(node_id, {})
+        lines = [ln.strip() for ln in str(reason).splitlines() if ln.strip()]
         entry = {"node_id": node_id, "institution": inst.get("name"), "stage": stage, "round": server_round,
-                 "reason": str(reason)[:2000]}
+                 "error": lines[-1] if lines else "", "reason": str(reason)[-4000:]}
         self.failures.append(entry)
         log.warning("institution %s (node %d) failed at %s round %s: %s", inst.get("name"), node_id, stage,
-                    server_round, entry["reason"].splitlines()[0] if entry["reason"] else "")
+                    server_round, entry["error"])
 
     # -- phases ----------------------------------------------------------------------------
     def wait_for_institutions(self) -> list[int]:

@@ -85,3 +85,19 @@ def test_run_completes_when_an_institution_dies(tmp_path):
     failed = {f["institution"] for f in results["failures"]}
     assert failed == {"sar-1"}
     assert not find_strays(tmp_path)
+
+
+def test_one_bad_institution_does_not_stop_the_others(flower_runtime, tmp_path):
+    """A third modality whose institution cannot load its data (an unknown band) fails on
+    its own: recorded in results.json, while the other institutions finish the run."""
+    overrides = TINY.split() + ["dataset.modalities=[sar,rgb,broken]", "+dataset.sensors.broken.sensor=optical",
+                                "+dataset.sensors.broken.bands=[B99]", "federated.num_rounds=1",
+                                "federated.evaluate_every=0"]
+    flower_runtime.start_superlink(simulation=True)
+    flower_runtime.run(run_config_from_overrides(overrides, **{"results-dir": str(tmp_path / "results")}),
+                       {"num-supernodes": 3, "client-resources-num-cpus": 1})
+    results = json.loads((tmp_path / "results" / "results.json").read_text())
+    assert sorted(i["name"] for i in results["institutions"]) == ["rgb-0", "sar-0"]
+    assert set(results["modalities"]) == {"sar", "rgb"}
+    assert results["failures"] and all(f["stage"] == "query.describe" for f in results["failures"])
+    assert any("B99" in f["error"] for f in results["failures"])
