@@ -65,7 +65,8 @@ def add_connection(flwr_home: Path, name: str, address: str, insecure: bool = Tr
     """Declare a SuperLink connection in `$FLWR_HOME/config.toml`."""
     flwr_home.mkdir(parents=True, exist_ok=True)
     cfg = flwr_home / "config.toml"
-    text = cfg.read_text() if cfg.exists() else '[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = ":local:"\n'
+    default = '[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = ":local:"\n'
+    text = cfg.read_text() if cfg.exists() else default
     text += f'\n[superlink.{name}]\naddress = "{address}"\n'
     if root_certificates is not None:
         text += f'root-certificates = "{root_certificates}"\n'

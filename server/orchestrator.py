@@ -152,7 +152,8 @@ class FederatedRun:
         missing = [m for m in self.modalities if not any(d["modality"] == m for d in self.institutions.values())]
         if missing:
             log.warning("no institution holds modality %s", missing)
-        log.info("institutions: %s", ", ".join(f"{d['name']} ({d['n_train']} train)" for d in self.institutions.values()))
+        names = (f"{d['name']} ({d['n_train']} train)" for d in self.institutions.values())
+        log.info("institutions: %s", ", ".join(names))
 
     def groups(self) -> dict[str, list[int]]:
         """Which institutions average their backbones together."""

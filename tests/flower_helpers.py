@@ -8,7 +8,8 @@ from pathlib import Path
 
 from flwr.app import Context, Message, Metadata, RecordDict
 
-TINY = "model.width=8 dataset.samples_per_class=4 dataset.test_samples_per_class=3 dataset.image_size=16 training.batch_size=8"
+TINY = ("model.width=8 dataset.samples_per_class=4 dataset.test_samples_per_class=3 dataset.image_size=16"
+        " training.batch_size=8")
 
 
 def message(content: RecordDict, message_type: str, dst_node_id: int = 1) -> Message:

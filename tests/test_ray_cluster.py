@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import subprocess
 import sys
+import tempfile
 
 import pytest
 

@@ -42,7 +42,8 @@ def in_process(cfg: dict, n: int, rounds: int) -> float:
                                                            int(fed["local_epochs"]))
             w = m["num-examples"]
             total += w
-            acc = {k: v * w for k, v in shared.items()} if acc is None else {k: acc[k] + v * w for k, v in shared.items()}
+            scaled = {k: v * w for k, v in shared.items()}
+            acc = scaled if acc is None else {k: acc[k] + v for k, v in scaled.items()}
         backbone = {k: v / total for k, v in acc.items()}
     for inst in insts:
         inst.calibrate(backbone, private[inst.ident.name])

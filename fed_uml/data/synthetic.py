@@ -43,9 +43,9 @@ SAR sensor (Sentinel-1 IW GRD, VV and VH)
     conditions (`scene_variability`: soil moisture raising the backscatter of soil and low
     vegetation by up to 3 dB, wind roughening water by up to 8 dB, crop stage, and the
     orientation of buildings changing their double bounce), per-material variability
-    (`sar_material_jitter_db`), and a smooth texture. Speckle is multiplicative, drawn per pixel and polarisation from a unit-mean
-    Gamma distribution with `sar_looks` equivalent looks (fully developed speckle in
-    multi-looked intensity). Output: backscatter in dB, as BigEarthNet-S1's GeoTIFFs.
+    (`sar_material_jitter_db`), and a smooth texture. Speckle is multiplicative, drawn per
+    pixel and polarisation from a unit-mean Gamma distribution with `sar_looks` equivalent
+    looks (fully developed speckle in multi-looked intensity). Output: backscatter in dB, as BigEarthNet-S1's GeoTIFFs.
 
 Why SAR is the weaker modality here, as with real sensors: two backscatter channels
 separate fewer materials than thirteen spectral bands, and speckle (about 2 dB per pixel at

@@ -22,7 +22,8 @@ def describe_message(message: Message) -> dict:
             if isinstance(record, ArrayRecord):
                 records[name] = {
                     "type": "array",
-                    "arrays": {k: {"shape": list(a.shape), "dtype": a.dtype, "bytes": len(a.data)} for k, a in record.items()},
+                    "arrays": {k: {"shape": list(a.shape), "dtype": a.dtype, "bytes": len(a.data)}
+                               for k, a in record.items()},
                 }
             elif isinstance(record, MetricRecord):
                 records[name] = {"type": "metric", "values": dict(record)}

@@ -26,7 +26,8 @@ def small_cnn(in_chans: int, num_classes: int, width: int = 32, dropout: float =
         nn.Sequential(*_conv_bn_relu(2 * w, 4 * w), nn.MaxPool2d(2)),
         nn.Sequential(*_conv_bn_relu(4 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten()),
     ]
-    head = nn.Sequential(nn.Dropout(dropout), nn.Linear(4 * w, num_classes)) if dropout else nn.Linear(4 * w, num_classes)
+    linear = nn.Linear(4 * w, num_classes)
+    head = nn.Sequential(nn.Dropout(dropout), linear) if dropout else linear
     return stages, head
 
 

@@ -1,0 +1,414 @@
+"""Tables 1 and 2 of the study from a directory tree of results.json files, and the grid that fills it.
+
+Make the tables (Markdown printed, Markdown + CSV written with --out):
+
+    python -m experiments.tables RESULTS_ROOT [--out tables/] [--metric accuracy]
+
+Run a grid of methods x seeds on one data set (any Hydra override of experiments.run may
+follow), each run writing RESULTS_ROOT/<dataset>/<method>/seed<S>/results.json, then the tables:
+
+    python -m experiments.tables run --methods unimodal,uml,isca,dann,cdan,mcc,mdd --seeds 0,1,2 \
+        --root results/compare dataset=synthetic num_threads=1
+
+Layout (as in notes/paper-results.md): one row per method; per data set one column per
+modality and the mean over modalities; each cell is the accuracy in % as mean +/- sample
+standard deviation over seeds (the mean alone when there is one seed). Table 1 holds the
+unpaired multimodal methods (unimodal baseline, ISCA, UML), Table 2 the domain-adaptation
+methods with heterogeneous encoders (DANN, CDAN, MCC, MDD); any other method goes to a third
+table. Federated runs appear as "<method> (federated)" rows. Which accuracy is tabulated:
+`accuracy` (the deployed model, the default), `accuracy_before_calibration` or
+`accuracy_after_calibration`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import math
+import statistics
+import sys
+import traceback
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fed_uml.results import read_results
+
+log = logging.getLogger("experiments.tables")
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO / "conf"
+
+TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Table 1: accuracy (%), unpaired multimodal methods", ("unimodal", "isca", "uml")),
+    ("Table 2: accuracy (%), domain adaptation with heterogeneous encoders", ("dann", "cdan", "mcc", "mdd")),
+)
+OTHER_TABLE = "Other methods: accuracy (%)"
+METHOD_LABELS = {
+    "unimodal": "Unimodal baseline",
+    "isca": "ISCA",
+    "uml": "UML (proposed)",
+    "dann": "DANN",
+    "cdan": "CDAN",
+    "mcc": "MCC",
+    "mdd": "MDD",
+}
+METRICS = ("accuracy", "accuracy_before_calibration", "accuracy_after_calibration")
+# Config entries that may differ between the seeds of one cell without making them different experiments.
+_IGNORED_CONFIG = {"seed", "results_dir", "num_threads", "device"}
+
+
+# ----------------------------------------------------------------------------- collecting runs
+
+
+@dataclass
+class Run:
+    path: Path
+    method: str
+    dataset: str
+    modalities: tuple[str, ...]
+    seed: int
+    federated: bool
+    accuracy: dict[str, float]  # modality -> the chosen metric
+    created: str = ""
+    signature: str = ""
+
+    @property
+    def row(self) -> str:
+        return f"{self.method} (federated)" if self.federated else self.method
+
+    @property
+    def mean(self) -> float:
+        return sum(self.accuracy.values()) / len(self.accuracy)
+
+
+def _signature(config: dict) -> str:
+    """The run's config without the entries that legitimately differ between seeds."""
+
+    def strip(node):
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in sorted(node.items()) if k not in _IGNORED_CONFIG}
+        return node
+
+    return json.dumps(strip(dict(config or {})), sort_keys=True, default=str)
+
+
+def collect_runs(root: str | Path, metric: str = "accuracy") -> list[Run]:
+    """Every results.json under `root` (recursively), one Run each; a later duplicate replaces an earlier one."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"no such results directory: {root}")
+    found: dict[tuple, Run] = {}
+    for path in sorted(root.rglob("results.json")):
+        data = read_results(path)
+        mods = data["modalities"]
+        run = Run(
+            path=path,
+            method=str(data["method"]),
+            dataset=str(data["dataset"]),
+            modalities=tuple(mods),
+            seed=int(data["seed"]),
+            federated=bool(data["federated"]),
+            accuracy={k: float(v[metric]) for k, v in mods.items()},
+            created=str(data.get("created", "")),
+            signature=_signature(data.get("config", {})),
+        )
+        key = (run.dataset, run.modalities, run.row, run.seed)
+        if key in found:
+            old = found[key]
+            keep, drop = (run, old) if run.created >= old.created else (old, run)
+            log.warning("two runs of %s on %s with seed %d: using %s, ignoring %s",
+                        run.row, run.dataset, run.seed, keep.path, drop.path)
+            run = keep
+        found[key] = run
+    return list(found.values())
+
+
+# ----------------------------------------------------------------------------- summarising
+
+
+@dataclass
+class Cell:
+    values: list[float] = field(default_factory=list)  # fractions in [0, 1], one per seed
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return 100 * statistics.fmean(self.values) if self.values else math.nan
+
+    @property
+    def std(self) -> float:
+        return 100 * statistics.stdev(self.values) if self.n > 1 else math.nan
+
+    def text(self, digits: int = 2) -> str:
+        if not self.values:
+            return "-"
+        if self.n == 1:
+            return f"{self.mean:.{digits}f}"
+        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+
+
+@dataclass
+class Table:
+    title: str
+    groups: list[tuple[str, tuple[str, ...]]]  # (data-set label, modalities)
+    rows: list[str]  # method row keys
+    cells: dict[tuple[str, str, str], Cell]  # (row, group label, modality or "Mean") -> cell
+    seeds: dict[tuple[str, str], list[int]]  # (row, group label) -> seeds
+
+    def header(self) -> list[str]:
+        cols = ["Method"]
+        for label, mods in self.groups:
+            cols += [f"{label} {m}" for m in mods] + [f"{label} Mean"]
+        return cols
+
+    def to_markdown(self, digits: int = 2) -> str:
+        head = self.header()
+        lines = [f"### {self.title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for row in self.rows:
+            cells = [row_label(row)]
+            for label, mods in self.groups:
+                cells += [self.cells.get((row, label, m), Cell()).text(digits) for m in (*mods, "Mean")]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", self.footnote()]
+        return "\n".join(lines)
+
+    def footnote(self) -> str:
+        counts = {len(s) for s in self.seeds.values()}
+        seeds = sorted({x for s in self.seeds.values() for x in s})
+        text = "Mean ± sample std over seeds"
+        if len(counts) == 1:
+            text += f" ({counts.pop()} per cell: seeds {', '.join(map(str, seeds))})."
+        else:
+            detail = "; ".join(f"{row_label(r)} on {g}: {len(s)}" for (r, g), s in sorted(self.seeds.items()))
+            text += f"; seeds per cell differ ({detail})."
+        return text
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        head = ["method"]
+        for label, mods in self.groups:
+            for m in (*mods, "Mean"):
+                head += [f"{label} {m} mean", f"{label} {m} std"]
+            head.append(f"{label} n")
+        writer.writerow(head)
+        for row in self.rows:
+            line = [row_label(row)]
+            for label, mods in self.groups:
+                for m in (*mods, "Mean"):
+                    c = self.cells.get((row, label, m), Cell())
+                    line += [_num(c.mean), _num(c.std)]
+                line.append(len(self.seeds.get((row, label), [])))
+            writer.writerow(line)
+        return buf.getvalue()
+
+
+def _num(x: float) -> str:
+    return "" if math.isnan(x) else f"{x:.4f}"
+
+
+def row_label(row: str) -> str:
+    base, fed = (row[: -len(" (federated)")], " (federated)") if row.endswith(" (federated)") else (row, "")
+    return METHOD_LABELS.get(base, base) + fed
+
+
+def _base_method(row: str) -> str:
+    return row[: -len(" (federated)")] if row.endswith(" (federated)") else row
+
+
+def _group_labels(runs: Iterable[Run]) -> dict[tuple[str, tuple[str, ...]], str]:
+    """Column-group label per (data set, modalities): the data-set name, plus the modalities if ambiguous."""
+    keys = sorted({(r.dataset, r.modalities) for r in runs})
+    per_dataset = defaultdict(list)
+    for ds, mods in keys:
+        per_dataset[ds].append(mods)
+    return {
+        (ds, mods): ds if len(per_dataset[ds]) == 1 else f"{ds} [{'+'.join(mods)}]" for ds, mods in keys
+    }
+
+
+def build_tables(runs: Sequence[Run]) -> list[Table]:
+    """Tables 1 and 2 (and one for other methods) from the runs; empty tables are left out."""
+    labels = _group_labels(runs)
+    groups = [(labels[k], k[1]) for k in sorted(labels, key=lambda k: labels[k])]
+    cells: dict[tuple[str, str, str], Cell] = defaultdict(Cell)
+    seeds: dict[tuple[str, str], list[int]] = defaultdict(list)
+    signatures: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for r in sorted(runs, key=lambda r: r.seed):
+        g = labels[(r.dataset, r.modalities)]
+        for m, acc in r.accuracy.items():
+            cells[(r.row, g, m)].values.append(acc)
+        cells[(r.row, g, "Mean")].values.append(r.mean)
+        seeds[(r.row, g)].append(r.seed)
+        signatures[(r.row, g)].add(r.signature)
+    for (row, g), sigs in signatures.items():
+        if len(sigs) > 1:
+            log.warning("%s on %s: the seeds were run with different settings (%d distinct configs)",
+                        row_label(row), g, len(sigs))
+    present = sorted({r.row for r in runs})
+    known = {m for _, methods in TABLES for m in methods}
+    tables = []
+    for title, methods in TABLES:
+        rows = [row for m in methods for row in (m, f"{m} (federated)") if row in present]
+        if rows:
+            tables.append(_restrict(title, rows, groups, cells, seeds))
+    other = [row for row in present if _base_method(row) not in known]
+    if other:
+        tables.append(_restrict(OTHER_TABLE, other, groups, cells, seeds))
+    return tables
+
+
+def _restrict(title, rows, groups, cells, seeds) -> Table:
+    used = [(label, mods) for label, mods in groups if any((r, label) in seeds for r in rows)]
+    return Table(
+        title, used, rows,
+        {k: v for k, v in cells.items() if k[0] in rows},
+        {k: v for k, v in seeds.items() if k[0] in rows},
+    )
+
+
+def runs_csv(runs: Sequence[Run], metric: str) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["path", "method", "dataset", "federated", "seed", "modality", metric])
+    for r in sorted(runs, key=lambda r: (r.dataset, r.row, r.seed)):
+        for m, acc in r.accuracy.items():
+            writer.writerow([str(r.path), r.method, r.dataset, r.federated, r.seed, m, f"{acc:.6f}"])
+    return buf.getvalue()
+
+
+def make_tables(root: str | Path, out: str | Path | None = None, metric: str = "accuracy",
+                digits: int = 2) -> str:
+    """The Markdown of all tables for the runs under `root`; with `out`, also write the files:
+    tables.md, table1.md/.csv, table2.md/.csv (table3.* for other methods) and runs.csv."""
+    runs = collect_runs(root, metric)
+    if not runs:
+        raise FileNotFoundError(f"no results.json under {root}")
+    tables = build_tables(runs)
+    note = f"Metric: `{metric}`; {len(runs)} runs under `{root}`."
+    markdown = "\n\n".join([note] + [t.to_markdown(digits) for t in tables]) + "\n"
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "tables.md").write_text(markdown)
+        for i, t in enumerate(tables, start=1):
+            (out / f"table{i}.md").write_text(t.to_markdown(digits) + "\n")
+            (out / f"table{i}.csv").write_text(t.to_csv())
+        (out / "runs.csv").write_text(runs_csv(runs, metric))
+    return markdown
+
+
+# ----------------------------------------------------------------------------- running the grid
+
+
+def _compose(overrides: Sequence[str]):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=list(overrides))
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def run_dir(root: str | Path, dataset: str, method: str, seed: int) -> Path:
+    return Path(root) / dataset / method / f"seed{seed}"
+
+
+def run_grid(methods: Sequence[str], seeds: Sequence[int], overrides: Sequence[str], root: str | Path,
+             force: bool = False) -> list[tuple[str, int, str]]:
+    """Run every method x seed centrally (same overrides for all); returns the failures.
+
+    A run whose results.json exists is skipped unless `force`. Each run logs to run.log in
+    its directory. A failing run is logged and the grid goes on.
+    """
+    from fed_uml.experiment import run_centralized
+    from fed_uml.methods import get_method
+
+    for m in methods:
+        get_method(m)  # unknown names fail before anything runs
+    bad = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in ("method", "seed", "results_dir")]
+    if bad:
+        raise ValueError(f"the grid sets method, seed and results_dir itself; remove {bad}")
+    failures = []
+    for method in methods:
+        for seed in seeds:
+            cfg = _compose([*overrides, f"method={method}", f"seed={seed}", "results_dir=PENDING"])
+            out = run_dir(root, cfg["dataset"]["name"], method, seed)
+            cfg["results_dir"] = str(out)
+            if (out / "results.json").exists() and not force:
+                log.info("skip %s seed %d: %s exists", method, seed, out / "results.json")
+                continue
+            out.mkdir(parents=True, exist_ok=True)
+            handler = logging.FileHandler(out / "run.log", mode="w")
+            handler.setLevel(logging.INFO)
+            handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+            root_logger = logging.getLogger()
+            level = root_logger.level
+            root_logger.addHandler(handler)
+            if root_logger.getEffectiveLevel() > logging.INFO:
+                root_logger.setLevel(logging.INFO)
+            try:
+                log.info("run %s seed %d -> %s", method, seed, out)
+                res = run_centralized(cfg, out)
+                log.info("%s seed %d: mean accuracy %.4f (%.0f s)", method, seed, res["mean_accuracy"],
+                         res["wall_seconds"])
+            except Exception as exc:  # noqa: BLE001  (one failing run must not stop the grid)
+                log.error("%s seed %d failed: %s\n%s", method, seed, exc, traceback.format_exc())
+                failures.append((method, seed, repr(exc)))
+            finally:
+                root_logger.removeHandler(handler)
+                root_logger.setLevel(level)
+                handler.close()
+    return failures
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def _csv_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    if argv and argv[0] == "run":
+        p = argparse.ArgumentParser(prog="python -m experiments.tables run",
+                                    description="Run methods x seeds centrally, then make the tables.")
+        p.add_argument("--methods", required=True, help="comma-separated method names")
+        p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+        p.add_argument("--root", default="results/compare", help="results root (default results/compare)")
+        p.add_argument("--out", default=None, help="tables directory (default ROOT/tables)")
+        p.add_argument("--metric", default="accuracy", choices=METRICS)
+        p.add_argument("--force", action="store_true", help="rerun runs whose results.json exists")
+        p.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. dataset=synthetic")
+        args = p.parse_args(argv[1:])
+        failures = run_grid(_csv_list(args.methods), [int(s) for s in _csv_list(args.seeds)], args.overrides,
+                            args.root, args.force)
+        print(make_tables(args.root, args.out or Path(args.root) / "tables", args.metric))
+        for method, seed, err in failures:
+            print(f"FAILED: {method} seed {seed}: {err}", file=sys.stderr)
+        return 1 if failures else 0
+    p = argparse.ArgumentParser(prog="python -m experiments.tables",
+                                description="Tables 1 and 2 (mean ± std over seeds) from results.json files.")
+    p.add_argument("root", help="directory searched recursively for results.json")
+    p.add_argument("--out", default=None, help="write tables.md, table<i>.md/.csv and runs.csv here")
+    p.add_argument("--metric", default="accuracy", choices=METRICS)
+    p.add_argument("--digits", type=int, default=2)
+    args = p.parse_args(argv)
+    print(make_tables(args.root, args.out, args.metric, args.digits))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

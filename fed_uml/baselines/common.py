@@ -1,0 +1,313 @@
+"""What the compared methods share: heterogeneous encoders, gradient reversal, discriminators, the runner.
+
+Setting (Table 2 of the study, "domain adaptation with heterogeneous encoders"): every
+modality k has its own encoder E_k (all stages of the configured backbone, built with
+`create_model(..., specific_layers=<number of stages>)`), one classifier h is shared, both
+modalities are labelled (the cross-entropy of every modality is trained, as in UML), and the
+"domain" of a sample is its modality. A method adds one alignment objective between the
+modalities' encoder outputs `features[k] = E_k(x)` through `train_unpaired`'s hooks:
+`extra_loss(model, features, batches)` returns the term added to the summed cross-entropies
+and `extra_params` are the objective's own trainable tensors (e.g. a domain discriminator),
+which the loop's optimizer updates together with the model.
+
+Everything else (data, optimizer, epochs, batch size, augmentation, evaluation with and
+without BN calibration) is the runner's, so that every method gets the same budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping
+from itertools import combinations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fed_uml.data.base import ModalityData
+from fed_uml.methods import evaluate_with_calibration, train_settings
+from fed_uml.models import UMLModel, create_model
+from fed_uml.models.registry import get_stage_builder
+from fed_uml.training import train_unpaired
+from fed_uml.training.loop import steps_per_epoch
+from fed_uml.training.seed import seed_everything
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------
+# Model: heterogeneous encoders + one shared classifier
+# --------------------------------------------------------------------------------------
+
+
+def num_stages(model_cfg: Mapping) -> int:
+    """How many stages the configured backbone has (all of them become modality-specific)."""
+    cfg = dict(model_cfg)
+    name = cfg.pop("backbone")
+    cfg.pop("specific_layers", None)
+    stages, _ = get_stage_builder(name)(1, 2, **cfg)
+    return len(stages)
+
+
+def build_heterogeneous_model(model_cfg: Mapping, data: Mapping[str, ModalityData]) -> UMLModel:
+    """`model_cfg`'s backbone with every stage modality-specific: only the classifier is shared."""
+    cfg = dict(model_cfg)
+    name = cfg.pop("backbone")
+    cfg.pop("specific_layers", None)
+    n = num_stages(model_cfg)
+    num_classes = next(iter(data.values())).num_classes
+    return create_model(name, {k: d.channels for k, d in data.items()}, num_classes, n, **cfg)
+
+
+def classifier_in_features(model: UMLModel) -> int:
+    """Width of the encoders' output: the input width of the shared classifier's first Linear."""
+    for m in model.backbone.modules():
+        if isinstance(m, nn.Linear):
+            return m.in_features
+    raise ValueError("the shared part of the model has no nn.Linear classifier")
+
+
+def classify(model: UMLModel, features: torch.Tensor) -> torch.Tensor:
+    """The shared classifier's logits for encoder outputs (the same module the loop trains).
+
+    With heterogeneous encoders the shared part is only the classifier head (a Linear, with
+    no BatchNorm), so applying it again inside a hook changes no running statistics. (With a
+    dropout head, e.g. small_cnn's `dropout` > 0, this second pass draws its own mask.)
+    """
+    return model.backbone(features)
+
+
+# --------------------------------------------------------------------------------------
+# Gradient reversal (Ganin & Lempitsky, ICML 2015; Ganin et al., JMLR 2016)
+# --------------------------------------------------------------------------------------
+
+
+class _GradientReverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, coeff: float) -> torch.Tensor:
+        ctx.coeff = float(coeff)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return -ctx.coeff * grad, None
+
+
+def grad_reverse(x: torch.Tensor, coeff: float = 1.0) -> torch.Tensor:
+    """Identity in the forward pass; multiplies the gradient by `-coeff` in the backward pass."""
+    return _GradientReverse.apply(x, coeff)
+
+
+class GradientReversal(nn.Module):
+    """The gradient reversal layer R_lambda as a module (`coeff` may be changed during training)."""
+
+    def __init__(self, coeff: float = 1.0):
+        super().__init__()
+        self.coeff = float(coeff)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return grad_reverse(x, self.coeff)
+
+
+def dann_coefficient(progress: float, gamma: float = 10.0, high: float = 1.0) -> float:
+    """DANN's adaptation-factor schedule lambda_p = high * (2 / (1 + exp(-gamma p)) - 1).
+
+    `progress` p runs from 0 to 1 over training; gamma=10 as in Ganin et al. (JMLR 2016, Sec.
+    5.2.2). gamma <= 0 gives the constant `high` (no warm-up).
+    """
+    if gamma <= 0:
+        return float(high)
+    p = min(max(float(progress), 0.0), 1.0)
+    return float(high) * (2.0 / (1.0 + math.exp(-gamma * p)) - 1.0)
+
+
+# --------------------------------------------------------------------------------------
+# Discriminators and small losses
+# --------------------------------------------------------------------------------------
+
+
+class DomainDiscriminator(nn.Module):
+    """The adversarial network of DANN/CDAN: in -> hidden -> hidden -> outputs.
+
+    As in the original DANN/CDAN code (not TLlib's BatchNorm variant): two hidden layers
+    (1024 units there), ReLU and dropout 0.5, and no BatchNorm, so that its output for a
+    sample never depends on which modality shares its batch.
+    """
+
+    def __init__(self, in_features: int, hidden: int = 1024, outputs: int = 1, dropout: float = 0.5):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(hidden, outputs),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.net(x)
+
+
+def entropy(probs: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Per-row Shannon entropy -sum_c p_c log(p_c + eps) (the eps of the CDAN/MCC code)."""
+    return -(probs * torch.log(probs + eps)).sum(dim=1)
+
+
+def domain_classification_loss(logits: torch.Tensor, domains: torch.Tensor,
+                               weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy of a K-way domain discriminator, balanced over domains.
+
+    Each domain's samples are averaged first (weighted by `weights` if given, normalised
+    within the domain), then the K domain means are averaged, so a modality with a smaller
+    batch weighs the same. With K=2 and logits (0, z) this is DANN's binary cross-entropy
+    on the logit z.
+    """
+    per_sample = F.cross_entropy(logits, domains, reduction="none")
+    if weights is None:
+        weights = torch.ones_like(per_sample)
+    terms = []
+    for d in torch.unique(domains):
+        m = domains == d
+        w = weights[m]
+        terms.append((w * per_sample[m]).sum() / w.sum())
+    return torch.stack(terms).mean()
+
+
+def modality_pairs(names: Iterable[str]) -> list[tuple[str, str]]:
+    """Every unordered pair of modalities, in the configured order (the K>2 generalisation)."""
+    return list(combinations(list(names), 2))
+
+
+def safe_norm(diff: torch.Tensor, squared: bool = False) -> torch.Tensor:
+    """Euclidean norm over the last dimension with a zero (not NaN) gradient at 0."""
+    sq = (diff * diff).sum(-1)
+    if squared:
+        return sq
+    pos = sq > 0
+    return torch.where(pos, torch.sqrt(torch.where(pos, sq, torch.ones_like(sq))), torch.zeros_like(sq))
+
+
+# --------------------------------------------------------------------------------------
+# Objective interface and the shared runner
+# --------------------------------------------------------------------------------------
+
+
+class AlignmentObjective(nn.Module):
+    """Base class: `forward(model, features, batches)` is the `extra_loss` hook.
+
+    Subclasses get `self.progress` (training progress in [0, 1], advanced once per call, i.e.
+    per optimisation step) and may accumulate scalar diagnostics in `self.stats` (averaged
+    and logged once per epoch).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total_steps = 1
+        self.step = 0
+        self.stats: dict[str, list[float]] = {}
+
+    @property
+    def progress(self) -> float:
+        return min(self.step / max(self.total_steps, 1), 1.0)
+
+    def setup(self, model: UMLModel, total_steps: int) -> None:
+        """Called once before training (after the model is built)."""
+        self.total_steps = max(int(total_steps), 1)
+        self.step = 0
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters the loop's optimizer trains together with the model (`extra_params`)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def record(self, **values: float | torch.Tensor) -> None:
+        for k, v in values.items():
+            self.stats.setdefault(k, []).append(float(v.detach()) if torch.is_tensor(v) else float(v))
+
+    def pop_stats(self) -> dict[str, float]:
+        out = {k: sum(v) / len(v) for k, v in self.stats.items() if v}
+        self.stats = {}
+        return out
+
+    def __call__(self, model, features, batches):  # the hook; counts steps
+        out = super().__call__(model, features, batches)
+        self.step += 1
+        return out
+
+
+def require_modalities(data: Mapping[str, ModalityData], method: str, minimum: int = 2) -> None:
+    if len(data) < minimum:
+        raise ValueError(
+            f"method {method!r} aligns modalities and needs at least {minimum}; got {list(data)} "
+            "(setting dataset.modalities)"
+        )
+
+
+def method_params(cfg: Mapping, defaults: Mapping) -> dict:
+    """The method's hyperparameters: `defaults` overridden by the `method` config group.
+
+    Unknown keys are an error, so that a typo in `method.<key>=...` does not pass silently.
+    """
+    given = {k: v for k, v in dict(cfg.get("method") or {}).items() if k not in ("name", "calibrate")}
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ValueError(
+            f"method {cfg['method'].get('name')!r}: unknown setting(s) {unknown}; known: {sorted(defaults)}"
+        )
+    out = dict(defaults)
+    out.update(given)
+    return out
+
+
+def run_aligned(
+    name: str,
+    data: Mapping[str, ModalityData],
+    cfg: Mapping,
+    make_objective: Callable[[UMLModel, Mapping[str, ModalityData]], AlignmentObjective],
+    calibrate_default: bool = False,
+    prepare_model: Callable[[UMLModel], None] | None = None,
+) -> dict[str, dict]:
+    """Train heterogeneous encoders + shared classifier with `make_objective`'s alignment term.
+
+    Records the number of modality-specific stages actually used in
+    `cfg["model"]["specific_layers"]` (the baselines always make every stage specific), so
+    that the config written to results.json describes the trained model.
+    """
+    settings = train_settings(cfg)
+    g = seed_everything(settings.seed)
+    model = build_heterogeneous_model(cfg["model"], data)
+    n = len(model.projections[model.modalities[0]])
+    if isinstance(cfg.get("model"), dict) and cfg["model"].get("specific_layers") != n:
+        log.info("%s: heterogeneous encoders: every one of the %d stages is modality-specific "
+                 "(model.specific_layers=%d recorded in the results)", name, n, n)
+        cfg["model"]["specific_layers"] = n
+    if prepare_model is not None:
+        prepare_model(model)
+    objective = make_objective(model, data)
+    device = torch.device(settings.device)
+    objective.to(device).train()
+    datasets = {k: d.train for k, d in data.items()}
+    total = settings.epochs * steps_per_epoch(datasets, settings.batch_size)
+    objective.setup(model, total)
+
+    def progress(record: dict) -> None:
+        stats = objective.pop_stats()
+        record.update({f"{name}/{k}": v for k, v in stats.items()})
+        if settings.log_every and (record["epoch"] % settings.log_every == 0 or record["epoch"] == settings.epochs):
+            log.info("[%s] epoch %d alignment: %s", name, record["epoch"],
+                     " ".join(f"{k} {v:.4f}" for k, v in stats.items()))
+
+    train_unpaired(
+        model, datasets, settings, generator=g, extra_loss=objective,
+        extra_params=objective.trainable_parameters(), progress=progress, desc=name,
+    )
+    use_calibrated = bool(cfg["method"].get("calibrate", calibrate_default))
+    return evaluate_with_calibration(model, data, cfg, use_calibrated)
+
+
+def frozen_call(module: nn.Module, *args):
+    """`module(*args)` with its parameters treated as constants (no gradient reaches them).
+
+    Gradients still flow to the inputs: the encoders are trained through a fixed critic.
+    """
+    params = {k: v.detach() for k, v in module.named_parameters()}
+    return torch.func.functional_call(module, params, args)
+
