@@ -49,6 +49,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
+from fed_uml.baselines.cdan import DEFAULTS as CDAN_DEFAULTS
 from fed_uml.baselines.cdan import CDANObjective
 from fed_uml.baselines.common import (
     AlignmentObjective,
@@ -69,15 +70,8 @@ DEFAULTS = {
     "pairing": "index",
     "space": "softmax_features",
     "squared": False,
-    "trade_off": 1.0,
-    "entropy_conditioning": True,
-    "randomized": None,
-    "randomized_dim": 1024,
-    "max_multilinear_dim": 4096,
-    "grl_gamma": 10.0,
-    "grl_max": 1.0,
-    "hidden": 1024,
-    "dropout": 0.5,
+    **CDAN_DEFAULTS,
+    "entropy_conditioning": True,  # ATM's adversarial part is CDAN+E
 }
 PAIRINGS = ("index", "all")
 SPACES = ("softmax_features", "features", "probabilities")
