@@ -4,7 +4,9 @@
 
 Runs `flwr run` with `num-supernodes=N` on a private SuperLink and samples, every 0.5 s,
 the resident memory of every process of the runtime (SuperLink, ServerApp, Ray and its
-actors, found by their FLWR_HOME). Each institution holds a few samples of its modality.
+actors, found by their FLWR_HOME). By default 2 rounds, 100 training and 50 test scenes per
+class and modality (at N = 1,000: 2 training and 1 test scene per institution); later
+overrides win.
 """
 
 from __future__ import annotations
@@ -56,7 +58,9 @@ def main() -> None:
     args = ap.parse_args()
     rows = []
     for n in (int(x) for x in args.institutions.split(",")):
-        overrides = ["federated.evaluate_every=0", "federated.min_institutions=2"] + list(args.overrides)
+        # Defaults sized for 1,000 institutions: 2 rounds, 2 training and 1 test scene each.
+        overrides = ["federated.evaluate_every=0", "federated.min_institutions=2", "federated.num_rounds=2",
+                     "dataset.samples_per_class=100", "dataset.test_samples_per_class=50"] + list(args.overrides)
         with TemporaryDirectory(prefix="fed-uml-scale-") as tmp:
             tmp = Path(tmp)
             monitor = PeakMemory(tmp)
