@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 
-from torch import nn
-
 from fed_uml.calibration import calibrate
 from fed_uml.data.base import ModalityData
 from fed_uml.models import UMLModel, create_model
@@ -110,7 +108,3 @@ def run_unimodal(data: Mapping[str, ModalityData], cfg: Mapping) -> dict[str, di
         train_unpaired(model, {k: d.train}, settings, generator=g, desc=f"unimodal {k}")
         out.update(evaluate_with_calibration(model, {k: d}, cfg, _calibrate_flag(cfg, False)))
     return out
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

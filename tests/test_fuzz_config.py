@@ -14,7 +14,6 @@ The number of cases each test tried is printed at the end of the module
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
@@ -23,7 +22,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from unittest import mock
 
@@ -31,7 +29,7 @@ import numpy as np
 import pytest
 import torch
 from hydra.errors import HydraException, MissingConfigException
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from fed_uml.experiment import run_centralized
@@ -49,35 +47,18 @@ from fed_uml.federated.transfer import WIRE_DTYPES, from_wire, to_wire
 from fed_uml.results import write_json_atomic
 from server.strategy import WEIGHTINGS, BackboneFedAvg
 from tests.flower_helpers import TINY
+from tests.fuzz_helpers import FUZZ, CaseCounter, fewer
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = int(os.environ.get("FED_UML_FUZZ_EXAMPLES", "60"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-FEW = settings(FUZZ, max_examples=max(1, EXAMPLES // 3))  # cases that compose with Hydra or train (~0.3 s)
-
-CASES: Counter = Counter()
-
-
-def tick() -> None:
-    CASES[sys._getframe(1).f_code.co_name] += 1
+FEW = fewer(3)  # cases that compose with Hydra or train (~0.3 s)
+CASES = CaseCounter(__name__)
+tick = CASES.tick
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _report_counts(request):
     yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is not None:
-        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-            reporter.write_line(f"\n{__name__}: fuzz cases tried per test")
-            for name, n in sorted(CASES.items()):
-                reporter.write_line(f"  {name}: {n} case(s)")
-    if os.environ.get("FED_UML_FUZZ_COUNTS"):
-        path = Path(os.environ["FED_UML_FUZZ_COUNTS"])
-        counts = json.loads(path.read_text()) if path.exists() else {}
-        counts.update({f"{__name__}::{k}": v for k, v in CASES.items()})
-        path.write_text(json.dumps(counts, indent=1, sort_keys=True))
+    CASES.report(request)
 
 
 MODALITIES = ["sar", "rgb"]

@@ -16,18 +16,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import resource
 import struct
-import sys
 import zlib
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from fed_uml.data.bigearthnet import CLASSES_43, BigEarthNet
@@ -39,43 +36,18 @@ from tests.fixtures.make_fixtures import (
     make_eurosat_ms,
     make_eurosat_sar,
 )
+from tests.fuzz_helpers import FUZZ, CaseCounter, fewer
 
 # FED_UML_FUZZ_EXAMPLES=500 for a longer hunt (default 60 per test, half for the slower ones)
-EXAMPLES = int(os.environ.get("FED_UML_FUZZ_EXAMPLES", "60"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-FEW = settings(FUZZ, max_examples=max(1, EXAMPLES // 2))
-
-# ----------------------------------------------------------------------------- counting
-
-CASES: Counter = Counter()
-
-
-def tick() -> None:
-    """Count one case for the calling test."""
-    CASES[sys._getframe(1).f_code.co_name] += 1
+FEW = fewer(2)
+CASES = CaseCounter(__name__)
+tick = CASES.tick
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _report_counts(request):
     yield
-    report_counts(request, __name__)
-
-
-def report_counts(request, module: str) -> None:
-    lines = [f"{name}: {n} case(s)" for name, n in sorted(CASES.items())]
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is not None:
-        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-            reporter.write_line(f"\n{module}: fuzz cases tried per test")
-            for line in lines:
-                reporter.write_line("  " + line)
-    if os.environ.get("FED_UML_FUZZ_COUNTS"):
-        path = Path(os.environ["FED_UML_FUZZ_COUNTS"])
-        counts = json.loads(path.read_text()) if path.exists() else {}
-        counts.update({f"{module}::{k}": v for k, v in CASES.items()})
-        path.write_text(json.dumps(counts, indent=1, sort_keys=True))
+    CASES.report(request)
 
 
 # ----------------------------------------------------------------------------- helpers
