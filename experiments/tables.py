@@ -40,8 +40,6 @@ from fed_uml.results import read_results
 
 log = logging.getLogger("experiments.tables")
 
-REPO = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO / "conf"
 
 TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Table 1: accuracy (%), unpaired multimodal methods", ("unimodal", "isca", "uml")),
@@ -311,15 +309,6 @@ def make_tables(root: str | Path, out: str | Path | None = None, metric: str = "
 # ----------------------------------------------------------------------------- running the grid
 
 
-def _compose(overrides: Sequence[str]):
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=list(overrides))
-    return OmegaConf.to_container(cfg, resolve=True)
-
-
 def run_dir(root: str | Path, dataset: str, method: str, seed: int) -> Path:
     return Path(root) / dataset / method / f"seed{seed}"
 
@@ -332,6 +321,7 @@ def run_grid(methods: Sequence[str], seeds: Sequence[int], overrides: Sequence[s
     its directory. A failing run is logged and the grid goes on.
     """
     from fed_uml.experiment import run_centralized
+    from fed_uml.federated.config import compose_config
     from fed_uml.methods import get_method
 
     for m in methods:
@@ -342,7 +332,7 @@ def run_grid(methods: Sequence[str], seeds: Sequence[int], overrides: Sequence[s
     failures = []
     for method in methods:
         for seed in seeds:
-            cfg = _compose([*overrides, f"method={method}", f"seed={seed}", "results_dir=PENDING"])
+            cfg = compose_config([*overrides, f"method={method}", f"seed={seed}", "results_dir=PENDING"])
             out = run_dir(root, cfg["dataset"]["name"], method, seed)
             cfg["results_dir"] = str(out)
             if (out / "results.json").exists() and not force:
