@@ -10,10 +10,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 
+import torch
+
 from fed_uml.calibration import calibrate
-from fed_uml.data.base import ModalityData
+from fed_uml.data.base import ArrayDataset, ModalityData
 from fed_uml.models import UMLModel, create_model
 from fed_uml.training import TrainSettings, evaluate, train_unpaired
+from fed_uml.training.loop import epoch_steps
 from fed_uml.training.seed import seed_everything
 
 log = logging.getLogger(__name__)
@@ -93,18 +96,83 @@ def run_uml(data: Mapping[str, ModalityData], cfg: Mapping) -> dict[str, dict]:
     settings = train_settings(cfg)
     g = seed_everything(settings.seed)
     model = build_model(cfg["model"], data)
-    train_unpaired(model, {k: d.train for k, d in data.items()}, settings, generator=g, desc="uml")
-    return evaluate_with_calibration(model, data, cfg, _calibrate_flag(cfg, True))
+    history = train_unpaired(model, {k: d.train for k, d in data.items()}, settings, generator=g, desc="uml")
+    out = evaluate_with_calibration(model, data, cfg, _calibrate_flag(cfg, True))
+    for k in out:
+        out[k]["optimizer_steps"] = sum(r["steps"] for r in history)
+    return out
+
+
+UNIMODAL_BUDGETS = ("matched", "epochs")
+
+
+def unimodal_steps_per_epoch(data: Mapping[str, ModalityData], cfg: Mapping) -> int | None:
+    """Optimiser steps per epoch of each unimodal model under `method.budget`.
+
+    `matched` (default): the steps modality k gets inside the joint UML run on the same data,
+    one pass over the LARGEST modality per epoch, so that method and baseline take the same
+    number of optimiser steps (batches of B from D_k) per modality. `epochs`: one pass over
+    D_k's own data per epoch, which gives a small modality up to n_max / n_k times fewer
+    steps alone than inside UML (None: the loop's default).
+    """
+    budget = str(cfg["method"].get("budget", "matched"))
+    if budget not in UNIMODAL_BUDGETS:
+        raise ValueError(f"method.budget must be one of {UNIMODAL_BUDGETS}, got {budget!r}")
+    if budget == "epochs":
+        return None
+    return epoch_steps({k: d.train for k, d in data.items()}, int(cfg["training"]["batch_size"]))
 
 
 @register_method("unimodal")
 def run_unimodal(data: Mapping[str, ModalityData], cfg: Mapping) -> dict[str, dict]:
-    """The baseline: the same architecture and budget, one model per modality, trained alone."""
+    """The baseline: the same architecture and optimiser steps, one model per modality, trained alone."""
     settings = train_settings(cfg)
+    steps = unimodal_steps_per_epoch(data, cfg)
     out = {}
     for k, d in data.items():
         g = seed_everything(settings.seed)
         model = build_model(cfg["model"], {k: d})
-        train_unpaired(model, {k: d.train}, settings, generator=g, desc=f"unimodal {k}")
+        history = train_unpaired(model, {k: d.train}, settings, generator=g, desc=f"unimodal {k}",
+                                 steps_per_epoch=steps)
         out.update(evaluate_with_calibration(model, {k: d}, cfg, _calibrate_flag(cfg, False)))
+        out[k]["optimizer_steps"] = sum(r["steps"] for r in history)
+    return out
+
+
+@register_method("pooled")
+def run_pooled(data: Mapping[str, ModalityData], cfg: Mapping) -> dict[str, dict]:
+    """The positive control's upper reference: one model on the UNION of the modalities' data.
+
+    Only meaningful when the "modalities" are one sensor split in parts (equal bands): then
+    UML on the parts should approach this model, which sees all the data through one
+    projection. An epoch is one pass over the pooled data; each part's test set is scored.
+    """
+    bands = {k: tuple(d.band_names) for k, d in data.items()}
+    if len(set(bands.values())) != 1 or len({d.channels for d in data.values()}) != 1:
+        raise ValueError(f"method=pooled needs modalities of one sensor with the same bands; got {bands}")
+    settings = train_settings(cfg)
+    g = seed_everything(settings.seed)
+    first = next(iter(data.values()))
+    train = ArrayDataset(torch.cat([d.train.images for d in data.values()]),
+                         torch.cat([d.train.labels for d in data.values()]))
+    pooled = ModalityData("pooled", train, train, first.class_names, first.band_names, dict(first.info))
+    model = build_model(cfg["model"], {"pooled": pooled})
+    history = train_unpaired(model, {"pooled": train}, settings, generator=g, desc="pooled")
+    cal_cfg = cfg.get("calibration", {}) or {}
+    device = str(cfg.get("device", "cpu"))
+    calibrated = calibrate(model, {"pooled": train.images}, epochs=int(cal_cfg.get("epochs", 1)),
+                           batch_size=int(cal_cfg.get("batch_size", 64)), device=device)["pooled"]
+    use_calibrated = _calibrate_flag(cfg, False)
+    out = {}
+    for k, d in data.items():
+        before = evaluate(model, d.test, "pooled", device=device)
+        after = evaluate(calibrated, d.test, device=device)
+        out[k] = {
+            "accuracy": after if use_calibrated else before,
+            "accuracy_before_calibration": before,
+            "accuracy_after_calibration": after,
+            "n_train": len(train),
+            "n_test": len(d.test),
+            "optimizer_steps": sum(r["steps"] for r in history),
+        }
     return out

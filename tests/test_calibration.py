@@ -142,18 +142,31 @@ def test_calibrated_model_is_frozen_in_eval_mode(trained):
 
 def test_calibration_rejects_empty_data(trained):
     model, _ = trained
-    with pytest.raises(ValueError, match="no data to calibrate"):
-        calibrate(model, {"sar": torch.empty(0, 2, 12, 12)})
+    for n in (0, 1):
+        with pytest.raises(ValueError, match="'sar': calibration needs at least 2 training images"):
+            calibrate(model, {"sar": torch.empty(n, 2, 12, 12)})
 
 
 def test_calibration_batches_are_random_draws_covering_the_data():
-    assert [len(b) for b in calibration_batches(49, 16, epochs=1)] == [16, 16, 17]  # no batch of one
     batches = calibration_batches(50, 16, epochs=2, seed=3)
-    assert [len(b) for b in batches] == [16, 16, 16, 2] * 2
+    assert [len(b) for b in batches] == [13, 13, 12, 12] * 2
     first, second = torch.cat(batches[:4]), torch.cat(batches[4:])
     assert sorted(first.tolist()) == list(range(50)) and sorted(second.tolist()) == list(range(50))
     assert not torch.equal(first, torch.arange(50)) and not torch.equal(first, second)
     assert torch.equal(torch.cat(calibration_batches(50, 16, 1, seed=None)), torch.arange(50))
+
+
+@pytest.mark.parametrize("n, b", [(200, 64), (49, 16), (64, 64), (65, 64), (3, 2), (2, 64), (1000, 7), (33, 32)])
+def test_calibration_batches_have_equal_sizes(n, b):
+    """PyTorch's cumulative average weighs every batch equally: batches of (nearly) one size
+    make it the data's own mean. ceil(n / B) batches, sizes within one sample, each <= B and
+    >= 2 (the old cut of 200 at B=64 was 64, 64, 64, 8)."""
+    sizes = [len(x) for x in calibration_batches(n, b, epochs=1)]
+    assert sum(sizes) == n
+    assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 2
+    assert len(sizes) == min(-(-n // b), n // 2)
+    assert max(sizes) <= b or len(sizes) == n // 2  # B = 2 and 3 images: one batch of 3
+    assert [len(x) for x in calibration_batches(200, 64, 1)] == [50, 50, 50, 50]
 
 
 def test_class_sorted_data_does_not_bias_the_variance(trained):
@@ -167,3 +180,39 @@ def test_class_sorted_data_does_not_bias_the_variance(trained):
     first_var = {name: _bn_layers(h)["0.0.1"].running_var.mean()
                  for name, h in (("shuffled", shuffled), ("ordered", ordered))}
     assert first_var["shuffled"] > first_var["ordered"]
+
+
+def test_running_mean_is_the_data_mean_with_equal_batches(trained):
+    """With equal batch sizes the cumulative average of per-batch means IS the mean over D_k:
+    checked on the first BN layer, whose input (the first convolution's output) needs no BN."""
+    model, data = trained
+    x = data["rgb"].images  # 45 images, B=16: batches 15, 15, 15 (the old cut was 16, 16, 13)
+    h = calibrate(model, {"rgb": x}, batch_size=B)["rgb"]
+    with torch.no_grad():
+        conv_out = model.projection("rgb")[0][0](x)
+    torch.testing.assert_close(_bn_layers(h)["0.0.1"].running_mean, conv_out.mean(dim=(0, 2, 3)),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_calibrating_a_unimodal_model_on_its_own_data_costs_no_accuracy():
+    """A unimodal model's BN statistics already describe its data, so Algorithm 1 must leave
+    its accuracy where it was. Tolerance: the mean change over 3 seeds within 2 points and no
+    seed losing more than 2 points (4 of 200 test images): re-estimating the statistics on
+    all 130 training images instead of the training-time running average moves a few
+    borderline images either way. With the old cut (64, 64, 2) the batch of 2 carried a
+    third of the estimate and seed 0 lost 4 points."""
+    from fed_uml.data import load_dataset
+    from fed_uml.methods import run_unimodal
+    from tests.conftest import tiny_config
+
+    changes = []
+    for seed in range(3):
+        cfg = tiny_config("unimodal", modalities=("rgb",), epochs=15, samples_per_class=13,
+                          test_samples_per_class=20, seed=seed)
+        cfg["seed"] = seed
+        cfg["training"]["batch_size"] = 16
+        cfg["calibration"]["batch_size"] = 64
+        out = run_unimodal(load_dataset(cfg["dataset"]), cfg)["rgb"]
+        changes.append(out["accuracy_after_calibration"] - out["accuracy_before_calibration"])
+    assert abs(sum(changes) / len(changes)) <= 0.02, changes
+    assert min(changes) >= -0.02, changes

@@ -30,7 +30,7 @@ from fed_uml.methods import evaluate_with_calibration, train_settings
 from fed_uml.models import UMLModel, create_model
 from fed_uml.models.registry import get_stage_builder
 from fed_uml.training import train_unpaired
-from fed_uml.training.loop import steps_per_epoch
+from fed_uml.training.loop import epoch_steps
 from fed_uml.training.seed import seed_everything
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ def num_stages(model_cfg: Mapping) -> int:
     cfg = dict(model_cfg)
     name = cfg.pop("backbone")
     cfg.pop("specific_layers", None)
+    cfg.pop("projection_init", None)
     stages, _ = get_stage_builder(name)(1, 2, **cfg)
     return len(stages)
 
@@ -285,7 +286,7 @@ def run_aligned(
     device = torch.device(settings.device)
     objective.to(device).train()
     datasets = {k: d.train for k, d in data.items()}
-    total = settings.epochs * steps_per_epoch(datasets, settings.batch_size)
+    total = settings.epochs * epoch_steps(datasets, settings.batch_size)
     objective.setup(model, total)
 
     def progress(record: dict) -> None:

@@ -27,6 +27,7 @@ RUN_CONFIG_KEYS: dict[str, str] = {
     "seed": "seed",
     "num-server-rounds": "federated.num_rounds",
     "local-epochs": "federated.local_epochs",
+    "local-steps": "federated.local_steps",
     "institutions-per-modality": "federated.institutions_per_modality",
     "partitioning": "federated.partitioning",
     "dirichlet-alpha": "federated.dirichlet_alpha",
@@ -51,8 +52,8 @@ GROUPS = ("dataset", "model", "method")
 GROUP_DEPENDENT = ("modalities", "data-root", "results-dir", "audit-log", "state-dir")
 # Types of the run-config values ("" always means "keep what Hydra composes").
 RUN_CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
-    "seed": int, "num-server-rounds": int, "local-epochs": int, "min-institutions": int, "evaluate-every": int,
-    "calibration-epochs": int, "num-threads": int, "dirichlet-alpha": (int, float), "fraction-train": (int, float),
+    "seed": int, "num-server-rounds": int, "local-epochs": int, "local-steps": int, "min-institutions": int,
+    "evaluate-every": int, "calibration-epochs": int, "num-threads": int, "dirichlet-alpha": (int, float), "fraction-train": (int, float),
     "round-timeout": (int, float), "resume": bool, "institutions-per-modality": (int, str),
 }
 # A config-group choice names a yaml file in conf/<group>/: no path, no Hydra grammar.

@@ -75,9 +75,18 @@ class Institution:
         }
 
     def initial_private_state(self) -> dict[str, torch.Tensor]:
-        """Projection weights for round 1: seeded per modality, so that all institutions of
-        a modality start from the same projection."""
-        torch.manual_seed(_modality_seed(self.cfg["seed"], "projection", self.ident.modality))
+        """Projection weights for round 1, seeded by the run, never by the node.
+
+        `model.projection_init=aligned`: seeded by the run's seed alone, which is the draw the
+        server's initial backbone comes from (`initial_backbone`), so institutions of every
+        modality start from one aligned projection, as in a centralized model. `independent`:
+        seeded per modality, so institutions of a modality share a projection and modalities
+        differ.
+        """
+        if self.cfg["model"].get("projection_init", "aligned") == "aligned":
+            torch.manual_seed(int(self.cfg["seed"]))
+        else:
+            torch.manual_seed(_modality_seed(self.cfg["seed"], "projection", self.ident.modality))
         return dict(private_state(self._new_model()))
 
     def _new_model(self) -> UMLModel:
@@ -94,18 +103,27 @@ class Institution:
         return model
 
     def fit(self, backbone, private, server_round: int, local_epochs: int):
-        """L local epochs; returns (shared tensors, private tensors, metrics)."""
+        """L local epochs (or `federated.local_steps` steps); returns (shared tensors, private
+        tensors, metrics). Federated UML and the federated unimodal baseline train an
+        institution identically (same steps on the same data); they differ only in which
+        institutions the server averages together."""
         model = self.model(backbone, private)
         g = torch.Generator().manual_seed(_modality_seed(self.cfg["seed"], "train", self.ident.name, server_round))
         rounds = int(self.cfg["federated"]["num_rounds"])
+        local_steps = int(self.cfg["federated"].get("local_steps") or 0)
+        if local_steps > 0:  # a fixed number of steps, whatever the institution's data size
+            epochs, steps = 1, local_steps
+        else:
+            epochs, steps = local_epochs, None
         history = train_unpaired(
-            model, {self.ident.modality: self.train}, self.settings, epochs=local_epochs, generator=g,
+            model, {self.ident.modality: self.train}, self.settings, epochs=epochs, generator=g,
             desc=f"{self.ident.name} round {server_round}",
-            start_epoch=(server_round - 1) * local_epochs, total_epochs=rounds * local_epochs,
+            start_epoch=(server_round - 1) * epochs, total_epochs=rounds * epochs, steps_per_epoch=steps,
         )
         last = history[-1] if history else {}
         metrics = {
             "num-examples": len(self.train),
+            "optimizer-steps": sum(r["steps"] for r in history),
             "train-loss": float(last.get(f"{self.ident.modality}/loss", float("nan"))),
             "train-accuracy": float(last.get(f"{self.ident.modality}/train_accuracy", float("nan"))),
             "modality-index": self.modality_index,

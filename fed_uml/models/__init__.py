@@ -14,12 +14,23 @@ from fed_uml.models.sharing import (
     shared_state_keys,
     split_state_keys,
 )
-from fed_uml.models.uml import Backbone, Projection, UMLModel, create_model
+from fed_uml.models.uml import (
+    PROJECTION_INITS,
+    REFERENCE_CHANNELS,
+    Backbone,
+    Projection,
+    UMLModel,
+    align_projection,
+    create_model,
+)
 
 __all__ = [
+    "PROJECTION_INITS",
+    "REFERENCE_CHANNELS",
     "Backbone",
     "Projection",
     "UMLModel",
+    "align_projection",
     "available_backbones",
     "create_model",
     "private_state",

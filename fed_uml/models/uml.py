@@ -60,11 +60,18 @@ class UMLModel(nn.Module):
         return self.backbone(self.projection(modality)(x))
 
 
+PROJECTION_INITS = ("aligned", "independent")
+# The channel count of the one random draw that aligned projections are adapted from: the
+# three channels timm's pretrained stems have, so the adaptation rule is timm's own.
+REFERENCE_CHANNELS = 3
+
+
 def create_model(
     backbone: str,
     modalities: Mapping[str, int],
     num_classes: int,
     specific_layers: int = 1,
+    projection_init: str = "aligned",
     **backbone_kwargs,
 ) -> UMLModel:
     """Build a UML model.
@@ -76,6 +83,11 @@ def create_model(
         specific_layers: how many leading stages are modality-specific (>= 1); the rest,
             and the classifier, are shared. All stages specific gives heterogeneous encoders
             with a shared classifier (the domain-adaptation baselines).
+        projection_init: `aligned` (default): every projection starts from ONE random draw of
+            the projection for `REFERENCE_CHANNELS` channels, so that all modalities feed the
+            shared backbone the same channel code at step 0 (see `align_projection`); the
+            shared backbone is that draw's backbone. `independent`: every projection is its
+            own random draw (independent codes the backbone must reconcile during training).
         backbone_kwargs: passed to the backbone builder (e.g. `width` for `small_cnn`).
     """
     build = get_stage_builder(backbone)
@@ -86,17 +98,54 @@ def create_model(
             raise ValueError(f"modality {name!r}: in_channels must be a positive int, got {chans!r}")
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    if projection_init not in PROJECTION_INITS:
+        raise ValueError(f"model.projection_init must be one of {PROJECTION_INITS}, got {projection_init!r}")
 
-    projections = {}
-    shared_stages = head = None
-    for name, chans in modalities.items():
+    def stages_for(chans: int) -> tuple[list[nn.Module], nn.Module]:
         stages, stage_head = build(chans, num_classes, **backbone_kwargs)
         if not 1 <= specific_layers <= len(stages):
             raise ValueError(
                 f"model.specific_layers={specific_layers} is out of range for {backbone!r}: "
                 f"it has {len(stages)} stages (use {len(stages)} to share only the classifier)"
             )
+        return stages, stage_head
+
+    projections = {}
+    shared_stages = head = reference = None
+    if projection_init == "aligned":
+        ref_stages, head = stages_for(REFERENCE_CHANNELS)
+        reference, shared_stages = nn.Sequential(*ref_stages[:specific_layers]), ref_stages[specific_layers:]
+    for name, chans in modalities.items():
+        stages, stage_head = stages_for(chans)
         projections[name] = Projection(name, chans, stages[:specific_layers])
-        if shared_stages is None:
+        if reference is not None:
+            align_projection(projections[name], reference)
+        elif shared_stages is None:
             shared_stages, head = stages[specific_layers:], stage_head
     return UMLModel(projections, Backbone(*shared_stages, head), num_classes)
+
+
+def first_conv_key(module: nn.Module) -> str:
+    """State-dict key of the weight of the first `nn.Conv2d` in `module` (the input convolution)."""
+    for name, m in module.named_modules():
+        if isinstance(m, nn.Conv2d):
+            return f"{name}.weight" if name else "weight"
+    raise ValueError("aligned projection init needs a projection that starts with an nn.Conv2d")
+
+
+def align_projection(projection: nn.Module, reference: nn.Module) -> None:
+    """Load `reference` (a projection drawn for `REFERENCE_CHANNELS` channels) into `projection`.
+
+    The rule, timm's `adapt_input_conv` (how timm fits a pretrained RGB stem to another
+    channel count): the first convolution's input-channel weights are repeated cyclically
+    and cut to C_k channels, then scaled by 3 / C_k (one channel: the sum over the three);
+    3 channels are copied unchanged. Every later tensor of the projection (BN, further
+    convolutions when `specific_layers` > 1) is copied. So equal-channel modalities start
+    bit-identical, and a 2-band SAR stem starts as the first two RGB filters times 1.5.
+    """
+    from timm.models import adapt_input_conv
+
+    key = first_conv_key(reference)
+    state = {k: v.clone() for k, v in reference.state_dict().items()}
+    state[key] = adapt_input_conv(projection.in_channels, state[key], base_chans=REFERENCE_CHANNELS)
+    projection.load_state_dict(state, strict=True)

@@ -112,9 +112,10 @@ class _Cycler:
         return self.data.images[idx], self.data.labels[idx]
 
 
-def steps_per_epoch(datasets: Mapping[str, ArrayDataset], batch_size: int) -> int:
+def epoch_steps(datasets: Mapping[str, ArrayDataset], batch_size: int) -> int:
     """An epoch passes once over the largest modality; smaller ones are cycled."""
     return max(math.ceil(len(d) / batch_size) for d in datasets.values())
+
 
 
 LossHook = Callable[[nn.Module, dict, dict], torch.Tensor]
@@ -132,6 +133,7 @@ def train_unpaired(
     desc: str = "train",
     start_epoch: int = 0,
     total_epochs: int | None = None,
+    steps_per_epoch: int | None = None,
 ) -> list[dict]:
     """Train `model` (a UMLModel or anything with `forward(x, modality)`) on unpaired batches.
 
@@ -139,7 +141,10 @@ def train_unpaired(
     it receives each modality's backbone input (`features`) and the raw batches.
     `start_epoch` and `total_epochs` place these epochs in a longer budget (a federated
     round's local epochs within all rounds) for the learning-rate schedule.
-    Returns one dict of metrics per epoch.
+    `steps_per_epoch` fixes the optimiser steps of an epoch (default: one pass over the largest
+    modality, `epoch_steps`); a baseline given the step count a modality gets inside a joint
+    run uses it.
+    Returns one dict of metrics per epoch, with the epoch's optimiser `steps`.
     """
     for name, d in datasets.items():
         if len(d) == 0:
@@ -152,7 +157,9 @@ def train_unpaired(
     opt = make_optimizer(params, settings)
     cyclers = {k: _Cycler(d, settings.batch_size, g) for k, d in datasets.items()}
     weights = {k: float((settings.loss_weights or {}).get(k, 1.0)) for k in datasets}
-    n_steps = steps_per_epoch(datasets, settings.batch_size)
+    n_steps = epoch_steps(datasets, settings.batch_size) if steps_per_epoch is None else int(steps_per_epoch)
+    if n_steps < 1:
+        raise ValueError(f"steps per epoch must be >= 1, got {n_steps}")
     total_steps = n_steps * max(total_epochs if total_epochs is not None else epochs, 1)
     step = start_epoch * n_steps
     history = []
@@ -184,7 +191,7 @@ def train_unpaired(
             loss.backward()
             opt.step()
             step += 1
-        record = {"epoch": epoch + 1, "seconds": time.perf_counter() - t0}
+        record = {"epoch": epoch + 1, "steps": n_steps, "seconds": time.perf_counter() - t0}
         for k, (ls, correct, seen) in totals.items():
             record[f"{k}/loss"] = ls / max(seen, 1)
             record[f"{k}/train_accuracy"] = correct / max(seen, 1)
