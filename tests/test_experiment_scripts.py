@@ -1,0 +1,69 @@
+"""Paired statistics and the comparison scripts (positive control, regime map) end to end on tiny runs."""
+
+import csv
+import math
+
+import pytest
+
+from experiments.stats import paired_difference, t_interval
+
+TINY = ["dataset.test_samples_per_class=2", "dataset.image_size=16", "model.width=4", "training.epochs=1",
+        "training.log_every=0"]
+
+
+def test_paired_difference_by_hand():
+    # differences 0.02, 0.02, 0.01: mean 0.01667, sd 0.005774, t(0.975, 2) = 4.3027
+    d = paired_difference({0: 0.80, 1: 0.82, 2: 0.81, 7: 0.5}, {0: 0.78, 1: 0.80, 2: 0.80})
+    assert d.n == 3 and d.mean == pytest.approx(0.016667, abs=1e-6)
+    half = 4.302653 * 0.0057735 / math.sqrt(3)
+    assert (d.low, d.high) == (pytest.approx(d.mean - half, abs=1e-6), pytest.approx(d.mean + half, abs=1e-6))
+    assert d.excludes_zero and d.text() == "+1.67 [+0.23, +3.10]"
+    one = t_interval([0.1])
+    assert one.n == 1 and math.isnan(one.low) and not one.excludes_zero
+    assert not paired_difference({0: 0.5, 1: 0.7}, {0: 0.6, 1: 0.6}).excludes_zero
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_positive_control_writes_paired_rows(tmp_path, capsys):
+    from experiments.positive_control import main
+
+    assert main(["--seeds", "0,1", "--per-class", "2", "--out", str(tmp_path), *TINY]) == 0
+    rows = _rows(tmp_path / "positive_control.csv")
+    assert {(r["arm"], r["modality"]) for r in rows} == {
+        (a, k) for a in ("uml", "uml_independent", "unimodal", "pooled") for k in ("rgb", "rgb2")}
+    for r in rows:
+        assert r["n_seeds"] == "2"
+        if r["arm"] == "unimodal":
+            assert float(r["diff_vs_unimodal"]) == 0.0
+        assert float(r["ci_low"]) <= float(r["diff_vs_unimodal"]) <= float(r["ci_high"])
+    runs = _rows(tmp_path / "positive_control_runs.csv")
+    assert len(runs) == 4 * 2 * 2
+    # the paired difference is the mean of the per-seed differences of the runs file
+    acc = {(r["arm"], r["seed"], r["modality"]): float(r["accuracy"]) for r in runs}
+    uml = next(r for r in rows if r["arm"] == "uml" and r["modality"] == "rgb")
+    expected = sum(acc[("uml", s, "rgb")] - acc[("unimodal", s, "rgb")] for s in ("0", "1")) / 2
+    assert float(uml["diff_vs_unimodal"]) == pytest.approx(expected)
+    assert "| uml | rgb |" in capsys.readouterr().out
+    # a rerun skips finished runs and gives the same table
+    assert main(["--seeds", "0,1", "--per-class", "2", "--out", str(tmp_path), *TINY]) == 0
+    assert _rows(tmp_path / "positive_control.csv") == rows
+
+
+def test_regime_map_writes_csv_and_heat_map(tmp_path):
+    from experiments.regime_map import main
+
+    assert main(["--pairs", "sar-rgb", "--weak", "2", "--strong", "equal,3", "--seeds", "0,1",
+                 "--out", str(tmp_path), *TINY]) == 0
+    rows = _rows(tmp_path / "regime_map.csv")
+    assert {(r["strong"], r["modality"], r["role"]) for r in rows} == {
+        (s, k, role) for s in ("equal", "3") for k, role in (("sar", "weak"), ("rgb", "strong"))}
+    runs = _rows(tmp_path / "regime_map_runs.csv")
+    n_train = {(r["strong"], r["method"], r["modality"]) for r in runs}
+    assert len(n_train) == 8 and len(runs) == 16
+    assert (tmp_path / "regime_map.png").stat().st_size > 10_000
+    with pytest.raises(SystemExit):
+        main(["--pairs", "sar-lidar", "--out", str(tmp_path)])
