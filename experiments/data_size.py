@@ -7,7 +7,9 @@ Every (size, seed) trains UML once (its accuracy before and after calibration bo
 from that run) and the unimodal baseline once, through `fed_uml.experiment.run_centralized`.
 Rows go to `<out>/data_size.csv` as they finish (an interrupted sweep keeps them and is
 resumed by running the same command: finished rows are skipped); `<out>/data_size.png`
-plots mean accuracy per modality against samples per class.
+plots mean accuracy per modality against samples per class; `<out>/data_size_paired.csv`
+holds, per size and modality, the per-seed difference calibrated UML - unimodal with its 95%
+t interval over seeds (printed at the end).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import csv
 from collections import defaultdict
 from pathlib import Path
 
+from experiments.grid import write_csv
+from experiments.stats import Paired, paired_rows
 from fed_uml.experiment import run_centralized
 from fed_uml.federated.config import compose_config
 
@@ -40,6 +44,20 @@ def run_point(overrides: list[str], size: int, seed: int, out: Path) -> list[dic
         "n_train": m["n_train"], "uml_calibrated": m["accuracy_after_calibration"],
         "uml_uncalibrated": m["accuracy_before_calibration"], "unimodal": uni["modalities"][k]["accuracy"],
     } for k, m in uml["modalities"].items()]
+
+
+def paired(csv_path: Path) -> list[dict]:
+    """data_size_paired.csv beside `csv_path`: calibrated UML - unimodal per size and modality."""
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    uml, uni = defaultdict(dict), defaultdict(dict)
+    for r in rows:
+        key = (int(r["samples_per_class"]), r["modality"])
+        uml[key][int(r["seed"])] = float(r["uml_calibrated"])
+        uni[key][int(r["seed"])] = float(r["unimodal"])
+    out = paired_rows(uml, uni, ("samples_per_class", "modality"))
+    write_csv(csv_path.with_name("data_size_paired.csv"), out)
+    return out
 
 
 def plot(csv_path: Path) -> Path:
@@ -103,7 +121,10 @@ def main() -> None:
                 w.writerows(rows)
             print(" ".join(f"{r['modality']}: uml {r['uml_calibrated']:.3f} (uncal {r['uml_uncalibrated']:.3f}) "
                            f"unimodal {r['unimodal']:.3f}" for r in rows), f"[size {size}, seed {seed}]", flush=True)
-    print(f"table {csv_path}, plot {plot(csv_path)}")
+    for r in paired(csv_path):
+        d = Paired(r["diff"], r["ci_low"], r["ci_high"], r["n_seeds"])
+        print(f"size {r['samples_per_class']:>4} {r['modality']}: UML - unimodal {d.text()} points")
+    print(f"table {csv_path}, paired {csv_path.with_name('data_size_paired.csv')}, plot {plot(csv_path)}")
 
 
 if __name__ == "__main__":

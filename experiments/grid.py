@@ -7,6 +7,7 @@ that finished is lost. A failing job is logged and the grid goes on.
 
 from __future__ import annotations
 
+import csv
 import logging
 import multiprocessing
 import time
@@ -89,3 +90,14 @@ def run_jobs(jobs: Sequence[Job], workers: int = 1, threads: int = 1, force: boo
         for i, fut in enumerate(as_completed(futures), 1):
             report(i, *fut.result())
     return failures
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """Rows (dicts with the same keys) as a CSV file; nothing is written for no rows."""
+    if not rows:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

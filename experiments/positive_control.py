@@ -22,12 +22,11 @@ prints the table.
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments.grid import Job, run_jobs
+from experiments.grid import Job, run_jobs, write_csv
 from experiments.stats import mean_std, paired_difference
 from fed_uml.results import read_results
 
@@ -73,7 +72,7 @@ def summarise(jobs: dict, root: Path) -> list[dict]:
                          "accuracy_before_calibration": m["accuracy_before_calibration"],
                          "accuracy_after_calibration": m["accuracy_after_calibration"],
                          "optimizer_steps": m.get("optimizer_steps", "")})
-    _write_csv(root / "positive_control_runs.csv", runs)
+    write_csv(root / "positive_control_runs.csv", runs)
     rows = []
     for (arm, k), per_seed in sorted(acc.items()):
         values = [m["accuracy"] for m in per_seed.values()]
@@ -89,18 +88,8 @@ def summarise(jobs: dict, root: Path) -> list[dict]:
             "after_calibration": mean_std([m["accuracy_after_calibration"] for m in per_seed.values()])[0],
             "calibration_change": cal.mean, "calibration_ci_low": cal.low, "calibration_ci_high": cal.high,
         })
-    _write_csv(root / "positive_control.csv", rows)
+    write_csv(root / "positive_control.csv", rows)
     return rows
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def to_markdown(rows: list[dict]) -> str:

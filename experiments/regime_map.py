@@ -21,13 +21,12 @@ Writes `runs/...` (one results.json per run; finished runs are skipped on a reru
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments.grid import Job, run_jobs
+from experiments.grid import Job, run_jobs, write_csv
 from experiments.stats import mean_std, paired_difference
 from fed_uml.results import read_results
 
@@ -98,7 +97,7 @@ def summarise(dirs: dict, root: Path) -> list[dict]:
                          "seed": seed, "modality": k, "accuracy": m["accuracy"],
                          "accuracy_before_calibration": m["accuracy_before_calibration"],
                          "accuracy_after_calibration": m["accuracy_after_calibration"]})
-    _write_csv(root / "regime_map_runs.csv", runs)
+    write_csv(root / "regime_map_runs.csv", runs)
     rows = []
     for (pair, weak, strong, setting, method, k), uml in sorted(acc.items(), key=str):
         if method != "uml":
@@ -112,18 +111,8 @@ def summarise(dirs: dict, root: Path) -> list[dict]:
                      "role": "weak" if k == PAIRS[pair][0] else "strong", "n_seeds": d.n,
                      "uml_mean": um, "uml_std": us, "unimodal_mean": bm, "unimodal_std": bs,
                      "gain": d.mean, "ci_low": d.low, "ci_high": d.high, "ci_excludes_zero": d.excludes_zero})
-    _write_csv(root / "regime_map.csv", rows)
+    write_csv(root / "regime_map.csv", rows)
     return rows
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
 
 
 def plot(rows: list[dict], path: Path) -> Path | None:
@@ -160,7 +149,8 @@ def plot(rows: list[dict], path: Path) -> Path | None:
                     continue
                 a, b = weaks.index(int(r["weak"])), cols.index(col_key(r))
                 grid[a, b] = 100 * r["gain"]
-                marks[(a, b)] = ("*" if r["ci_excludes_zero"] else "") + ("" if r["n_seeds"] >= 5 else f"\nn={r['n_seeds']}")
+                few = "" if r["n_seeds"] >= 5 else f"\nn={r['n_seeds']}"
+                marks[(a, b)] = ("*" if r["ci_excludes_zero"] else "") + few
             im = ax.imshow(grid, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
             for (a, b), mark in marks.items():
                 ax.text(b, a, f"{grid[a, b]:+.1f}{mark}", ha="center", va="center", fontsize=7)

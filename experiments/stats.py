@@ -59,3 +59,17 @@ def paired_difference(method: Mapping[int, float], baseline: Mapping[int, float]
     """Per-seed `method[seed] - baseline[seed]` over the seeds both have, summarised by `t_interval`."""
     seeds = sorted(set(method) & set(baseline))
     return t_interval([method[s] - baseline[s] for s in seeds], level)
+
+
+def paired_rows(method: Mapping[tuple, Mapping[int, float]], baseline: Mapping[tuple, Mapping[int, float]],
+                key_names: Sequence[str]) -> list[dict]:
+    """One row per key (e.g. (samples per class, modality)) that both arms have: the arms'
+    means, the paired difference (accuracy fractions) with its 95% interval, and n."""
+    rows = []
+    for key in sorted(set(method) & set(baseline), key=str):
+        d = paired_difference(method[key], baseline[key])
+        rows.append({**dict(zip(key_names, key)), "n_seeds": d.n,
+                     "method_mean": mean_std(list(method[key].values()))[0],
+                     "baseline_mean": mean_std(list(baseline[key].values()))[0],
+                     "diff": d.mean, "ci_low": d.low, "ci_high": d.high})
+    return rows

@@ -7,6 +7,8 @@ local SuperLink (simulation runtime, `simulation.*` settings), reads the results
 ServerApp wrote, appends a row to `<sweep dir>/sweep.csv` and redraws
 `<sweep dir>/sweep.png` (per-modality accuracy against L, UML solid, unimodal dashed).
 Rows are written as jobs finish, so a failed or interrupted sweep keeps what it had.
+`<sweep dir>/sweep_paired.csv` holds, per L and modality, the per-seed difference UML -
+unimodal with its 95% t interval (rewritten with the plot).
 `python -m experiments.sweep collect <sweep dir>` redraws the plot from the CSV.
 """
 
@@ -25,6 +27,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.flower import FlowerRuntime
+from experiments.grid import write_csv
+from experiments.stats import paired_rows
 from fed_uml.federated.config import run_config_from_overrides
 
 log = logging.getLogger(__name__)
@@ -59,6 +63,18 @@ def append_rows(csv_path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
+def paired(rows: list[dict], path: Path) -> list[dict]:
+    """UML - unimodal per (budget, L, modality), paired by seed."""
+    arms = {"uml": defaultdict(dict), "unimodal": defaultdict(dict)}
+    for r in rows:
+        if r["method"] in arms:
+            arms[r["method"]][(int(r["budget"]), int(r["local_epochs"]), r["modality"])][int(r["seed"])] = float(
+                r["accuracy"])
+    out = paired_rows(arms["uml"], arms["unimodal"], ("budget", "local_epochs", "modality"))
+    write_csv(path, out)
+    return out
+
+
 def plot(csv_path: Path) -> Path:
     import matplotlib
 
@@ -88,6 +104,7 @@ def plot(csv_path: Path) -> Path:
     ax.set_title(f"Federated L sweep, budget R x L = {', '.join(budgets)}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    paired(rows, csv_path.with_name("sweep_paired.csv"))
     out = csv_path.with_suffix(".png")
     fig.tight_layout()
     fig.savefig(out, dpi=120)

@@ -12,7 +12,9 @@ follow), each run writing RESULTS_ROOT/<dataset>/<method>/seed<S>/results.json, 
 
 Layout (as in notes/paper-results.md): one row per method; per data set one column per
 modality and the mean over modalities; each cell is the accuracy in % as mean +/- sample
-standard deviation over seeds (the mean alone when there is one seed). Table 1 holds the
+standard deviation over seeds (the mean alone when there is one seed); under each table, the
+paired difference of every method to the unimodal baseline, per seed on the same test sets,
+as mean [95% t interval] in points (CSV: table<N>_paired.csv). Table 1 holds the
 unpaired multimodal methods (unimodal baseline, ISCA, UML), Table 2 the domain-adaptation
 methods with heterogeneous encoders (DANN, CDAN, MCC, MDD); any other method goes to a third
 table. Federated runs appear as "<method> (federated)" rows. Which accuracy is tabulated:
@@ -36,6 +38,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from experiments.stats import Paired, paired_difference
 from fed_uml.results import read_results
 
 log = logging.getLogger("experiments.tables")
@@ -55,6 +58,8 @@ METHOD_LABELS = {
     "mcc": "MCC",
     "mdd": "MDD",
 }
+# Every other method is compared with this row, seed by seed.
+BASELINE = "unimodal"
 METRICS = ("accuracy", "accuracy_before_calibration", "accuracy_after_calibration")
 # Config entries that may differ between the seeds of one cell without making them different experiments.
 _IGNORED_CONFIG = {"seed", "results_dir", "num_threads", "device"}
@@ -134,6 +139,10 @@ def collect_runs(root: str | Path, metric: str = "accuracy") -> list[Run]:
 @dataclass
 class Cell:
     values: list[float] = field(default_factory=list)  # fractions in [0, 1], one per seed
+    seeds: list[int] = field(default_factory=list)  # the seed of each value
+
+    def by_seed(self) -> dict[int, float]:
+        return dict(zip(self.seeds, self.values))
 
     @property
     def n(self) -> int:
@@ -178,7 +187,46 @@ class Table:
                 cells += [self.cells.get((row, label, m), Cell()).text(digits) for m in (*mods, "Mean")]
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", self.footnote()]
+        paired = self.paired_rows()
+        if paired:
+            lines += ["", f"Paired difference, method − {row_label(BASELINE)} on the same seeds and test sets "
+                      "(points, mean [95% t interval]):", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            for row, diffs in paired:
+                lines.append("| " + " | ".join([row_label(row)] + [d.text(digits=digits) for d in diffs]) + " |")
         return "\n".join(lines)
+
+    def paired_rows(self) -> list[tuple[str, list[Paired]]]:
+        """Per non-baseline row, the paired difference to the baseline row of the same kind
+        (centralized or federated) in every column, over the seeds both have."""
+        out = []
+        for row in self.rows:
+            if _base_method(row) == BASELINE:
+                continue
+            base_row = BASELINE + (" (federated)" if row.endswith(" (federated)") else "")
+            if not any(k[0] == base_row for k in self.cells):
+                continue
+            diffs = []
+            for label, mods in self.groups:
+                for m in (*mods, "Mean"):
+                    a, b = self.cells.get((row, label, m), Cell()), self.cells.get((base_row, label, m), Cell())
+                    diffs.append(paired_difference(a.by_seed(), b.by_seed()))
+            out.append((row, diffs))
+        return out
+
+    def paired_csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        head = ["method", "baseline"]
+        for label, mods in self.groups:
+            for m in (*mods, "Mean"):
+                head += [f"{label} {m} diff", f"{label} {m} ci_low", f"{label} {m} ci_high", f"{label} {m} n"]
+        writer.writerow(head)
+        for row, diffs in self.paired_rows():
+            line = [row_label(row), row_label(BASELINE)]
+            for d in diffs:
+                line += [_num(100 * d.mean), _num(100 * d.low), _num(100 * d.high), d.n]
+            writer.writerow(line)
+        return buf.getvalue()
 
     def footnote(self) -> str:
         counts = {len(s) for s in self.seeds.values()}
@@ -246,7 +294,9 @@ def build_tables(runs: Sequence[Run]) -> list[Table]:
         g = labels[(r.dataset, r.modalities)]
         for m, acc in r.accuracy.items():
             cells[(r.row, g, m)].values.append(acc)
+            cells[(r.row, g, m)].seeds.append(r.seed)
         cells[(r.row, g, "Mean")].values.append(r.mean)
+        cells[(r.row, g, "Mean")].seeds.append(r.seed)
         seeds[(r.row, g)].append(r.seed)
         signatures[(r.row, g)].add(r.signature)
     for (row, g), sigs in signatures.items():
@@ -268,9 +318,10 @@ def build_tables(runs: Sequence[Run]) -> list[Table]:
 
 def _restrict(title, rows, groups, cells, seeds) -> Table:
     used = [(label, mods) for label, mods in groups if any((r, label) in seeds for r in rows)]
+    baselines = {BASELINE, f"{BASELINE} (federated)"}  # kept for the paired differences of every table
     return Table(
         title, used, rows,
-        {k: v for k, v in cells.items() if k[0] in rows},
+        {k: v for k, v in cells.items() if k[0] in rows or k[0] in baselines},
         {k: v for k, v in seeds.items() if k[0] in rows},
     )
 
@@ -288,7 +339,8 @@ def runs_csv(runs: Sequence[Run], metric: str) -> str:
 def make_tables(root: str | Path, out: str | Path | None = None, metric: str = "accuracy",
                 digits: int = 2) -> str:
     """The Markdown of all tables for the runs under `root`; with `out`, also write the files:
-    tables.md, table1.md/.csv, table2.md/.csv (table3.* for other methods) and runs.csv."""
+    tables.md, table1.md/.csv, table2.md/.csv (table3.* for other methods), table<N>_paired.csv
+    (the paired differences to the baseline) and runs.csv."""
     runs = collect_runs(root, metric)
     if not runs:
         raise FileNotFoundError(f"no results.json under {root}")
@@ -302,6 +354,8 @@ def make_tables(root: str | Path, out: str | Path | None = None, metric: str = "
         for i, t in enumerate(tables, start=1):
             (out / f"table{i}.md").write_text(t.to_markdown(digits) + "\n")
             (out / f"table{i}.csv").write_text(t.to_csv())
+            if t.paired_rows():
+                (out / f"table{i}_paired.csv").write_text(t.paired_csv())
         (out / "runs.csv").write_text(runs_csv(runs, metric))
     return markdown
 

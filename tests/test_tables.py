@@ -77,7 +77,7 @@ def test_metric_choice_and_csv(grid: Path, tmp_path: Path):
     md = tables.make_tables(grid, out, metric="accuracy_after_calibration")
     assert "| UML (proposed) | " + _pm([0.85, 0.81]) + " | " + _pm([0.97, 0.99]) in md
     assert {p.name for p in out.iterdir()} == {"tables.md", "table1.md", "table1.csv", "table2.md", "table2.csv",
-                                               "runs.csv"}
+                                               "table1_paired.csv", "table2_paired.csv", "runs.csv"}
     rows = list(csv.DictReader(io.StringIO((out / "table1.csv").read_text())))
     uml = next(r for r in rows if r["method"] == "UML (proposed)")
     assert float(uml["eurosat sar mean"]) == pytest.approx(83.0)
@@ -161,3 +161,17 @@ def test_grid_rejects_bad_input(tmp_path: Path):
     with pytest.raises(ValueError, match="sets method, seed and results_dir itself"):
         tables.run_grid(["uml"], [0], ["seed=3"], tmp_path)
     assert math.isnan(tables.Cell().mean)
+
+
+def test_paired_differences_to_the_baseline(grid: Path, tmp_path: Path):
+    """Per seed, method - unimodal on the same data set; mean and 95% t interval over seeds."""
+    md = tables.make_tables(grid, tmp_path / "t")
+    # UML on eurosat sar: seed 0 0.75 - 0.70, seed 1 0.77 - 0.80: mean +1.0, t(0.975, 1) = 12.706
+    half = 12.7062 * statistics.stdev([0.05, -0.03]) / math.sqrt(2) * 100
+    assert f"| UML (proposed) | +1.00 [{1 - half:+.2f}, {1 + half:+.2f}] |" in md
+    # Table 2 has no baseline row of its own, but its methods are still compared with it
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "t" / "table2_paired.csv").read_text())))
+    dann = next(r for r in rows if r["method"] == "DANN")
+    assert float(dann["eurosat sar diff"]) == pytest.approx(100 * ((0.60 - 0.70) + (0.64 - 0.80)) / 2)
+    assert dann["eurosat sar n"] == "2" and dann["baseline"] == "Unimodal baseline"
+    assert "Paired difference, method − Unimodal baseline" in md

@@ -53,8 +53,9 @@ GROUP_DEPENDENT = ("modalities", "data-root", "results-dir", "audit-log", "state
 # Types of the run-config values ("" always means "keep what Hydra composes").
 RUN_CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
     "seed": int, "num-server-rounds": int, "local-epochs": int, "local-steps": int, "min-institutions": int,
-    "evaluate-every": int, "calibration-epochs": int, "num-threads": int, "dirichlet-alpha": (int, float), "fraction-train": (int, float),
-    "round-timeout": (int, float), "resume": bool, "institutions-per-modality": (int, str),
+    "evaluate-every": int, "calibration-epochs": int, "num-threads": int, "dirichlet-alpha": (int, float),
+    "fraction-train": (int, float), "round-timeout": (int, float), "resume": bool,
+    "institutions-per-modality": (int, str),
 }
 # A config-group choice names a yaml file in conf/<group>/: no path, no Hydra grammar.
 _PLAIN_NAME = re.compile(r"\w[\w-]*")
