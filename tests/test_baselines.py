@@ -69,6 +69,28 @@ def test_dann_schedule():
     assert dann_coefficient(7.0) == dann_coefficient(1.0)  # clamped
 
 
+def test_grl_schedule_setting():
+    # budget (default): the published schedule over this run's steps; fixed: the reference code's ramp
+    assert common.grl_coefficient(210, 210, "budget") == pytest.approx(2 / (1 + math.exp(-10)) - 1)
+    assert common.grl_coefficient(105, 210, "budget") == pytest.approx(dann_coefficient(0.5))
+    assert common.grl_coefficient(210, 210, "fixed") == pytest.approx(2 / (1 + math.exp(-0.21)) - 1)  # ~0.105
+    assert common.grl_coefficient(2000, 210, "fixed", max_iters=1000) == pytest.approx(2 / (1 + math.exp(-2)) - 1)
+    fixed = common.grl_coefficient(50, 100, "fixed", high=2.0, max_iters=50)
+    assert fixed == pytest.approx(2 * (2 / (1 + math.exp(-1)) - 1))
+    for module in (dann, cdan, mdd):
+        assert module.DEFAULTS["grl_schedule"] == "budget" and module.DEFAULTS["grl_max_iters"] == 1000
+    obj = DANNObjective(["a", "b"], 4, hidden=8, grl_schedule="fixed", grl_max_iters=100)
+    obj.setup(None, total_steps=10)
+    obj.step = 10
+    assert obj.coefficient() == pytest.approx(2 / (1 + math.exp(-0.1)) - 1)
+    with pytest.raises(ValueError, match="grl_schedule"):
+        DANNObjective(["a", "b"], 4, grl_schedule="linear")
+    with pytest.raises(ValueError, match="grl_max_iters"):
+        CDANObjective(["a", "b"], 4, 3, grl_schedule="fixed", grl_max_iters=0)
+    atm = ATMObjective(["a", "b"], 4, 3, grl_schedule="fixed")
+    assert atm.adversarial.grl_schedule == "fixed"
+
+
 def test_domain_loss_known_values_and_balance():
     # uninformative 2-way discriminator: log 2 whatever the batch sizes
     logits = torch.zeros(5, 2)
@@ -184,22 +206,52 @@ def test_mcc_entropy_weighting_known_value():
     assert mcc_loss(logits, temperature=1.0).item() == pytest.approx(expected.item(), rel=1e-3)
 
 
+def test_mcc_entropy_weights_carry_no_gradient():
+    """Issue 12 (bug): the sample weights 1 + exp(-H) are constants for the gradient, as in the references
+    (thuml TLlib `MinimumClassConfusionLoss` detaches the entropy). Before the fix the loss values agreed but
+    the gradient w.r.t. the logits did not."""
+    g = torch.Generator().manual_seed(3)
+    logits = (2 * torch.randn(7, 4, generator=g, dtype=torch.float64)).requires_grad_(True)
+    mcc_loss(logits).backward()
+    z = logits.detach().clone().requires_grad_(True)
+    y = torch.softmax(z / 2.5, dim=1)
+    h = -(y * torch.log(y + 1e-5)).sum(1)
+    w = 1 + torch.exp(-h.detach())  # the detached form
+    conf = (y * (7 * w / w.sum()).unsqueeze(1)).t() @ y
+    conf = conf / conf.sum(0, keepdim=True)
+    ((conf.sum() - conf.trace()) / 4).backward()
+    assert torch.allclose(logits.grad, z.grad, rtol=0, atol=1e-12)
+
+
 # ----------------------------------------------------------------------------- MDD (maximum density divergence)
 
 
 def test_mdd_known_values():
+    # D_inter is the official code's sum of the paired distances over the concatenated batch 2B, i.e. half
+    # the mean distance (these expected values were 5, 25, 0.5 and 20/4 before issue 12's fix: the mean)
     a = torch.tensor([[0.0, 0.0]])
     b = torch.tensor([[3.0, 4.0]])
-    assert inter_domain_divergence(a, b).item() == pytest.approx(5.0)
-    assert inter_domain_divergence(a, b, squared=True).item() == pytest.approx(25.0)
+    assert inter_domain_divergence(a, b).item() == pytest.approx(5.0 / 2)
+    assert inter_domain_divergence(a, b, squared=True).item() == pytest.approx(25.0 / 2)
     x = torch.tensor([[0.0, 0.0], [0.0, 1.0], [5.0, 5.0]])
     assert intra_class_distance(x, torch.tensor([0, 0, 1])).item() == pytest.approx(1.0)
     assert intra_class_distance(x, torch.tensor([0, 1, 2])).item() == 0.0  # no same-class pair
     # index pairing vs every cross pair
     a = torch.tensor([[0.0], [10.0]])
     b = torch.tensor([[1.0], [10.0]])
-    assert inter_domain_divergence(a, b, "index").item() == pytest.approx(0.5)
-    assert inter_domain_divergence(a, b, "all").item() == pytest.approx((1 + 10 + 9 + 0) / 4)
+    assert inter_domain_divergence(a, b, "index").item() == pytest.approx(1 / 4)
+    assert inter_domain_divergence(a, b, "all").item() == pytest.approx((1 + 10 + 9 + 0) / 4 / 2)
+
+
+def test_mdd_inter_term_is_the_sum_of_paired_distances_over_the_concatenated_batch():
+    """Issue 12 (bug): lijin118/ATM loss.mdd_loss sums the B paired distances and divides by the size 2B of
+    the concatenated batch; fed-uml took the mean (twice that). By hand, B = 2: distances 5 and 1."""
+    a = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+    b = torch.tensor([[3.0, 4.0], [1.0, 1.0]])
+    assert inter_domain_divergence(a, b).item() == pytest.approx((5.0 + 1.0) / (2 * 2))
+    # + the intra-class terms: a's one same-class pair is 1 apart, b has none
+    total = mdd_loss(a, b, torch.tensor([0, 0]), torch.tensor([0, 1]))
+    assert total.item() == pytest.approx(6.0 / 4 + 1.0)
 
 
 def test_mdd_zero_for_identical_tight_sets_and_grows_as_domains_separate():
@@ -297,9 +349,30 @@ def test_isca_game_known_values_and_who_gets_which_gradient():
     # ... and the components' gradient from the maps' loss and the whitening alone
     fa = feats["a"].detach().clone().requires_grad_(True)
     fb = feats["b"].detach().clone().requires_grad_(True)
-    (obj.map_loss(disc, fa, fb, ta, tb) + whitening_loss(fa) + whitening_loss(fb)).backward()
+    (obj.map_loss(disc, fa, fb, tb, ta) + whitening_loss(fa) + whitening_loss(fb)).backward()  # flipped targets
     assert torch.allclose(feats["a"].grad, fa.grad) and torch.allclose(feats["b"].grad, fb.grad)
     assert obj.trainable_parameters() == list(obj.discriminators.parameters())
+
+
+def test_isca_runs_with_unequal_batch_sizes():
+    """Issue 12 (bug): the smoothed targets were drawn for one modality's batch and paired with the other's,
+    so a batch of 5 against one of 3 stopped with a size error (as does any modality smaller than the batch)."""
+    torch.manual_seed(0)
+    obj = _isca(label_noise=0.2)
+    feats = {"a": torch.randn(5, 2, requires_grad=True), "b": torch.randn(3, 2, requires_grad=True)}
+    loss = obj.forward(None, feats, {})
+    loss.backward()
+    assert torch.isfinite(loss) and feats["a"].grad.shape == (5, 2) and feats["b"].grad.shape == (3, 2)
+    critic, maps = obj.game(feats)
+    assert torch.isfinite(critic) and torch.isfinite(maps)
+
+
+def test_isca_trains_when_a_modality_is_smaller_than_the_batch():
+    # 10 sar against 20 rgb training scenes with batch 32 (issue 12: `samples_per_class={sar:2,rgb:4}`)
+    cfg = tiny_config("isca", samples_per_class={"sar": 1, "rgb": 2}, epochs=1)
+    cfg["training"]["batch_size"] = 32
+    results = run_centralized(cfg)
+    assert set(results["modalities"]) == {"sar", "rgb"}
 
 
 def test_isca_critic_learns_to_separate_and_the_maps_then_pay_for_it():
@@ -322,6 +395,18 @@ def test_isca_critic_learns_to_separate_and_the_maps_then_pay_for_it():
     fa = feats["a"].clone().requires_grad_(True)
     obj.game({"a": fa, "b": feats["b"]})[1].backward()
     assert (fa.grad.sum(0) > 0).all()  # descent (-grad) moves modality a towards b (negative coordinates)
+
+
+def test_isca_optional_mcc_term():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(2, 3)
+    model = type("M", (), {"backbone": head})()
+    feats = {"a": torch.randn(6, 2), "b": torch.randn(4, 2)}
+    base = _isca(adv_weight=0.0).forward(model, feats, {})
+    with_mcc = _isca(adv_weight=0.0, mcc_weight=0.1, mcc_temperature=0.55).forward(model, feats, {})
+    expected = 0.1 * (mcc_loss(head(feats["a"]), 0.55) + mcc_loss(head(feats["b"]), 0.55)) / 2
+    assert (with_mcc - base).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert isca.DEFAULTS["mcc_weight"] == 0.0  # off by default: both modalities are labelled
 
 
 def test_isca_maps_are_appended_to_each_encoder():

@@ -11,9 +11,19 @@ g is detached (as in the original code): the conditioning carries no gradient.
     L = sum_k CE(h(f_k), y_k) + w * L_d,
     L_d = mean_k  sum_{i in k} w_i CE(D(R_lambda(T(f_i, g_i))), k) / sum_{i in k} w_i
 
-with gradient reversal R_lambda (DANN's schedule) and, with entropy conditioning (CDAN+E),
+with gradient reversal R_lambda (the schedule of dann.py: `grl_schedule` budget by default, fixed
+= the reference code's 2/(1+exp(-i/1000)) - 1) and, with entropy conditioning (CDAN+E),
 w_i = 1 + exp(-H(g_i)) normalised within each modality's batch (so confident samples count
-more); without it w_i = 1.
+more); without it w_i = 1. For two modalities with equal batches, plain CDAN is exactly the loss of
+thuml's Transfer-Learning-Library and of the original thuml/CDAN `loss.CDAN`.
+
+CDAN+E, where the references differ:
+- normalisation: within each modality, as the original thuml/CDAN code (`loss.CDAN`: source and
+  target weights each divided by their own sum), so that each modality weighs the same in L_d, as in
+  plain CDAN and DANN, whatever the batch sizes; TLlib normalises over the concatenated batch;
+- gradient: the weights are constants (g detached, as in TLlib); the original code lets a reversed
+  gradient flow through H(g) into the classifier (a hook on the entropy), which we do not follow: it
+  would make the adversarial term train the shared classifier through the confidence weights.
 
 Adaptation (see also dann.py): heterogeneous encoders, one shared classifier, both
 modalities labelled; a K-way domain discriminator for K modalities (binary for K = 2); the
@@ -22,8 +32,8 @@ optimiser.
 
 Hyperparameters (conf/method/cdan.yaml): trade_off (1.0), entropy_conditioning (false:
 plain CDAN, as named in the study's Table 2), randomized (null: automatic when C*D > 4096),
-randomized_dim (1024), max_multilinear_dim (4096), grl_gamma (10), grl_max (1), hidden
-(1024), dropout (0.5).
+randomized_dim (1024), max_multilinear_dim (4096), grl_schedule (budget), grl_gamma (10),
+grl_max (1), grl_max_iters (1000), hidden (1024), dropout (0.5).
 """
 
 from __future__ import annotations
@@ -38,9 +48,9 @@ from torch import nn
 from fed_uml.baselines.common import (
     AlignmentObjective,
     DomainDiscriminator,
+    GRLSchedule,
     classifier_in_features,
     classify,
-    dann_coefficient,
     domain_classification_loss,
     entropy,
     grad_reverse,
@@ -58,8 +68,10 @@ DEFAULTS = {
     "randomized": None,
     "randomized_dim": 1024,
     "max_multilinear_dim": 4096,
+    "grl_schedule": "budget",
     "grl_gamma": 10.0,
     "grl_max": 1.0,
+    "grl_max_iters": 1000,
     "hidden": 1024,
     "dropout": 0.5,
 }
@@ -89,7 +101,7 @@ class RandomizedMultilinearMap(nn.Module):
 
 
 def entropy_weights(probs: torch.Tensor, domains: torch.Tensor) -> torch.Tensor:
-    """CDAN+E's sample weights 1 + exp(-H(g)), normalised to mean 1 within each domain."""
+    """CDAN+E's sample weights 1 + exp(-H(g)), normalised to mean 1 within each domain (thuml/CDAN `loss.CDAN`)."""
     w = 1.0 + torch.exp(-entropy(probs))
     out = torch.empty_like(w)
     for d in torch.unique(domains):
@@ -98,14 +110,15 @@ def entropy_weights(probs: torch.Tensor, domains: torch.Tensor) -> torch.Tensor:
     return out
 
 
-class CDANObjective(AlignmentObjective):
+class CDANObjective(GRLSchedule, AlignmentObjective):
     def __init__(self, modalities: list[str], feature_dim: int, num_classes: int, trade_off: float = 1.0,
                  entropy_conditioning: bool = False, randomized: bool | None = None, randomized_dim: int = 1024,
-                 max_multilinear_dim: int = 4096, grl_gamma: float = 10.0, grl_max: float = 1.0,
-                 hidden: int = 1024, dropout: float = 0.5):
+                 max_multilinear_dim: int = 4096, grl_schedule: str = "budget", grl_gamma: float = 10.0,
+                 grl_max: float = 1.0, grl_max_iters: int = 1000, hidden: int = 1024, dropout: float = 0.5):
         super().__init__()
         self.modalities = list(modalities)
-        self.trade_off, self.grl_gamma, self.grl_max = float(trade_off), float(grl_gamma), float(grl_max)
+        self.trade_off = float(trade_off)
+        self.set_grl(grl_schedule, grl_gamma, grl_max, grl_max_iters)
         self.entropy_conditioning = bool(entropy_conditioning)
         if randomized is None:
             randomized = feature_dim * num_classes > int(max_multilinear_dim)
@@ -121,7 +134,7 @@ class CDANObjective(AlignmentObjective):
         f = torch.cat([features[k] for k in self.modalities])
         g = F.softmax(classify(model, f), dim=1).detach()
         domains = domain_labels(features, self.modalities)
-        coeff = dann_coefficient(self.progress, self.grl_gamma, self.grl_max)
+        coeff = self.coefficient()
         logits = self.discriminator(grad_reverse(self.conditioned(f, g), coeff))
         weights = entropy_weights(g, domains) if self.entropy_conditioning else None
         loss = domain_classification_loss(logits, domains, weights)

@@ -123,6 +123,48 @@ def dann_coefficient(progress: float, gamma: float = 10.0, high: float = 1.0) ->
     return float(high) * (2.0 / (1.0 + math.exp(-gamma * p)) - 1.0)
 
 
+GRL_SCHEDULES = ("budget", "fixed")
+
+
+def grl_coefficient(step: int, total_steps: int, schedule: str = "budget", gamma: float = 10.0, high: float = 1.0,
+                    max_iters: int = 1000) -> float:
+    """The gradient-reversal coefficient lambda at optimisation step `step` (0 at the first step).
+
+    - "budget" (the published schedule, Ganin et al. JMLR 2016): lambda = high * (2 / (1 + exp(-gamma p)) - 1)
+      with p = step / total_steps, so lambda reaches ~high at the end of *this run's* budget whatever its
+      length (`dann_coefficient`; gamma <= 0 gives the constant `high`);
+    - "fixed" (the reference code): lambda = high * (2 / (1 + exp(-step / max_iters)) - 1), independent of
+      the budget: thuml's Transfer-Learning-Library `WarmStartGradientReverseLayer(alpha=1, lo=0, hi=1,
+      max_iters=1000)` (DANN, CDAN) and `calc_coeff(i, alpha=10, max_iter=10000)` of thuml/CDAN and
+      lijin118/ATM, which is the same function. `gamma` is not used (the references' alpha / max_iters is
+      1 / `max_iters`), and lambda keeps growing past `max_iters` towards `high`, as there. Steps count
+      from 0 as in TLlib (thuml/CDAN's AdversarialNetwork counts from 1: one step later).
+    """
+    if schedule == "budget":
+        return dann_coefficient(step / max(int(total_steps), 1), gamma, high)
+    if schedule == "fixed":
+        if max_iters <= 0:
+            raise ValueError(f"grl_max_iters must be positive, got {max_iters}")
+        return float(high) * (2.0 / (1.0 + math.exp(-max(float(step), 0.0) / float(max_iters))) - 1.0)
+    raise ValueError(f"grl_schedule must be one of {GRL_SCHEDULES}, got {schedule!r}")
+
+
+class GRLSchedule:
+    """Mixin for an AlignmentObjective with gradient reversal (DANN, CDAN, MDD): the `grl_*` settings and lambda."""
+
+    def set_grl(self, schedule: str, gamma: float, high: float, max_iters: int) -> None:
+        if schedule not in GRL_SCHEDULES:
+            raise ValueError(f"method.grl_schedule must be one of {GRL_SCHEDULES}, got {schedule!r}")
+        self.grl_schedule, self.grl_gamma, self.grl_max = schedule, float(gamma), float(high)
+        self.grl_max_iters = int(max_iters)
+        grl_coefficient(0, 1, schedule, self.grl_gamma, self.grl_max, self.grl_max_iters)  # validates
+
+    def coefficient(self) -> float:
+        """lambda for the step being taken (`self.step` optimisation steps done so far)."""
+        return grl_coefficient(self.step, self.total_steps, self.grl_schedule, self.grl_gamma, self.grl_max,
+                               self.grl_max_iters)
+
+
 # --------------------------------------------------------------------------------------
 # Discriminators and small losses
 # --------------------------------------------------------------------------------------

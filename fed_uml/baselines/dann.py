@@ -8,8 +8,21 @@ reversal layer R_lambda and predicts the modality:
 
 D minimises L_d; through R_lambda the encoders receive -lambda * dL_d/df, i.e. they maximise
 the discriminator's loss, so that the modalities' feature distributions become
-indistinguishable. lambda follows the paper's schedule lambda_p = 2/(1+exp(-gamma p)) - 1
-(gamma = 10, p = training progress).
+indistinguishable. For two modalities with equal batches L_d is the loss of thuml's
+Transfer-Learning-Library (`DomainAdversarialLoss`: 0.5 * (BCE(D(f_s), 1) + BCE(D(f_t), 0))).
+
+The gradient-reversal schedule (`grl_schedule`, see `common.grl_coefficient`):
+- "budget" (default): the paper's lambda_p = 2/(1+exp(-gamma p)) - 1, gamma = 10, with p = step /
+  total steps of this run, so lambda ramps from 0 to ~1 over whatever budget the runner gives;
+- "fixed": the reference code's lambda = 2/(1+exp(-i/1000)) - 1 at step i (TLlib's
+  WarmStartGradientReverseLayer, alpha 1, max_iters 1000 = `grl_max_iters`), whatever the budget.
+Why "budget" is the default: it is the published method (Ganin et al. define p over the training
+run), and it keeps the shape the reference runs have. The fixed constant belongs to runs of 10^4-10^5
+iterations (TLlib's default 20 epochs x 1000 iterations, thuml/CDAN's 100 004): there lambda is 0.46
+after 1000 steps, 0.76 after 2000 and 0.99 after 5000, i.e. ~1 for most of training. On the default
+synthetic budget (210 steps) the fixed ramp would never exceed 0.105, about a tenth of the reversal the
+reference runs apply for most of theirs, and the method would barely align the modalities. "fixed"
+reproduces the reference code step for step (for long runs, or to check parity).
 
 Adaptation to the study's setting (heterogeneous encoders, both modalities labelled):
 - two encoders (one per modality) instead of one shared feature extractor, one shared
@@ -20,10 +33,11 @@ Adaptation to the study's setting (heterogeneous encoders, both modalities label
   samples are averaged separately, so unequal batch sizes do not bias D;
 - optimiser, learning rate and budget are the runner's (the same for every method) rather
   than the paper's annealed SGD; D is trained by the same optimiser (as in thuml's
-  Transfer-Learning-Library), with the original code's 2x1024 ReLU+dropout MLP.
+  Transfer-Learning-Library), with the original code's 2x1024 ReLU+dropout MLP (TLlib's default
+  adds BatchNorm instead of dropout).
 
-Hyperparameters (conf/method/dann.yaml): trade_off (w, 1.0), grl_gamma (10.0),
-grl_max (1.0), hidden (1024), dropout (0.5).
+Hyperparameters (conf/method/dann.yaml): trade_off (w, 1.0), grl_schedule (budget), grl_gamma
+(10.0), grl_max (1.0), grl_max_iters (1000, for "fixed"), hidden (1024), dropout (0.5).
 """
 
 from __future__ import annotations
@@ -35,8 +49,8 @@ import torch
 from fed_uml.baselines.common import (
     AlignmentObjective,
     DomainDiscriminator,
+    GRLSchedule,
     classifier_in_features,
-    dann_coefficient,
     domain_classification_loss,
     grad_reverse,
     method_params,
@@ -46,7 +60,15 @@ from fed_uml.baselines.common import (
 from fed_uml.data.base import ModalityData
 from fed_uml.methods import register_method
 
-DEFAULTS = {"trade_off": 1.0, "grl_gamma": 10.0, "grl_max": 1.0, "hidden": 1024, "dropout": 0.5}
+DEFAULTS = {
+    "trade_off": 1.0,
+    "grl_schedule": "budget",
+    "grl_gamma": 10.0,
+    "grl_max": 1.0,
+    "grl_max_iters": 1000,
+    "hidden": 1024,
+    "dropout": 0.5,
+}
 
 
 def domain_labels(features: Mapping[str, torch.Tensor], order: list[str]) -> torch.Tensor:
@@ -56,16 +78,15 @@ def domain_labels(features: Mapping[str, torch.Tensor], order: list[str]) -> tor
     ])
 
 
-class DANNObjective(AlignmentObjective):
-    def __init__(self, modalities: list[str], feature_dim: int, trade_off: float = 1.0, grl_gamma: float = 10.0,
-                 grl_max: float = 1.0, hidden: int = 1024, dropout: float = 0.5):
+class DANNObjective(GRLSchedule, AlignmentObjective):
+    def __init__(self, modalities: list[str], feature_dim: int, trade_off: float = 1.0, grl_schedule: str = "budget",
+                 grl_gamma: float = 10.0, grl_max: float = 1.0, grl_max_iters: int = 1000, hidden: int = 1024,
+                 dropout: float = 0.5):
         super().__init__()
         self.modalities = list(modalities)
-        self.trade_off, self.grl_gamma, self.grl_max = float(trade_off), float(grl_gamma), float(grl_max)
+        self.trade_off = float(trade_off)
+        self.set_grl(grl_schedule, grl_gamma, grl_max, grl_max_iters)
         self.discriminator = DomainDiscriminator(feature_dim, int(hidden), len(self.modalities), float(dropout))
-
-    def coefficient(self) -> float:
-        return dann_coefficient(self.progress, self.grl_gamma, self.grl_max)
 
     def forward(self, model, features, batches):  # noqa: D102
         f = torch.cat([features[k] for k in self.modalities])

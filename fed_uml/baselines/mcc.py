@@ -3,7 +3,8 @@ Domain Adaptation", ECCV 2020).
 
 Objective, for the logits Z (B x C) of one batch:
 1. temperature scaling: Y = softmax(Z / T)                                  (T = 2.5)
-2. entropy weighting: W_ii = B (1 + exp(-H(Y_i))) / sum_j (1 + exp(-H(Y_j)))
+2. entropy weighting: W_ii = B (1 + exp(-H(Y_i))) / sum_j (1 + exp(-H(Y_j))), constants for the
+   gradient (H detached, as in thuml's Transfer-Learning-Library, `tllib/self_training/mcc.py`)
 3. class correlation: C = Y^T W Y                                           (C x C)
 4. category normalisation: C~_jj' = C_jj' / sum_j'' C_j''j'  (each column sums to 1)
 5. L_MCC = (1 / C) sum_j sum_{j' != j} |C~_jj'|
@@ -48,7 +49,7 @@ def class_confusion(logits: torch.Tensor, temperature: float = 2.5) -> torch.Ten
     """The category-normalised, entropy-weighted class confusion matrix C~ (C x C)."""
     probs = F.softmax(logits / temperature, dim=1)
     b = probs.shape[0]
-    w = 1.0 + torch.exp(-entropy(probs))
+    w = 1.0 + torch.exp(-entropy(probs).detach())  # constant weights, as in the reference code
     w = (b * w / w.sum()).unsqueeze(1)
     conf = (probs * w).t() @ probs
     return conf / conf.sum(dim=0, keepdim=True)

@@ -4,8 +4,8 @@ arXiv:2004.12615; official code github.com/lijin118/ATM). Not the Margin Dispari
 Discrepancy that thuml's library calls MDD.
 
 The divergence. For two domains a, b with features phi(x) and labels, MDD combines
-- "match": the inter-domain divergence, the expected distance between a sample of a and a
-  sample of b, D_inter = E ||phi(x_a) - phi(x_b)||, and
+- "match": the inter-domain divergence, a multiple of the expected distance between a sample of a and
+  a sample of b, D_inter = (1/2) E ||phi(x_a) - phi(x_b)||, and
 - "tight": the intra-class density of each domain, written as minus the expected distance
   between two samples of the same class in that domain,
   Dens_a = -E_{y_i = y_j} ||phi(x_a^i) - phi(x_a^j)||  (and Dens_b likewise):
@@ -15,31 +15,44 @@ The divergence. For two domains a, b with features phi(x) and labels, MDD combin
 
 minimised to match the domains and make every class dense. It is 0 exactly when the
 (paired) samples of the two domains coincide and every class is collapsed to a point, and
-it grows as the domains move apart. As in the official code (`loss.mdd_loss`):
+it grows as the domains move apart. As in the official code (`loss.mdd_loss` of train_image.py):
 phi = softmax of the encoder features, ||.|| the (non-squared) Euclidean norm, D_inter
 estimated on index-paired samples of the two batches (x_a^i with x_b^i; the batches are
-drawn independently, so this is a one-pair-per-sample estimate of the expectation;
-`pairing: all` averages over every cross pair instead), the intra terms averaged over all
-same-class pairs i < j of a batch (0 if a batch has none).
+drawn independently, so this is a one-pair-per-sample estimate of the expectation) as the sum of
+the B paired distances divided by the size 2B of the concatenated batch (hence the 1/2;
+`pairing: all` averages over every cross pair instead, with the same 1/2), the intra terms
+averaged over all same-class pairs i < j of a batch (0 if a batch has none; the official code
+divides by zero there).
 
 ATM = CDAN+E (entropy-conditioned adversarial loss through gradient reversal, see cdan.py)
-+ mdd_weight * MDD, with the official default mdd_weight = 0.01:
++ mdd_weight * MDD:
 
     L = sum_k CE(h(E_k(x_k)), y_k) + trade_off * L_CDAN+E + mdd_weight * MDD
 
-Adaptation to the study's setting:
+mdd_weight = 0.01 is the value of the ATM README's digit commands (SVHN->MNIST, USPS<->MNIST); the
+argparse default is 0 (MDD off) and the task commands of its train.sh use 0.005-0.05 (Office-31 A->W
+0.05, ImageCLEF I->C 0.025, SVHN->MNIST 0.01, MNIST->USPS 0.005).
+
+Adaptation to the study's setting, and where we differ from the ATM code:
 - both modalities are labelled, so the intra-class terms of both use the true labels
   (ATM uses pseudo-labels argmax h(x) on the unlabelled target);
 - heterogeneous encoders E_k, one shared classifier, K-way discriminator (see cdan.py);
 - K > 2 modalities: D_inter averaged over every pair of modalities, one intra-class term
   per modality (weight `intra_weight`; for K = 2 exactly the two-domain MDD);
-- the GRL coefficient follows DANN's schedule over our training budget (the ATM code ramps
-  over a fixed 10000 iterations); the optimiser is the runner's; the code's optional
-  entropy-minimisation term (weight 0 by default there) is not included.
+- CDAN+E as the CDAN paper and the original thuml/CDAN code weight it (per-sample weights
+  1 + exp(-H), see cdan.py). ATM's copy of `loss.CDAN` multiplies the weights by the batch-mean BCE
+  (`nn.BCELoss()(...)` where its per-sample loss `l` is computed and left unused), so its value is
+  that of unweighted CDAN; `method.entropy_conditioning=false` reproduces that value;
+- the gradient-reversal schedule (`grl_schedule`, see dann.py): "budget" by default, DANN's schedule
+  over our training budget; ATM uses CDAN's calc_coeff, a fixed ramp (lambda = 2/(1+exp(-i/1000)) - 1:
+  0.46 after 1000, 0.99 after 5000 of its 5000-40000 iterations), which is `grl_schedule: fixed`;
+- the optimiser is the runner's; the code's optional entropic-confusion term (`--entropic_weight`,
+  argparse default 0; train.sh 0.5 for ImageCLEF I->C, 0.1 for MNIST->USPS) is not included.
 
 Hyperparameters (conf/method/mdd.yaml): mdd_weight (0.01), intra_weight (1.0), pairing
 (index), space (softmax_features | features | probabilities), squared (false),
-trade_off (1.0; 0 trains MDD alone), entropy_conditioning (true), and the CDAN settings.
+trade_off (1.0; 0 trains MDD alone), entropy_conditioning (true), and the CDAN settings
+(grl_schedule, grl_gamma, grl_max, grl_max_iters, ...).
 """
 
 from __future__ import annotations
@@ -79,12 +92,17 @@ SPACES = ("softmax_features", "features", "probabilities")
 
 def inter_domain_divergence(a: torch.Tensor, b: torch.Tensor, pairing: str = "index",
                             squared: bool = False) -> torch.Tensor:
-    """D_inter: mean distance between samples of a and b (index-paired, or over all cross pairs)."""
+    """D_inter as the official code computes it: half the mean distance between samples of a and b.
+
+    `loss.mdd_loss` of lijin118/ATM sums the B index-paired distances and divides by the size 2B of
+    the concatenated batch, so D_inter = (1/2) E ||phi(x_a) - phi(x_b)||. "index" pairs a_i with b_i
+    (the first min(|a|, |b|) samples); "all" averages over every cross pair, with the same factor 1/2.
+    """
     if pairing == "index":
         n = min(len(a), len(b))
-        return safe_norm(a[:n] - b[:n], squared).mean()
+        return safe_norm(a[:n] - b[:n], squared).sum() / (2 * n)
     if pairing == "all":
-        return safe_norm(a.unsqueeze(1) - b.unsqueeze(0), squared).mean()
+        return safe_norm(a.unsqueeze(1) - b.unsqueeze(0), squared).mean() / 2
     raise ValueError(f"MDD pairing must be one of {PAIRINGS}, got {pairing!r}")
 
 
