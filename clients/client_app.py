@@ -2,10 +2,14 @@
 
 Private (kept in `context.state`, never sent): the projection and all BN running
 statistics. Sent: the backbone parameters and scalar metrics. Message types:
-`query.describe` (sizes and modality index), `train`, `evaluate`, `query.calibrate`.
+`query.describe` (sizes and modality index), `train`, `evaluate`, `query.calibrate`. After
+calibration each institution writes its model h_k to its own disk (`model_dir`); the reply
+says only whether it did (`model-saved`).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
@@ -87,8 +91,29 @@ def evaluate(msg: Message, context: Context) -> Message:
     return _reply(msg, inst.evaluate(from_wire(msg.content["arrays"]), _private(context, inst, last)))
 
 
+def model_dir(context: Context, inst: Institution, config) -> Path | None:
+    """Where this institution writes its model (node-local, never sent), first that is set:
+    node-config `model-dir` (the folder itself); node-config or run-config `state-dir`
+    (`<state-dir>/<institution>/`, beside its private round state); else the folder the
+    server suggests, `<results-dir>/institutions/<institution>/` (in a simulation the run's
+    results folder stands in for every institution's own disk)."""
+    node_dir = context.node_config.get("model-dir")
+    if node_dir:
+        return Path(str(node_dir)).expanduser()
+    state_dir = context.node_config.get("state-dir") or inst.cfg["federated"].get("state_dir")
+    if state_dir:
+        return Path(str(state_dir)).expanduser() / inst.ident.name
+    suggested = config.get("results-dir")
+    if suggested:
+        return Path(str(suggested)).expanduser() / "institutions" / inst.ident.name
+    return None
+
+
 @app.query("calibrate")
 def calibrate(msg: Message, context: Context) -> Message:
     inst = _institution(context)
-    last = int(msg.content["config"]["server-round"])
-    return _reply(msg, inst.calibrate(from_wire(msg.content["arrays"]), _private(context, inst, last)))
+    config = msg.content["config"]
+    last = int(config["server-round"])
+    metrics = inst.calibrate(from_wire(msg.content["arrays"]), _private(context, inst, last),
+                             model_dir=model_dir(context, inst, config))
+    return _reply(msg, metrics)

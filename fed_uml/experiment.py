@@ -36,12 +36,15 @@ def check_settings(cfg: Mapping) -> None:
 
 
 def run_centralized(cfg: Mapping, results_dir: str | Path | None = None) -> dict:
-    """Run `cfg["method"]["name"]` on `cfg["dataset"]`; write `results.json` when a directory is given.
+    """Run `cfg["method"]["name"]` on `cfg["dataset"]`; write `results.json` and the deployed models
+    (`model-<modality>.pt`) into `results_dir`, or else into `cfg["results_dir"]` (models only), if set.
 
     `cfg` is the resolved config as plain containers (what Hydra's `to_container` gives).
     """
     t0 = time.perf_counter()
     check_settings(cfg)
+    if results_dir is not None:  # the deployed models (model-<modality>.pt) go beside results.json
+        cfg = {**cfg, "results_dir": str(results_dir)}
     threads = int(cfg.get("num_threads") or 0)
     if threads > 0:
         torch.set_num_threads(threads)

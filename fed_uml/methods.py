@@ -62,7 +62,8 @@ def train_settings(cfg: Mapping) -> TrainSettings:
 
 def evaluate_with_calibration(model: UMLModel, data: Mapping[str, ModalityData], cfg: Mapping,
                               use_calibrated: bool) -> dict[str, dict]:
-    """Accuracy per modality with training-time BN statistics and after Algorithm 1."""
+    """Accuracy per modality with training-time BN statistics and after Algorithm 1; with
+    `cfg["results_dir"]` set, also writes each modality's deployed model there (`fed_uml.model_file`)."""
     cal_cfg = cfg.get("calibration", {}) or {}
     device = str(cfg.get("device", "cpu"))
     calibrated = calibrate(
@@ -83,6 +84,11 @@ def evaluate_with_calibration(model: UMLModel, data: Mapping[str, ModalityData],
             "n_train": len(d.train),
             "n_test": len(d.test),
         }
+    if cfg.get("results_dir"):  # the deployed model of every modality: results_dir/model-<modality>.pt
+        from fed_uml.model_file import save_deployed_models
+
+        for path in save_deployed_models(cfg["results_dir"], model, calibrated, data, cfg, use_calibrated):
+            log.info("wrote %s", path)
     return out
 
 

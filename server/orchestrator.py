@@ -5,8 +5,10 @@
    sent; `BackboneFedAvg` averages the backbones it returns (one group for UML; one group
    per modality for the federated unimodal baseline). Every `evaluate_every` rounds the
    institutions evaluate locally. After each round the state is checkpointed atomically.
-3. `query.calibrate`: every institution runs Algorithm 1 on its local data and reports test
-   accuracy before and after; the server averages them per modality (weighted by test size).
+3. `query.calibrate`: every institution runs Algorithm 1 on its local data, writes its model
+   h_k to its own disk and reports test accuracy before and after and whether it wrote the
+   model; the server averages the accuracies per modality (weighted by test size) and lists
+   the institutions that wrote a model (`models_written`), never the model itself.
 """
 
 from __future__ import annotations
@@ -238,7 +240,9 @@ class FederatedRun:
         replies = self._send(
             self._per_node_arrays(arrays), f"{MessageType.QUERY}.calibrate",
             {"calibration-epochs": int(self.cfg["calibration"]["epochs"]),
-             "server-round": int(self.fed["num_rounds"])},
+             "server-round": int(self.fed["num_rounds"]),
+             # where an institution without a node-local state-dir or model-dir writes its model
+             "results-dir": str(self.results_dir)},
         )
         per_mod = defaultdict(lambda: {"before": 0.0, "after": 0.0, "n_test": 0, "n_train": 0, "institutions": 0})
         per_inst = []
@@ -256,6 +260,8 @@ class FederatedRun:
                 **d,
                 "accuracy_before_calibration": float(m["accuracy-before-calibration"]),
                 "accuracy_after_calibration": float(m["accuracy-after-calibration"]),
+                # whether it wrote its model to its own disk (the model never reaches the server)
+                "model_saved": bool(int(m.get("model-saved", 0))),
             })
         use_calibrated = bool(self.cfg["method"].get("calibrate", self.method == "uml"))
         modalities = {}
@@ -344,6 +350,7 @@ class FederatedRun:
             local_epochs=int(self.fed["local_epochs"]),
             history=self.history,
             institutions=per_inst,
+            models_written=sorted(i["name"] for i in per_inst if i["model_saved"]),
             failures=self.failures,
             run_id=self.run_id,
         )
@@ -352,5 +359,9 @@ class FederatedRun:
             log.info("%s: accuracy %.4f (before calibration %.4f, after %.4f) over %d institution(s)", mod,
                      m["accuracy"], m["accuracy_before_calibration"], m["accuracy_after_calibration"],
                      m["institutions"])
+        missing = sorted(i["name"] for i in per_inst if not i["model_saved"])
+        log.info("institutions that wrote their model to their own disk: %s", ", ".join(results["models_written"]))
+        if missing:
+            log.warning("institutions that wrote no model: %s (see their logs)", ", ".join(missing))
         log.info("wrote %s", path)
         return results

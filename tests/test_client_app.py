@@ -1,5 +1,6 @@
 """The ClientApp's handlers, called directly with hand-made Messages (no runtime)."""
 
+import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, MessageType, RecordDict
 
@@ -61,3 +62,42 @@ def test_calibrate_query_reports_before_and_after():
     assert {"accuracy-before-calibration", "accuracy-after-calibration", "num-examples"} <= set(m.keys())
     assert m["num-examples"] == 3 * 10 // 2
     assert "arrays" not in reply.content
+    assert m["model-saved"] == 0  # no state-dir, model-dir or results-dir: nowhere to write it
+
+
+@pytest.mark.parametrize("where", ["state-dir", "model-dir", "run-config state-dir", "server default"])
+def test_calibrate_writes_the_model_to_the_node_only(tmp_path, where):
+    from fed_uml.data import load_dataset
+    from fed_uml.model_file import load_model
+    from fed_uml.training import evaluate
+
+    run_config, node, config = dict(RUN_CONFIG), dict(NODE), {"server-round": 0, "results-dir": str(tmp_path / "srv")}
+    expected = {
+        "state-dir": tmp_path / "node" / "rgb-0" / "model-rgb.pt",
+        "model-dir": tmp_path / "models" / "model-rgb.pt",
+        "run-config state-dir": tmp_path / "state" / "rgb-0" / "model-rgb.pt",
+        "server default": tmp_path / "srv" / "institutions" / "rgb-0" / "model-rgb.pt",
+    }[where]
+    if where == "state-dir":
+        node["state-dir"] = str(tmp_path / "node")
+    elif where == "model-dir":
+        node["model-dir"] = str(tmp_path / "models")
+    elif where == "run-config state-dir":
+        run_config["state-dir"] = str(tmp_path / "state")
+    ctx = context(run_config, node)
+    reply = calibrate(message(RecordDict({"arrays": _backbone(), "config": ConfigRecord(config)}),
+                              f"{MessageType.QUERY}.calibrate"), ctx)
+    m = reply.content["metrics"]
+    assert m["model-saved"] == 1 and list(reply.content.keys()) == ["metrics"]  # a flag, never the model
+    assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == [expected]
+    saved = load_model(expected, modality="rgb", bands=("B04", "B03", "B02"))
+    assert saved.source["institution"] == "rgb-0" and saved.source["federated"] and saved.calibrated
+    # the file is the h_k the institution evaluated: same accuracy on its local test share (3 per class / 2)
+    cfg = config_from_run_config(run_config)
+    data = load_dataset({**cfg["dataset"], "modalities": ["rgb"]})["rgb"]
+    assert saved.band_mean.tolist() == data.info["band_mean"]
+    from fed_uml.federated.institution import Institution
+    from fed_uml.federated.institutions import institution_for_node
+
+    inst = Institution(cfg, institution_for_node(node, cfg["dataset"]["modalities"], 0))
+    assert evaluate(saved.model, inst.test) == pytest.approx(m["accuracy-after-calibration"], abs=1e-6)

@@ -11,6 +11,7 @@ import pytest
 from experiments.deploy_local import deploy
 from fed_uml.experiment import run_centralized
 from fed_uml.federated.config import compose_config, run_config_from_overrides
+from fed_uml.model_file import load_model
 from fed_uml.models import create_model, shared_state_keys
 from tests.flower_helpers import TINY, read_audit
 
@@ -45,10 +46,11 @@ def assert_only_backbone_and_scalars(entries: list[dict], cfg) -> None:
 
 def test_simulation_of_8_institutions_sends_only_backbone_tensors(flower_runtime, tmp_path):
     overrides = TINY.split() + ["federated.num_rounds=2", "federated.evaluate_every=1"]
-    results_dir, audit = tmp_path / "results", tmp_path / "audit.jsonl"
+    results_dir, audit, state_dir = tmp_path / "results", tmp_path / "audit.jsonl", tmp_path / "state"
     flower_runtime.start_superlink(simulation=True)
     flower_runtime.run(
-        run_config_from_overrides(overrides, **{"results-dir": str(results_dir), "audit-log": str(audit)}),
+        run_config_from_overrides(overrides, **{"results-dir": str(results_dir), "audit-log": str(audit),
+                                                "state-dir": str(state_dir)}),
         {"num-supernodes": 8, "client-resources-num-cpus": 1},
     )
     results = json.loads((results_dir / "results.json").read_text())
@@ -62,6 +64,16 @@ def test_simulation_of_8_institutions_sends_only_backbone_tensors(flower_runtime
     assert [h["round"] for h in results["history"]] == [1, 2]
     assert all("sar/test_accuracy" in h for h in results["history"])
     assert (results_dir / "backbone.pt").exists() and not results["failures"]
+
+    # every institution wrote its h_k to its node-local state-dir; the server lists who did, holds none
+    names = sorted(i["name"] for i in results["institutions"])
+    assert results["models_written"] == names and all(i["model_saved"] for i in results["institutions"])
+    assert sorted(p.relative_to(state_dir).as_posix() for p in state_dir.rglob("model-*.pt")) == [
+        f"{n}/model-{n.split('-')[0]}.pt" for n in names]
+    assert not list(results_dir.rglob("model-*.pt"))
+    for inst in results["institutions"]:
+        saved = load_model(state_dir / inst["name"] / f"model-{inst['modality']}.pt", modality=inst["modality"])
+        assert saved.source["institution"] == inst["name"] and saved.calibrated
 
     entries = read_audit(audit)
     kinds = [e["message_type"] for e in entries]

@@ -3,7 +3,8 @@ evaluation and BN calibration. Only the ClientApp imports this module.
 
 The institution's model has one projection (its modality) and the shared backbone. What
 it keeps private between rounds: the projection and every BN buffer (`private_state`).
-What it returns: the backbone parameters (`shared_state`) and scalar metrics.
+What it returns: the backbone parameters (`shared_state`) and scalar metrics. What it writes
+to its own disk after calibration: its deployed model h_k (`fed_uml.model_file`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import logging
 import zlib
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 
@@ -21,6 +23,7 @@ from fed_uml.data import ModalityData, load_dataset
 from fed_uml.federated.institutions import InstitutionId
 from fed_uml.federated.partition import split_indices
 from fed_uml.methods import build_model, train_settings
+from fed_uml.model_file import deployed_as_trained, model_filename, save_model
 from fed_uml.models import UMLModel, private_state, shared_state
 from fed_uml.training import evaluate, train_unpaired
 
@@ -140,8 +143,13 @@ class Institution:
             "institution-index": self.ident.index,
         }
 
-    def calibrate(self, backbone, private) -> dict[str, float]:
-        """Algorithm 1 on the local training data; test accuracy before and after."""
+    def calibrate(self, backbone, private, model_dir: str | Path | None = None) -> dict[str, float]:
+        """Algorithm 1 on the local training data; test accuracy before and after.
+
+        With `model_dir` (node-local), the deployed model (h_k, or the model as trained where
+        the method deploys that) is written to `model_dir/model-<modality>.pt`; only the
+        scalar `model-saved` (1 or 0) goes into the reply, never the model.
+        """
         model = self.model(backbone, private)
         cal_cfg = self.cfg.get("calibration") or {}
         h = calibrate_modality(
@@ -149,6 +157,19 @@ class Institution:
             epochs=int(cal_cfg.get("epochs", 1)), batch_size=int(cal_cfg.get("batch_size", 64)),
             modality=self.ident.modality, device=self.settings.device,
         )
+        saved = 0
+        if model_dir is not None:
+            method = self.cfg["method"]
+            use_calibrated = bool(method.get("calibrate", method["name"] == "uml"))
+            deployed = h if use_calibrated else deployed_as_trained(model, self.ident.modality)
+            path = Path(model_dir) / model_filename(self.ident.modality)
+            try:
+                save_model(path, deployed, self.data, self.cfg, calibrated=use_calibrated,
+                           institution=self.ident.name, federated=True)
+                saved = 1
+                log.info("institution %s: wrote its model to %s", self.ident.name, path)
+            except OSError as e:
+                log.warning("institution %s: cannot write its model to %s: %s", self.ident.name, path, e)
         return {
             "num-examples": len(self.test),
             "accuracy-before-calibration": evaluate(model, self.test, self.ident.modality, device=self.settings.device),
@@ -156,6 +177,7 @@ class Institution:
             "n-train": len(self.train),
             "modality-index": self.modality_index,
             "institution-index": self.ident.index,
+            "model-saved": saved,
         }
 
 

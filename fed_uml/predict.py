@@ -1,0 +1,240 @@
+"""Classify new imagery in its native format with a saved model (`fed_uml.model_file`).
+
+Inputs, recognised per file or folder (each one sample), all read with the data sets' own
+readers (`fed_uml.data`), so a scene is read exactly as in training:
+
+    EuroSAT MS GeoTIFF      13 bands B01..B12, B8A: the model's bands are picked by name
+    EuroSAT-SAR GeoTIFF     2 bands VV, VH
+    EuroSAT RGB JPEG        B04, B03, B02 as 8-bit numbers (only for a model trained on them)
+    BigEarthNet band folder ``<name>/<name>_<band>.tif`` (S2 B01..B12, B8A at 120/60/20 px; S1 VV, VH),
+                            v1 or v2 layout: the model's bands by name, resampled as in training
+    SEN12MS patch           ``ROIs<n>_<season>_<s1|s2>_<scene>_p<patch>.tif`` (s2: SEN12MS band order)
+    plain GeoTIFF           any other TIFF with exactly the model's number of bands, taken to be
+                            the model's bands in the model's order (`SavedModel.bands`)
+
+A folder that is not a band folder is searched recursively for such inputs (in sorted order);
+other files (json, txt, csv) are ignored. Every input is resampled to the model's image size
+(bilinear, as the readers do), normalised with the model's own band statistics and
+classified in batches. A bad input (unreadable, wrong band count, bands of another
+modality, 8-bit imagery for a reflectance model) is a `DataError` naming the file;
+`on_error="skip"` leaves it out and reports it.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fed_uml.data.bigearthnet import BAND_SIZE, BigEarthNetBandReader
+from fed_uml.data.eurosat import MS_BANDS, RGB_BANDS, EuroSATRGB
+from fed_uml.data.eurosat_sar import SAR_BANDS
+from fed_uml.data.readers import DataError, read_jpeg, read_tiff, resample, tiff_band_count
+from fed_uml.data.sen12ms import SEN12MS, parse_name
+from fed_uml.model_file import SavedModel
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+ON_ERROR = ("raise", "skip")
+
+
+class _BandFolderReader(BigEarthNetBandReader):
+    """BigEarthNet's one-file-per-band reader; bands at their native size or already at 120 px (v2)."""
+
+    STRICT_SIZES = False
+
+
+def is_band_folder(path: Path) -> bool:
+    """A BigEarthNet patch folder: `<name>/<name>_<band>.tif` for some BigEarthNet band."""
+    return path.is_dir() and any((path / f"{path.name}_{b}.tif").is_file() for b in BAND_SIZE)
+
+
+def find_inputs(paths: Iterable[str | Path]) -> list[Path]:
+    """The samples named by `paths`: files as given, band folders as one sample, other folders
+    searched recursively (sorted; hidden entries and non-image files skipped)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if not p.is_dir() or is_band_folder(p):
+            out.append(p)
+            continue
+        found = _walk(p)
+        if not found:
+            raise DataError(p, "no GeoTIFF, JPEG or BigEarthNet band folder found in this folder")
+        out.extend(found)
+    return out
+
+
+def _walk(folder: Path) -> list[Path]:
+    out = []
+    for child in sorted(folder.iterdir()):
+        if child.name.startswith("."):
+            continue
+        if child.is_dir():
+            out.extend([child] if is_band_folder(child) else _walk(child))
+        elif child.suffix.lower() in TIFF_SUFFIXES + IMAGE_SUFFIXES:
+            out.append(child)
+    return out
+
+
+def _pick(arr: np.ndarray, have: Sequence[str], saved: SavedModel, path: Path, layout: str) -> np.ndarray:
+    """The model's bands, by name, out of a raster whose bands are `have`."""
+    missing = [b for b in saved.bands if b not in have]
+    if missing:
+        raise DataError(path, f"{layout} with bands {', '.join(have)}; the model (modality {saved.modality!r}) "
+                              f"needs {', '.join(saved.bands)}: wrong modality? (missing {', '.join(missing)})")
+    return arr[[list(have).index(b) for b in saved.bands]]
+
+
+def _trained_on_jpeg(saved: SavedModel) -> bool:
+    return saved.source.get("reader") == EuroSATRGB.NAME
+
+
+def read_input(path: str | Path, saved: SavedModel) -> np.ndarray:
+    """One sample as float32 (C, H, W): the model's bands, in physical units, at its image size."""
+    path = Path(path)
+    size = saved.image_size[0]  # square (checked by `predict`)
+    if path.is_dir():
+        if not is_band_folder(path):
+            raise DataError(path, "a folder, but not a BigEarthNet band folder (<name>/<name>_<band>.tif)")
+        have = [b for b in BAND_SIZE if (path / f"{path.name}_{b}.tif").is_file()]
+        missing = [b for b in saved.bands if b not in have]
+        if missing:
+            raise DataError(path, f"BigEarthNet band folder with bands {', '.join(have)}; the model (modality "
+                                  f"{saved.modality!r}) needs {', '.join(saved.bands)}: wrong modality? "
+                                  f"(missing {', '.join(missing)})")
+        if _trained_on_jpeg(saved):
+            raise DataError(path, "reflectance bands, but the model was trained on 8-bit EuroSAT RGB JPEGs")
+        return _BandFolderReader()._read_patch(path, path.name, saved.bands, size)
+    if not path.exists():
+        raise DataError(path, "file not found")
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        if not _trained_on_jpeg(saved):
+            raise DataError(path, f"an 8-bit {suffix[1:].upper()} image, but the model was trained on "
+                                  f"{saved.source.get('reader') or saved.source.get('dataset') or 'other'} "
+                                  "data in physical units (reflectance or dB): classify its GeoTIFFs instead")
+        arr = _pick(read_jpeg(path), RGB_BANDS, saved, path, "an RGB image")
+    elif suffix in TIFF_SUFFIXES:
+        arr = _read_tiff_input(path, saved)
+    else:
+        raise DataError(path, f"unsupported file type {path.suffix!r} (GeoTIFF .tif, JPEG .jpg or a "
+                              "BigEarthNet band folder)")
+    if arr.shape[1] != arr.shape[2]:
+        raise DataError(path, f"is {arr.shape[1]} x {arr.shape[2]} pixels; the model classifies square patches "
+                              f"({size} x {size})")
+    return resample(np.ascontiguousarray(arr), size)
+
+
+def _read_tiff_input(path: Path, saved: SavedModel) -> np.ndarray:
+    try:
+        _, sensor, _, _ = parse_name(path.name, path)
+    except DataError:
+        sensor = None
+    if sensor is not None:  # a SEN12MS patch: its sensor's bands, in SEN12MS order
+        if sensor not in SEN12MS.SENSORS:
+            raise DataError(path, f"a SEN12MS {sensor} (land-cover) patch, not imagery")
+        have = SEN12MS.SENSORS[sensor]
+        arr = read_tiff(path)
+        if arr.shape[0] != len(have):
+            raise DataError(path, f"a SEN12MS {sensor} patch should have {len(have)} bands, found {arr.shape[0]}")
+        layout = f"a SEN12MS {sensor} patch"
+    else:
+        n = tiff_band_count(path)
+        arr = read_tiff(path)  # an unreadable file fails here, naming it
+        n = arr.shape[0] if n is None else n
+        if n == saved.channels:  # a plain GeoTIFF: the model's bands in its order
+            return arr
+        if n == len(MS_BANDS):
+            have, layout = MS_BANDS, "a 13-band EuroSAT MS tile"
+        elif n == len(SAR_BANDS):
+            have, layout = SAR_BANDS, "a 2-band EuroSAT-SAR tile"
+        else:
+            hint = ""
+            if is_band_folder(path.parent):
+                hint = f" (one band of a BigEarthNet band folder: pass the folder {path.parent})"
+            raise DataError(path, f"expected {saved.channels} band(s) ({', '.join(saved.bands)}, the model's order) "
+                                  f"or a 13-band EuroSAT MS tile, found {n}{hint}")
+    if _trained_on_jpeg(saved):
+        raise DataError(path, f"{layout} in physical units, but the model was trained on 8-bit EuroSAT RGB JPEGs")
+    return _pick(arr, have, saved, path, layout)
+
+
+@dataclass
+class Predictions:
+    files: list[str] = field(default_factory=list)
+    probabilities: list[torch.Tensor] = field(default_factory=list)  # one (classes,) row per file
+    skipped: list[DataError] = field(default_factory=list)
+
+    @property
+    def predicted(self) -> list[int]:
+        return [int(p.argmax()) for p in self.probabilities]
+
+
+def _progress(items: list, enabled: bool, desc: str):
+    if not enabled:
+        return items
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm comes with timm's dependencies
+        return items
+    return tqdm(items, desc=desc, unit="file", file=sys.stderr, disable=None)
+
+
+def predict(saved: SavedModel, inputs: Sequence[str | Path], batch_size: int = 64, on_error: str = "raise",
+            progress: bool = False) -> Predictions:
+    """Read, normalise and classify every input (see `find_inputs`), `batch_size` at a time."""
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    height, width = saved.image_size
+    if height != width:
+        raise ValueError(f"{saved.path}: the model was trained on {height} x {width} images; only square "
+                         "inputs are supported")
+    out = Predictions()
+    batch: list[tuple[str, np.ndarray]] = []
+
+    def flush() -> None:
+        if batch:
+            x = torch.from_numpy(np.stack([a for _, a in batch]).astype(np.float32, copy=False))
+            out.files.extend(f for f, _ in batch)
+            out.probabilities.extend(saved.probabilities(x))
+            batch.clear()
+
+    for path in _progress(list(inputs), progress, f"predict {saved.modality}"):
+        try:
+            arr = read_input(path, saved)
+        except Exception as e:  # an unexpected read failure still names the file
+            err = e if isinstance(e, DataError) else DataError(path, f"cannot read: {type(e).__name__}: {e}")
+            if on_error == "raise":
+                raise err from (None if err is e else e)
+            out.skipped.append(err)
+            continue
+        batch.append((str(path), arr))
+        if len(batch) == batch_size:
+            flush()
+    flush()
+    return out
+
+
+def write_csv(path: str | Path, saved: SavedModel, predictions: Predictions) -> None:
+    """`file, predicted_class, prob_<class>...` (one row per classified input; '-' is stdout)."""
+    rows = ([f, saved.class_names[int(p.argmax())], *(f"{v:.6f}" for v in p.tolist())]
+            for f, p in zip(predictions.files, predictions.probabilities))
+    header = ["file", "predicted_class", *(f"prob_{c}" for c in saved.class_names)]
+    if str(path) == "-":
+        w = csv.writer(sys.stdout)
+        w.writerow(header)
+        w.writerows(rows)
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
