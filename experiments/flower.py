@@ -148,7 +148,7 @@ class FlowerRuntime(ExitStack):
 
     def __init__(self, workdir: Path, env: Mapping[str, str] | None = None):
         super().__init__()
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).resolve()  # processes run in it: relative paths would move
         self.flwr_home = self.workdir / "flwr-home"
         self.flwr_home.mkdir(parents=True, exist_ok=True)
         self.extra_env = dict(env or {})

@@ -68,7 +68,9 @@ def run_federated_cells(root: Path, pairs, cells, seeds, extra) -> dict:
                 arms = [("uml", w) for w in FED_WEIGHTINGS] + [("unimodal", "examples")]
                 for method, weighting in arms:
                     label = f"federated-{weighting}" if method == "uml" else "federated"
-                    out = root / "runs" / pair / f"weak{weak}_strong{strong}" / f"{method}-{label}" / f"seed{seed}"
+                    # absolute: flwr resolves FLWR_HOME and the results directory from its own processes
+                    out = (root / "runs" / pair / f"weak{weak}_strong{strong}" / f"{method}-{label}" / f"seed{seed}"
+                           ).resolve()
                     overrides = [*cell_overrides(pair, weak, strong), f"method={method}", f"seed={seed}",
                                  f"federated.weighting={weighting}", *extra]
                     dirs[(pair, weak, strong, label, method, seed)] = out
