@@ -169,6 +169,22 @@ def plot(rows: list[dict], path: Path) -> Path | None:
     return path
 
 
+def to_markdown(rows: list[dict]) -> str:
+    """The regime map as a Markdown table: one line per cell and modality."""
+    from experiments.stats import Paired
+
+    lines = ["| pair | weak / strong per class | setting | modality | UML % | unimodal % | gain, 95% CI | seeds |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["pair"], int(r["weak"]), r["strong"] != "equal", r["strong"],
+                                         r["setting"], r["role"])):
+        gain = Paired(r["gain"], r["ci_low"], r["ci_high"], r["n_seeds"])
+        lines.append(f"| {r['pair']} | {r['weak']} / {r['strong']} | {r['setting']} | {r['modality']} ({r['role']}) "
+                     f"| {100 * r['uml_mean']:.2f} ± {100 * r['uml_std']:.2f} "
+                     f"| {100 * r['unimodal_mean']:.2f} ± {100 * r['unimodal_std']:.2f} "
+                     f"| {gain.text()}{' *' if r['ci_excludes_zero'] else ''} | {r['n_seeds']} |")
+    return "\n".join(lines)
+
+
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
@@ -206,10 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dirs.update(run_federated_cells(root, pairs, cells, fseeds, args.overrides))
     rows = summarise(dirs, root)
     png = plot(rows, root / "regime_map.png")
-    for r in rows:
-        print(f"{r['pair']:8s} weak {r['weak']:>3} strong {r['strong']:>5} {r['setting']:22s} {r['modality']:4s} "
-              f"UML {100 * r['uml_mean']:6.2f} unimodal {100 * r['unimodal_mean']:6.2f} gain {100 * r['gain']:+6.2f} "
-              f"[{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}] n={r['n_seeds']}")
+    print(to_markdown(rows))
     print(f"wrote {root / 'regime_map.csv'} and {png}")
     for job, error in failures:
         print(f"FAILED {job.out}: {error}")
