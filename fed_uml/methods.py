@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 import torch
 
 from fed_uml.calibration import calibrate
-from fed_uml.data.base import ArrayDataset, ModalityData
+from fed_uml.modality import ArrayDataset, ModalityData
 from fed_uml.models import UMLModel, create_model
 from fed_uml.training import TrainSettings, evaluate, train_unpaired
 from fed_uml.training.loop import epoch_steps

@@ -46,7 +46,7 @@ from torch import nn
 
 from fed_uml import __version__
 from fed_uml.calibration import CalibratedModel
-from fed_uml.data.base import ModalityData
+from fed_uml.modality import ModalityData
 from fed_uml.models import UMLModel, create_model
 
 FORMAT = "fed-uml/model"

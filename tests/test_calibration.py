@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from fed_uml.calibration import calibrate, calibrate_modality, calibration_batches
-from fed_uml.data import ArrayDataset
+from fed_uml.modality import ArrayDataset
 from fed_uml.models import create_model
 from fed_uml.training import TrainSettings, train_unpaired
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fed_uml.data import splits as sp
-from fed_uml.data.base import ArrayDataset, ModalityData
+from fed_uml.modality import ArrayDataset, ModalityData
 from fed_uml.data.readers import SceneRecord
 
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from fed_uml.data import ArrayDataset
+from fed_uml.modality import ArrayDataset
 from fed_uml.experiment import run_centralized
 from fed_uml.models import create_model
 from fed_uml.training import TrainSettings, train_unpaired

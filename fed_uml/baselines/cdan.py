@@ -59,7 +59,7 @@ from fed_uml.baselines.common import (
     run_aligned,
 )
 from fed_uml.baselines.dann import domain_labels
-from fed_uml.data.base import ModalityData
+from fed_uml.modality import ModalityData
 from fed_uml.methods import register_method
 
 DEFAULTS = {

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fed_uml.data.base import ModalityData
+from fed_uml.modality import ModalityData
 from fed_uml.methods import evaluate_with_calibration, train_settings
 from fed_uml.models import UMLModel, create_model
 from fed_uml.models.registry import get_stage_builder

@@ -57,7 +57,7 @@ from fed_uml.baselines.common import (
     require_modalities,
     run_aligned,
 )
-from fed_uml.data.base import ModalityData
+from fed_uml.modality import ModalityData
 from fed_uml.methods import register_method
 
 DEFAULTS = {

@@ -83,7 +83,7 @@ from fed_uml.baselines.common import (
     run_aligned,
 )
 from fed_uml.baselines.mcc import mcc_loss
-from fed_uml.data.base import ModalityData
+from fed_uml.modality import ModalityData
 from fed_uml.methods import register_method
 from fed_uml.models import Backbone, UMLModel
 

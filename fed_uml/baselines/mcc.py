@@ -39,7 +39,7 @@ from fed_uml.baselines.common import (
     method_params,
     run_aligned,
 )
-from fed_uml.data.base import ModalityData
+from fed_uml.modality import ModalityData
 from fed_uml.methods import register_method
 
 DEFAULTS = {"trade_off": 1.0, "temperature": 2.5}

@@ -74,7 +74,7 @@ from fed_uml.baselines.common import (
     run_aligned,
     safe_norm,
 )
-from fed_uml.data.base import ModalityData
+from fed_uml.modality import ModalityData
 from fed_uml.methods import register_method
 
 DEFAULTS = {

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from fed_uml.data import splits as sp
-from fed_uml.data.base import ArrayDataset, ModalityData
+from fed_uml.modality import ArrayDataset, ModalityData
 from fed_uml.data.bigearthnet import BigEarthNet
 from fed_uml.data.bigearthnet_v2 import BigEarthNetV2
 from fed_uml.data.eurosat import EuroSAT, EuroSATRGB

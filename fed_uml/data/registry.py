@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from fed_uml.data.base import ModalityData
+from fed_uml.modality import ModalityData
 
 Loader = Callable[[Mapping], dict[str, ModalityData]]
 _LOADERS: dict[str, Loader] = {}

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import torch
 
-from fed_uml.data.base import ArrayDataset, ModalityData
+from fed_uml.modality import ArrayDataset, ModalityData
 from fed_uml.data.normalize import band_stats, normalize
 from fed_uml.data.registry import per_modality, register_dataset, selected_modalities
 from fed_uml.data.synthetic import CLASSES, ModalitySpec, SensorNoise, generate

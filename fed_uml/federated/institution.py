@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from fed_uml.calibration import calibrate_modality
-from fed_uml.data import ModalityData, load_dataset
+from fed_uml.data import load_dataset
+from fed_uml.modality import ModalityData
 from fed_uml.federated.institutions import InstitutionId
 from fed_uml.federated.partition import split_indices
 from fed_uml.methods import build_model, train_settings

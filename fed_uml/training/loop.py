@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fed_uml.data.base import ArrayDataset
+from fed_uml.modality import ArrayDataset
 
 log = logging.getLogger(__name__)
 
