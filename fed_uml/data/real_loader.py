@@ -1,4 +1,4 @@
-"""The real data sets as modalities: readers -> unpaired scene selection -> normalised ModalityData.
+"""The real data sets as modalities: readers -> unpaired scene selection -> ModalityData in physical units.
 
 Registered names (config group ``dataset``, files conf/dataset/<name>.yaml):
     ``eurosat``         EuroSAT-SAR (``sar``) vs EuroSAT RGB (``rgb``), the study's pairing;
@@ -27,10 +27,10 @@ samples_per_class, test_samples_per_class, image_size, seed):
     ``on_error``        ``raise`` (default) or ``skip``: skip unreadable files, reporting
                         how many (log warning and ``info["skipped"]``).
 
-Normalisation (kept apart from reading): per band, the mean and standard deviation of the
-modality's own *training* images (after resampling) are computed with
-`fed_uml.data.normalize.band_stats` and applied to its training and test images; they are
-stored in ``info["band_mean"]`` / ``info["band_std"]``.
+Normalisation is kept apart from reading: `load_dataset` standardises each modality with the
+per-band mean and standard deviation of its own *training* images (after resampling),
+`fed_uml.data.normalize.standardize`, stored in ``info["band_mean"]`` / ``info["band_std"]``;
+a federated institution does the same on its own share only.
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ from fed_uml.data.bigearthnet import BigEarthNet
 from fed_uml.data.bigearthnet_v2 import BigEarthNetV2
 from fed_uml.data.eurosat import EuroSAT, EuroSATRGB
 from fed_uml.data.eurosat_sar import EuroSATSAR
-from fed_uml.data.normalize import band_stats, normalize
 from fed_uml.data.readers import DataError, SceneDataset, SceneRecord, as_mapping
 from fed_uml.data.registry import (
     data_root,
@@ -235,7 +234,7 @@ def load_real(cfg: Mapping, readers: Mapping[str, type[SceneDataset]]) -> dict[s
                 if short:
                     log.warning("%s %s %s: fewer than %s=%d scenes for %s", name, m, kind, key, want, short)
 
-    # 4. Read the pixels (of the loaded modalities only), normalise with training statistics.
+    # 4. Read the pixels (of the loaded modalities only), in physical units (load_dataset normalises).
     out = {}
     for m in names:
         spec = specs[m]
@@ -262,7 +261,6 @@ def load_real(cfg: Mapping, readers: Mapping[str, type[SceneDataset]]) -> dict[s
             arrays[kind] = torch.from_numpy(np.stack(imgs).astype(np.float32, copy=False))
             labels_[kind] = torch.tensor(labs, dtype=torch.long)
             scenes[kind] = ids
-        mean, std = band_stats(arrays["train"])
         counts = {k: sp.class_counts(labels_[k].tolist(), class_names) for k in ("train", "test")}
         if skipped[m]:
             log.warning("%s %s: skipped %d bad file(s) (dataset.on_error=skip), e.g. %s",
@@ -275,9 +273,6 @@ def load_real(cfg: Mapping, readers: Mapping[str, type[SceneDataset]]) -> dict[s
             "sensor": spec.sensor,
             "bands": list(spec.bands),
             "image_size": int(arrays["train"].shape[-1]),
-            "band_mean": mean.tolist(),
-            "band_std": std.tolist(),
-            "normalisation": "per-band mean/std of this modality's training images",
             "class_counts": counts,
             "unpaired": unpaired,
             "seed": seed,
@@ -287,8 +282,8 @@ def load_real(cfg: Mapping, readers: Mapping[str, type[SceneDataset]]) -> dict[s
             info["label_rule"] = rule_report
         out[m] = ModalityData(
             name=m,
-            train=ArrayDataset(normalize(arrays["train"], mean, std), labels_["train"], scenes["train"]),
-            test=ArrayDataset(normalize(arrays["test"], mean, std), labels_["test"], scenes["test"]),
+            train=ArrayDataset(arrays["train"], labels_["train"], scenes["train"]),
+            test=ArrayDataset(arrays["test"], labels_["test"], scenes["test"]),
             class_names=class_names,
             band_names=spec.bands,
             info=info,

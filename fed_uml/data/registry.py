@@ -1,8 +1,8 @@
 """Data-set name -> loader registry: `load_dataset(cfg)` gives {modality: ModalityData}.
 
 Every source (the embedded synthetic sensors, EuroSAT, BigEarthNet, ...) registers a loader
-that takes the `dataset` config group and returns normalised, in-memory modalities over
-one common label set.
+that takes the `dataset` config group and returns in-memory modalities in physical units over
+one common label set; `load_dataset` normalises them (`fed_uml.data.normalize`).
 """
 
 from __future__ import annotations
@@ -68,7 +68,9 @@ def per_modality(value, modality: str, setting: str):
     return value
 
 
-def load_dataset(cfg: Mapping) -> dict[str, ModalityData]:
+def load_dataset(cfg: Mapping, normalize: bool = True) -> dict[str, ModalityData]:
+    """{modality: ModalityData} of the `dataset` config group; with `normalize` (default) each
+    modality standardised per band with its training statistics, else in physical units."""
     name = cfg.get("name")
     # Import the built-in loaders lazily so that importing fed_uml.data stays cheap.
     from fed_uml.data import loaders  # noqa: F401
@@ -79,4 +81,8 @@ def load_dataset(cfg: Mapping) -> dict[str, ModalityData]:
     classes = {d.class_names for d in data.values()}
     if len(classes) != 1:
         raise ValueError(f"dataset {name!r}: modalities disagree on the label set")
+    if normalize:
+        from fed_uml.data.normalize import standardize
+
+        data = {k: standardize(d) for k, d in data.items()}
     return data

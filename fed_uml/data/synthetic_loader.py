@@ -7,7 +7,6 @@ from collections.abc import Mapping
 import torch
 
 from fed_uml.modality import ArrayDataset, ModalityData
-from fed_uml.data.normalize import band_stats, normalize
 from fed_uml.data.registry import per_modality, register_dataset, selected_modalities
 from fed_uml.data.synthetic import CLASSES, ModalitySpec, SensorNoise, generate
 
@@ -26,13 +25,12 @@ def load_synthetic(cfg: Mapping) -> dict[str, ModalityData]:
             n = int(per_modality(cfg.get(key), name, f"dataset.{key}"))
             x, y = generate(name, spec, n, split, size, noise, seed)
             splits[split] = (torch.from_numpy(x), torch.from_numpy(y))
-        mean, std = band_stats(splits["train"][0])
         out[name] = ModalityData(
             name=name,
-            train=ArrayDataset(normalize(splits["train"][0], mean, std), splits["train"][1]),
-            test=ArrayDataset(normalize(splits["test"][0], mean, std), splits["test"][1]),
+            train=ArrayDataset(*splits["train"]),
+            test=ArrayDataset(*splits["test"]),
             class_names=CLASSES,
             band_names=spec.bands,
-            info={"sensor": spec.sensor, "band_mean": mean.tolist(), "band_std": std.tolist()},
+            info={"sensor": spec.sensor},
         )
     return out
