@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fed_uml.data.readers import DataError
+from fed_uml.data.errors import DataError
 from fed_uml.model_file import ModelFileError, export_program, load_model
 from fed_uml.predict import ON_ERROR, find_inputs, predict, write_csv
 

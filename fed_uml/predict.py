@@ -32,9 +32,10 @@ import numpy as np
 import torch
 
 from fed_uml.data.bigearthnet import BAND_SIZE, BigEarthNetBandReader
+from fed_uml.data.errors import DataError
 from fed_uml.data.eurosat import MS_BANDS, RGB_BANDS, EuroSATRGB
 from fed_uml.data.eurosat_sar import SAR_BANDS
-from fed_uml.data.readers import DataError, read_jpeg, read_tiff, resample, tiff_band_count
+from fed_uml.data.raster import read_jpeg, read_tiff, resample, tiff_band_count
 from fed_uml.data.sen12ms import SEN12MS, parse_name
 from fed_uml.model_file import SavedModel
 

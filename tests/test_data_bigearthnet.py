@@ -19,7 +19,7 @@ from fed_uml.data.bigearthnet import (
     labels_19,
 )
 from fed_uml.data.bigearthnet_v2 import BigEarthNetV2
-from fed_uml.data.readers import DataError
+from fed_uml.data.errors import DataError
 from fed_uml.data.splits import write_class_counts
 from tests.fixtures.make_fixtures import (
     dataset_config,

@@ -14,13 +14,12 @@ import pytest
 
 from fed_uml.data import load_dataset
 from fed_uml.data.download import (
-    ChecksumError,
-    DownloadError,
     Resource,
     download_url,
     extract_archive,
     fetch_resources,
 )
+from fed_uml.data.errors import ChecksumError, DownloadError
 from fed_uml.data.eurosat import EuroSAT
 from tests.fixtures.make_fixtures import dataset_config, make_eurosat_ms
 

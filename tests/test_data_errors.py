@@ -10,9 +10,10 @@ import tifffile
 
 from fed_uml.data import load_dataset
 from fed_uml.data.bigearthnet import BigEarthNet
+from fed_uml.data.errors import DataError, DatasetNotFoundError
 from fed_uml.data.eurosat import EuroSAT
 from fed_uml.data.eurosat_sar import EuroSATSAR
-from fed_uml.data.readers import DataError, DatasetNotFoundError, read_tiff
+from fed_uml.data.raster import read_tiff
 from tests.fixtures.make_fixtures import (
     dataset_config,
     make_bigearthnet_v1,

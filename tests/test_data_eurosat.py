@@ -7,10 +7,10 @@ import pytest
 import tifffile
 import torch
 
+from fed_uml.centralized import run_centralized
 from fed_uml.data import load_dataset
 from fed_uml.data.eurosat import CLASSES, MS_BANDS, EuroSAT, EuroSATRGB
 from fed_uml.data.eurosat_sar import EuroSATSAR
-from fed_uml.experiment import run_centralized
 from tests.fixtures.make_fixtures import (
     dataset_config,
     make_eurosat_ms,
@@ -113,7 +113,7 @@ def test_trains_end_to_end(root):
         "seed": 0, "device": "cpu", "num_threads": 1,
         "dataset": dataset_config("eurosat_ms", root, image_size=16),
         "model": {"backbone": "small_cnn", "specific_layers": 1, "width": 8},
-        "method": {"name": "uml"},
+        "method": {"name": "uml", "calibrate": True},  # as conf/method/uml.yaml
         "training": {"epochs": 1, "batch_size": 8, "lr": 0.003, "log_every": 0},
         "calibration": {"epochs": 1, "batch_size": 16},
     }

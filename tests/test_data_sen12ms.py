@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fed_uml.data import load_dataset
-from fed_uml.data.readers import DataError
+from fed_uml.data.errors import DataError
 from fed_uml.data.sen12ms import (
     CLASSES,
     LABEL_FILE,

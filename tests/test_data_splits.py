@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fed_uml.data import splits as sp
+from fed_uml.data.scenes import SceneRecord
 from fed_uml.modality import ArrayDataset, ModalityData
-from fed_uml.data.readers import SceneRecord
 
 
 def recs(n_per_class: int, classes: int = 3, prefix: str = "s") -> list[SceneRecord]:

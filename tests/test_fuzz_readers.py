@@ -1,6 +1,6 @@
 """Hostile input for the data readers, fuzzed with hypothesis.
 
-Every bad file must end in a clear error, a `DataError` (fed_uml/data/readers.py) whose
+Every bad file must end in a clear error, a `DataError` (fed_uml/data/errors.py) whose
 message names the offending file: truncated, corrupt or random TIFF bytes; wrong pixel
 type or raster shape; NaN/inf pixels; TIFF headers that declare huge rasters (which must
 neither exhaust memory nor slip through); path traversal in split files; unknown class and
@@ -28,9 +28,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fed_uml.data.bigearthnet import CLASSES_43, BigEarthNet
+from fed_uml.data.errors import DataError
 from fed_uml.data.eurosat import CLASSES, EuroSAT
 from fed_uml.data.eurosat_sar import EuroSATSAR
-from fed_uml.data.readers import DataError, read_tiff
+from fed_uml.data.raster import read_tiff
 from tests.fixtures.make_fixtures import (
     make_bigearthnet_v1,
     make_eurosat_ms,

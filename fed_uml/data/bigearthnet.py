@@ -3,7 +3,7 @@
 590,326 pairs of 1.2 km x 1.2 km patches from 125 Sentinel-2 tiles over 10 European
 countries (June 2017 to May 2018), multi-labelled with CORINE Land Cover 2018 classes.
 
-Layout (under the data root's ``bigearthnet_v1/``; see `fed_uml.data.readers`)
+Layout (under the data root's ``bigearthnet_v1/``; see `fed_uml.data.settings`)
     ``BigEarthNet-v1.0/<S2 name>/<S2 name>_B01.tif ... _B12.tif, _B8A.tif``: 12 Sentinel-2
         L2A bands (no B10), one uint16 file per band, bottom-of-atmosphere reflectance
         x 10000, at their native resolution: 120 x 120 px (10 m: B02, B03, B04, B08),
@@ -20,7 +20,8 @@ Labels: the 43 CORINE names are mapped to the 19-class nomenclature of Sumbul et
 (2021) with the standard mapping (torchgeo's ``BigEarthNet.label_converter``); names
 without a 19-class counterpart are dropped. Each sensor reads the json in its own folder.
 Scene ids are the S2 patch names, for the S1 patches too, so a pair shares one id. The
-balanced single-label rule is in `fed_uml.data.splits`.
+balanced single-label rule is in `fed_uml.data.splits`. What v1 and v2 share (the sensors,
+the 19 classes, reading one file per band) is `BigEarthNetBase`, here.
 
 Citation
     G. Sumbul, A. de Wall, T. Kreuziger, F. Marcelino, H. Costa, P. Benevides, M. Caetano,
@@ -40,13 +41,9 @@ from typing import ClassVar
 import numpy as np
 
 from fed_uml.data.download import Resource
-from fed_uml.data.readers import (
-    DataError,
-    SceneDataset,
-    SceneRecord,
-    read_tiff,
-    resample,
-)
+from fed_uml.data.errors import DataError
+from fed_uml.data.raster import read_tiff, resample
+from fed_uml.data.scenes import SceneDataset, SceneRecord
 
 CLASSES_43 = (
     "Continuous urban fabric",
@@ -179,7 +176,11 @@ def labels_19(names: list[str], source: str | Path) -> tuple[int, ...]:
 
 
 class BigEarthNetBandReader:
-    """Reading BigEarthNet's one-file-per-band patches (shared by v1 and v2)."""
+    """Reading BigEarthNet's one-file-per-band patches (v1, v2 and `fed_uml.predict`'s band folders).
+
+    Each band file is checked (one band, its native size, or 120 px where `STRICT_SIZES` is
+    off, as v2 allows) and resampled straight from its native size to the requested grid.
+    """
 
     STRICT_SIZES: ClassVar[bool] = True
 
@@ -201,15 +202,37 @@ class BigEarthNetBandReader:
         return np.stack([self._read_band(folder / f"{name}_{b}.tif", b, size) for b in bands])
 
 
-class BigEarthNet(BigEarthNetBandReader, SceneDataset):
+class BigEarthNetBase(BigEarthNetBandReader, SceneDataset):
+    """What BigEarthNet v1 and v2 share: sensors ``s1`` (VV, VH) and ``s2`` (12 bands) in one
+    folder per sensor (`DIRS`), one file per band, 19 classes, several labels per patch."""
+
+    CLASSES: ClassVar[tuple[str, ...]] = CLASSES_19
+    SENSORS: ClassVar[dict[str, tuple[str, ...]]] = {"s1": S1_BANDS, "s2": S2_BANDS}
+    NATIVE_SIZE = 120
+    MULTI_LABEL = True
+    DIRS: ClassVar[dict[str, str]] = {}
+
+    def _sensor_dir(self) -> Path:
+        sensor_dir = self.root / self.DIRS[self.sensor]
+        if not sensor_dir.is_dir():
+            raise DataError(sensor_dir, f"{self.NAME} {self.sensor.upper()} folder not found")
+        return sensor_dir
+
+    def load(self, record: SceneRecord) -> np.ndarray:
+        """The selected bands, each resampled once, from its native size to `image_size`."""
+        size = self.image_size or self.NATIVE_SIZE
+        return self._read_patch(record.files["folder"], record.files["name"], self.bands, size)
+
+    def _read(self, record: SceneRecord) -> np.ndarray:
+        return self._read_patch(record.files["folder"], record.files["name"], self.SENSORS[self.sensor],
+                                self.NATIVE_SIZE)
+
+
+class BigEarthNet(BigEarthNetBase):
     """BigEarthNet v1.0 (S2) and BigEarthNet-S1 v1.0: sensors ``s1`` (VV, VH) and ``s2`` (12 bands)."""
 
     NAME = "BigEarthNet v1.0"
     FOLDER = "bigearthnet_v1"
-    CLASSES: ClassVar[tuple[str, ...]] = CLASSES_19
-    SENSORS: ClassVar[dict[str, tuple[str, ...]]] = {"s1": S1_BANDS, "s2": S2_BANDS}
-    NATIVE_SIZE = 120
-    MULTI_LABEL: ClassVar[bool] = True
     DIRS: ClassVar[dict[str, str]] = {"s1": "BigEarthNet-S1-v1.0", "s2": "BigEarthNet-v1.0"}
     RESOURCES = (
         Resource("https://zenodo.org/records/12687186/files/BigEarthNet-S1-v1.0.tar.gz", "BigEarthNet-S1-v1.0.tar.gz",
@@ -229,9 +252,7 @@ class BigEarthNet(BigEarthNetBandReader, SceneDataset):
         return any((path / d).is_dir() for d in cls.DIRS.values())
 
     def _index(self, split: str) -> list[SceneRecord]:
-        sensor_dir = self.root / self.DIRS[self.sensor]
-        if not sensor_dir.is_dir():
-            raise DataError(sensor_dir, f"{self.NAME} {self.sensor.upper()} folder not found")
+        sensor_dir = self._sensor_dir()
         path = self.root / f"bigearthnet-{split}.csv"
         if not path.is_file():
             raise DataError(path, "split file not found (dataset.download=true fetches the official ones)")
@@ -270,10 +291,3 @@ class BigEarthNet(BigEarthNetBandReader, SceneDataset):
         if not isinstance(names, list):
             raise DataError(meta, f"'labels' must be a list, got {type(names).__name__}")
         return labels_19(names, meta)
-
-    def load(self, record: SceneRecord) -> np.ndarray:
-        size = self.image_size or self.NATIVE_SIZE
-        return self._read_patch(record.files["folder"], record.files["name"], self.bands, size)
-
-    def _read(self, record: SceneRecord) -> np.ndarray:
-        return self._read_patch(record.files["folder"], record.files["name"], self.SENSORS[self.sensor], 120)

@@ -3,7 +3,7 @@
 549,488 pairs of 1.2 km x 1.2 km patches (Sentinel-2 L2A processed with Sen2Cor 2.11),
 labelled directly with the 19-class CORINE nomenclature, with new geographic splits.
 
-Layout (under the data root's ``bigearthnet_v2/``; see `fed_uml.data.readers`)
+Layout (under the data root's ``bigearthnet_v2/``; see `fed_uml.data.settings`)
     ``metadata.parquet``: one row per patch with (at least) ``patch_id`` (the S2 name),
         ``s1_name``, ``labels`` (a list of 19-class names) and ``split`` (``train``,
         ``validation`` or ``test``; ``val`` is accepted too).
@@ -16,7 +16,8 @@ Layout (under the data root's ``bigearthnet_v2/``; see `fed_uml.data.readers`)
         the S1 name without its last three ``_`` fields: float32 dB, 120 x 120.
 
 Scene ids are the S2 patch ids (for both sensors). The balanced single-label rule of
-`fed_uml.data.splits` applies as for v1 (the labels are already 19-class). The archives are
+`fed_uml.data.splits` applies as for v1 (the labels are already 19-class); the sensors,
+classes and band reading are v1's (`fed_uml.data.bigearthnet.BigEarthNetBase`). The archives are
 .tar.zst: `dataset.download=true` needs the optional package ``zstandard`` to unpack them.
 
 Citation
@@ -30,29 +31,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
-
-from fed_uml.data.bigearthnet import (
-    CLASSES_19,
-    S1_BANDS,
-    S2_BANDS,
-    BigEarthNetBandReader,
-)
+from fed_uml.data.bigearthnet import CLASSES_19, BigEarthNetBase
 from fed_uml.data.download import Resource
-from fed_uml.data.readers import DataError, SceneDataset, SceneRecord
+from fed_uml.data.errors import DataError
+from fed_uml.data.scenes import SceneRecord
 
 _SPLIT_NAMES = {"train": ("train",), "val": ("validation", "val"), "test": ("test",)}
 
 
-class BigEarthNetV2(BigEarthNetBandReader, SceneDataset):
+class BigEarthNetV2(BigEarthNetBase):
     """reBEN: sensors ``s1`` (VV, VH) and ``s2`` (12 bands), labels from metadata.parquet."""
 
     NAME = "BigEarthNet v2.0 (reBEN)"
     FOLDER = "bigearthnet_v2"
-    CLASSES: ClassVar[tuple[str, ...]] = CLASSES_19
-    SENSORS: ClassVar[dict[str, tuple[str, ...]]] = {"s1": S1_BANDS, "s2": S2_BANDS}
-    NATIVE_SIZE = 120
-    MULTI_LABEL: ClassVar[bool] = True
     STRICT_SIZES = False
     DIRS: ClassVar[dict[str, str]] = {"s1": "BigEarthNet-S1", "s2": "BigEarthNet-S2"}
     # Zenodo record 10891137; md5s as listed by torchgeo's BigEarthNetV2. The metadata file
@@ -82,9 +73,7 @@ class BigEarthNetV2(BigEarthNetBandReader, SceneDataset):
         return table.to_pydict()
 
     def _index(self, split: str) -> list[SceneRecord]:
-        sensor_dir = self.root / self.DIRS[self.sensor]
-        if not sensor_dir.is_dir():
-            raise DataError(sensor_dir, f"{self.NAME} {self.sensor.upper()} folder not found")
+        sensor_dir = self._sensor_dir()
         meta = self._metadata()
         source = self.root / "metadata.parquet"
         wanted = _SPLIT_NAMES[split]
@@ -109,10 +98,3 @@ class BigEarthNetV2(BigEarthNetBandReader, SceneDataset):
         if name not in CLASSES_19:
             raise DataError(source, f"patch {pid}: unknown label {name!r} (not one of the 19 classes)")
         return CLASSES_19.index(name)
-
-    def load(self, record: SceneRecord) -> np.ndarray:
-        size = self.image_size or self.NATIVE_SIZE
-        return self._read_patch(record.files["folder"], record.files["name"], self.bands, size)
-
-    def _read(self, record: SceneRecord) -> np.ndarray:
-        return self._read_patch(record.files["folder"], record.files["name"], self.SENSORS[self.sensor], 120)

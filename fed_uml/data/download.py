@@ -8,7 +8,8 @@ Each reader lists its files as `Resource` class constants (URL, file name, md5 a
 sha256, whether to unpack). Files already present and verified are not fetched again.
 Archives are unpacked into the data set's folder under the data root; zip, tar, tar.gz,
 tar.bz2 and tar.xz are supported with the standard library, tar.zst needs the optional
-package `zstandard`. Members that would land outside the target folder are refused.
+package `zstandard`. Members that would land outside the target folder are refused. The
+errors raised (`DownloadError`, `ChecksumError`) are those of `fed_uml.data.errors`.
 """
 
 from __future__ import annotations
@@ -25,17 +26,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fed_uml.data.errors import ChecksumError, DownloadError
+
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
-
-
-class ChecksumError(ValueError):
-    """A downloaded (or already present) file does not have the published checksum."""
-
-
-class DownloadError(OSError):
-    """A file could not be fetched."""
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 EuroSAT: 27,000 labelled 64 x 64 px Sentinel-2 L1C patches (10 m pixels) over 34 European
 countries, 10 land-use / land-cover classes, 2,000 to 3,000 patches per class.
 
-Layout (under the data root; see `fed_uml.data.readers` for the root convention)
+Layout (under the data root; see `fed_uml.data.settings` for the root convention)
     ``eurosat_ms/``  EuroSAT MS (`EuroSAT`):
         ``<Class>/<Class>_<n>.tif``: 13 bands, uint16, 64 x 64, L1C top-of-atmosphere
         reflectance x 10000 (digital numbers), pixel-interleaved. The class folders may also
@@ -31,23 +31,16 @@ Citation
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
 from fed_uml.data.download import Resource
-from fed_uml.data.readers import (
-    DataError,
-    SceneDataset,
-    SceneRecord,
-    check_shape,
-    class_of,
-    read_jpeg,
-    read_text_lines,
-    read_tiff,
-    tiff_band_count,
-)
+from fed_uml.data.errors import DataError
+from fed_uml.data.raster import check_shape, read_jpeg, read_tiff, tiff_band_count
+from fed_uml.data.scenes import SceneDataset, SceneRecord, class_of, read_text_lines
 
 CLASSES = (
     "AnnualCrop",
@@ -79,6 +72,8 @@ class EuroSATBase(SceneDataset):
     CLASSES: ClassVar[tuple[str, ...]] = CLASSES
     NATIVE_SIZE: ClassVar[int | None] = 64
     EXTENSION: ClassVar[str] = ".tif"
+    # How one file is decoded: GeoTIFF (MS, SAR) or JPEG (RGB), to float32 (C, H, W).
+    DECODE: ClassVar[Callable[[str | Path], np.ndarray]] = staticmethod(read_tiff)
     # Where the class folders may sit inside the data set's folder, first match wins.
     IMAGE_DIRS: ClassVar[tuple[str, ...]] = ("",)
     # Other data set folders (under the data root) whose split files serve this one too.
@@ -105,7 +100,11 @@ class EuroSATBase(SceneDataset):
 
     @classmethod
     def _is_own_file(cls, path: Path) -> bool:
-        return True
+        """MS and SAR tiles share the .tif extension and the class names: the band count tells them apart."""
+        if cls.EXTENSION != ".tif":
+            return True
+        (bands,) = cls.SENSORS.values()
+        return tiff_band_count(path) == len(bands)
 
     def split_file(self, split: str) -> Path:
         name = f"eurosat-{split}.txt"
@@ -146,6 +145,12 @@ class EuroSATBase(SceneDataset):
             records.append(SceneRecord(scene=stem, label=label, split=split, files={"image": file}))
         return records
 
+    def _read(self, record: SceneRecord) -> np.ndarray:
+        """One file: all of the version's bands, checked for band count and the 64 x 64 size."""
+        path = record.files["image"]
+        size = (self.NATIVE_SIZE, self.NATIVE_SIZE)
+        return check_shape(self.DECODE(path), path, bands=len(self.SENSORS[self.sensor]), size=size)
+
 
 class EuroSAT(EuroSATBase):
     """EuroSAT MS: all 13 Sentinel-2 bands (sensor ``ms``), any subset selectable."""
@@ -160,14 +165,6 @@ class EuroSAT(EuroSATBase):
         *SPLIT_RESOURCES,
     )
 
-    @classmethod
-    def _is_own_file(cls, path: Path) -> bool:
-        return tiff_band_count(path) == len(MS_BANDS)
-
-    def _read(self, record: SceneRecord) -> np.ndarray:
-        path = record.files["image"]
-        return check_shape(read_tiff(path), path, bands=len(MS_BANDS), size=(64, 64))
-
 
 class EuroSATRGB(EuroSATBase):
     """EuroSAT RGB: the 8-bit JPEG version (sensor ``rgb``, bands B04, B03, B02)."""
@@ -176,6 +173,7 @@ class EuroSATRGB(EuroSATBase):
     FOLDER = "eurosat_rgb"
     SENSORS: ClassVar[dict[str, tuple[str, ...]]] = {"rgb": RGB_BANDS}
     EXTENSION = ".jpg"
+    DECODE = staticmethod(read_jpeg)
     IMAGE_DIRS = ("2750", "EuroSAT_RGB", "")
     SPLIT_FALLBACK_FOLDERS = ("eurosat_ms", "eurosat_sar")
     RESOURCES = (
@@ -187,7 +185,3 @@ class EuroSATRGB(EuroSATBase):
         ),
         *SPLIT_RESOURCES,
     )
-
-    def _read(self, record: SceneRecord) -> np.ndarray:
-        path = record.files["image"]
-        return check_shape(read_jpeg(path), path, bands=3, size=(64, 64))

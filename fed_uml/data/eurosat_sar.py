@@ -3,7 +3,7 @@
 EuroSAT-SAR matches every EuroSAT Sentinel-2 patch with one Sentinel-1 IW GRD patch by
 location: 27,000 dual-polarisation patches of 64 x 64 px over the 10 EuroSAT classes.
 
-Layout assumed (under the data root; see `fed_uml.data.readers` for the root convention)
+Layout assumed (under the data root; see `fed_uml.data.settings` for the root convention)
     ``eurosat_sar/<Class>/<Class>_<n>.tif`` (the class folders may also sit in
     ``eurosat_sar/EuroSAT-SAR/``, as the published zip may nest them): one GeoTIFF per
     patch with 2 bands, VV then VH, float32 backscatter sigma0 in dB (torchgeo and FG-MAE
@@ -22,14 +22,10 @@ Citation
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar
-
-import numpy as np
 
 from fed_uml.data.download import Resource
 from fed_uml.data.eurosat import SPLIT_RESOURCES, EuroSATBase
-from fed_uml.data.readers import SceneRecord, check_shape, read_tiff, tiff_band_count
 
 SAR_BANDS = ("VV", "VH")
 
@@ -52,11 +48,3 @@ class EuroSATSAR(EuroSATBase):
         ),
         *SPLIT_RESOURCES,
     )
-
-    @classmethod
-    def _is_own_file(cls, path: Path) -> bool:
-        return tiff_band_count(path) == len(SAR_BANDS)
-
-    def _read(self, record: SceneRecord) -> np.ndarray:
-        path = record.files["image"]
-        return check_shape(read_tiff(path), path, bands=len(SAR_BANDS), size=(64, 64))

@@ -3,7 +3,7 @@
 180,662 triplets of 256 x 256 px patches (10 m) from 252 regions of interest (ROIs) spread
 over all continents and the four meteorological seasons (2017-2018).
 
-Layout (under the data root's ``sen12ms/``; see `fed_uml.data.readers`)
+Layout (under the data root's ``sen12ms/``; see `fed_uml.data.settings`)
     ``ROIs<nnnn>_<season>/<sensor>_<scene>/ROIs<nnnn>_<season>_<sensor>_<scene>_p<patch>.tif``
     with ``<sensor>`` one of
         ``s1``: 2 bands VV, VH, float32 backscatter sigma0 in dB;
@@ -47,14 +47,9 @@ from typing import ClassVar
 import numpy as np
 
 from fed_uml.data.download import Resource
-from fed_uml.data.readers import (
-    DataError,
-    SceneDataset,
-    SceneRecord,
-    check_shape,
-    read_text_lines,
-    read_tiff,
-)
+from fed_uml.data.errors import DataError
+from fed_uml.data.raster import check_shape, read_tiff
+from fed_uml.data.scenes import SceneDataset, SceneRecord, read_text_lines
 
 CLASSES = (
     "Forest",

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fed_uml.data.readers import SceneRecord
+from fed_uml.data.scenes import SceneRecord
 
 
 def rng_for(seed: int, *keys: str) -> np.random.Generator:

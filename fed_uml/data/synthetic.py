@@ -1,4 +1,4 @@
-"""Embedded synthetic sensors: land-cover scenes seen by optical and SAR instruments.
+"""The `synthetic` data set: embedded sensors, land-cover scenes seen by optical and SAR instruments.
 
 Why: the project needs data that runs anywhere, in seconds, with no download, and that
 behaves like real Sentinel-1/Sentinel-2 pairs closely enough for the UML question to be
@@ -55,6 +55,13 @@ class-conditional layout distribution (unpaired by construction), and each senso
 only uses published physics of that sensor.
 
 Determinism: a sample is a function of (seed, modality name, split, index) only.
+
+As a data set (registered as ``synthetic``, settings in conf/dataset/synthetic.yaml)
+    `load_synthetic` renders `samples_per_class` training and `test_samples_per_class` test
+    scenes of every class for each modality in `dataset.modalities`, each modality a sensor
+    (``optical`` or ``sar``) and a band subset (`dataset.sensors`), in physical units. The
+    class names are EuroSAT's (`fed_uml.data.eurosat.CLASSES`), the optical band names
+    EuroSAT MS's, so a model can be compared across the synthetic and the real data.
 """
 
 from __future__ import annotations
@@ -64,24 +71,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
-CLASSES = (
-    "AnnualCrop",
-    "Forest",
-    "HerbaceousVegetation",
-    "Highway",
-    "Industrial",
-    "Pasture",
-    "PermanentCrop",
-    "Residential",
-    "River",
-    "SeaLake",
-)
+from fed_uml.data.eurosat import CLASSES, MS_BANDS
+from fed_uml.data.settings import per_modality, selected_modalities
+from fed_uml.modality import ArrayDataset, ModalityData
 
 WATER, FOREST, GRASS, CROP, SOIL, ASPHALT, ROOF, CONCRETE, SHRUB = range(9)
 MATERIALS = ("water", "forest", "grass", "crop", "soil", "asphalt", "roof", "concrete", "shrub")
 
-S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12", "B8A")
+S2_BANDS = MS_BANDS  # EuroSAT's order
 S1_BANDS = ("VV", "VH")
 
 # Top-of-atmosphere reflectance per material (rows, MATERIALS order) and band (S2_BANDS order).
@@ -406,3 +405,29 @@ def generate(
         rng = np.random.default_rng(ss)
         images[i] = render(draw_scene(grid, int(label), rng), grid, rng, band_index, noise)
     return images, labels.astype(np.int64)
+
+
+def load_synthetic(cfg: Mapping) -> dict[str, ModalityData]:
+    """The `synthetic` data set (conf/dataset/synthetic.yaml): every selected modality
+    rendered for train and test, in physical units (`load_dataset` normalises)."""
+    sensors = dict(cfg.get("sensors") or {})
+    names = selected_modalities(cfg, sensors)
+    noise = SensorNoise(**dict(cfg.get("noise") or {}))
+    size, seed = int(cfg.get("image_size", 32)), int(cfg.get("seed", 0))
+    out = {}
+    for name in names:
+        spec = ModalitySpec.parse(name, sensors[name])
+        splits = {}
+        for split, key in (("train", "samples_per_class"), ("test", "test_samples_per_class")):
+            n = int(per_modality(cfg.get(key), name, f"dataset.{key}"))
+            x, y = generate(name, spec, n, split, size, noise, seed)
+            splits[split] = (torch.from_numpy(x), torch.from_numpy(y))
+        out[name] = ModalityData(
+            name=name,
+            train=ArrayDataset(*splits["train"]),
+            test=ArrayDataset(*splits["test"]),
+            class_names=CLASSES,
+            band_names=spec.bands,
+            info={"sensor": spec.sensor},
+        )
+    return out

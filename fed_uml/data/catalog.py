@@ -1,0 +1,79 @@
+"""The catalog of data sets: name -> loader, and `load_dataset(cfg)`, the one way data is loaded.
+
+Why one module: it is the only place that knows every built-in data set, so they are listed
+here explicitly (`BUILTIN`), each a loader that takes the `dataset` config group and returns
+{modality: `ModalityData`} in physical units over one common label set. The loaders never
+import the catalog (no import cycle, no registration by side effect); users add their own
+with `register_dataset(name, loader)`, which refuses a name already taken.
+
+`load_dataset(cfg, normalize=True)` looks up `dataset.name`, checks that the modalities
+agree on the label set and, unless `normalize=False`, standardises each modality per band
+with the statistics of its own training images (`fed_uml.data.normalize.standardize`). A
+federated institution loads with `normalize=False` and standardises its own share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from functools import partial
+
+from fed_uml.data.bigearthnet import BigEarthNet
+from fed_uml.data.bigearthnet_v2 import BigEarthNetV2
+from fed_uml.data.eurosat import EuroSAT, EuroSATRGB
+from fed_uml.data.eurosat_sar import EuroSATSAR
+from fed_uml.data.normalize import standardize
+from fed_uml.data.real import load_real
+from fed_uml.data.sen12ms import SEN12MS
+from fed_uml.data.synthetic import load_synthetic
+from fed_uml.modality import ModalityData
+
+Loader = Callable[[Mapping], dict[str, ModalityData]]
+
+# sensor name (in `dataset.sensors.<modality>.sensor`) -> reader class, per real data set
+EUROSAT_SENSORS = {"ms": EuroSAT, "rgb": EuroSATRGB, "sar": EuroSATSAR}
+BIGEARTHNET_SENSORS = {"s1": BigEarthNet, "s2": BigEarthNet}
+BIGEARTHNET_V2_SENSORS = {"s1": BigEarthNetV2, "s2": BigEarthNetV2}
+SEN12MS_SENSORS = {"s1": SEN12MS, "s2": SEN12MS}
+
+# The built-in data sets (conf/dataset/<name>.yaml).
+BUILTIN: dict[str, Loader] = {
+    "synthetic": load_synthetic,
+    "eurosat": partial(load_real, readers=EUROSAT_SENSORS),
+    "eurosat_ms": partial(load_real, readers=EUROSAT_SENSORS),
+    "bigearthnet": partial(load_real, readers=BIGEARTHNET_SENSORS),
+    "bigearthnet_v2": partial(load_real, readers=BIGEARTHNET_V2_SENSORS),
+    "sen12ms": partial(load_real, readers=SEN12MS_SENSORS),
+}
+_LOADERS: dict[str, Loader] = dict(BUILTIN)
+
+
+def register_dataset(name: str, loader: Loader) -> Loader:
+    """Make `loader` available as `dataset.name=<name>`; a name already taken is refused."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a data set name must be a non-empty string, got {name!r}")
+    if name in _LOADERS:
+        raise ValueError(f"data set {name!r} is already registered; choose another name "
+                         f"(taken: {available_datasets()})")
+    if not callable(loader):
+        raise TypeError(f"the loader of data set {name!r} must be callable, got {type(loader).__name__}")
+    _LOADERS[name] = loader
+    return loader
+
+
+def available_datasets() -> list[str]:
+    return sorted(_LOADERS)
+
+
+def load_dataset(cfg: Mapping, normalize: bool = True) -> dict[str, ModalityData]:
+    """{modality: ModalityData} of the `dataset` config group; with `normalize` (default) each
+    modality standardised per band with its training statistics, else in physical units."""
+    name = cfg.get("name")
+    if name not in _LOADERS:
+        raise ValueError(f"unknown dataset {name!r} (setting dataset.name); available: {available_datasets()}")
+    data = _LOADERS[name](cfg)
+    classes = {d.class_names for d in data.values()}
+    if len(classes) != 1:
+        raise ValueError(f"dataset {name!r}: modalities disagree on the label set")
+    if normalize:
+        data = {k: standardize(d) for k, d in data.items()}
+    return data

@@ -1,0 +1,27 @@
+"""`load_real`: the steps of `fed_uml.data.real` in order, for one real data set.
+
+Why apart from the steps: it is the one place that shows the whole assembly at a glance
+(settings -> index -> label set -> deal -> pixels); each step is in its own module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from fed_uml.data.real.deal import deal_scenes
+from fed_uml.data.real.index import index_scenes
+from fed_uml.data.real.labels import choose_label_set
+from fed_uml.data.real.pixels import read_modality
+from fed_uml.data.real.settings import Readers, RealSettings
+from fed_uml.modality import ModalityData
+
+
+def load_real(cfg: Mapping, readers: Readers) -> dict[str, ModalityData]:
+    """Every modality of `dataset.modalities` of a real data set read by `readers`
+    ({sensor: reader class}), in physical units (see `fed_uml.data.real`)."""
+    s = RealSettings.parse(cfg, readers)
+    index = index_scenes(s)
+    labels = choose_label_set(cfg, s, index.pools)
+    undersample = bool(dict(cfg.get("balanced") or {}).get("undersample", False)) and labels.rule_report is not None
+    chosen = deal_scenes(cfg, s, labels.pools, labels.class_names, undersample)
+    return {m: read_modality(s, m, chosen[m], index, labels) for m in s.modalities}

@@ -1,0 +1,93 @@
+"""Step 4 of assembling a real data set: read the chosen scenes' pixels into `ModalityData`.
+
+Why last: only the scenes dealt to a loaded modality are decoded (a federated institution
+reads its own share only), each by the reader that indexed it, in physical units
+(`load_dataset` normalises). A bad file is raised, or with `dataset.on_error=skip` left out
+and counted in `info["skipped"]`. `info` also records the reader, sensor, bands, image
+size, per-class counts, the seed and the label rule, so a result says what it was trained on.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from fed_uml.data import splits as sp
+from fed_uml.data.errors import DataError
+from fed_uml.data.real.index import Pools, SceneIndex
+from fed_uml.data.real.labels import LabelSet
+from fed_uml.data.real.settings import RealSettings
+from fed_uml.data.scenes import SceneRecord
+from fed_uml.modality import ArrayDataset, ModalityData
+
+log = logging.getLogger(__name__)
+
+
+def read_modality(s: RealSettings, m: str, chosen: dict[str, list[SceneRecord]], index: SceneIndex,
+                  labels: LabelSet) -> ModalityData:
+    """Modality `m` with the records `chosen` for it ({"train"/"test": records})."""
+    spec = s.specs[m]
+    skipped = index.skipped[m]
+    class_names = labels.class_names
+    arrays, targets, scenes = {}, {}, {}
+    for kind in ("train", "test"):
+        imgs, targets[kind], scenes[kind] = _read_records(s, m, kind, chosen[kind], index, skipped)
+        if not imgs:
+            raise ValueError(_empty_message(s, m, kind, labels.pools, class_names))
+        arrays[kind] = torch.from_numpy(np.stack(imgs).astype(np.float32, copy=False))
+    labels_ = {k: torch.tensor(targets[k], dtype=torch.long) for k in ("train", "test")}
+    counts = {k: sp.class_counts(labels_[k].tolist(), class_names) for k in ("train", "test")}
+    if skipped:
+        log.warning("%s %s: skipped %d bad file(s) (dataset.on_error=skip), e.g. %s",
+                    s.name, m, len(skipped), skipped[0])
+    log.info("%s %s (%s %s): train %s; test %s", s.name, m, spec.reader.NAME, ",".join(spec.bands),
+             counts["train"], counts["test"])
+    info = {
+        "dataset": s.name,
+        "reader": spec.reader.NAME,
+        "sensor": spec.sensor,
+        "bands": list(spec.bands),
+        "image_size": int(arrays["train"].shape[-1]),
+        "class_counts": counts,
+        "unpaired": s.unpaired,
+        "seed": s.seed,
+        "skipped": {"count": len(skipped), "files": [str(e) for e in skipped[:20]]},
+    }
+    if labels.rule_report is not None:
+        info["label_rule"] = labels.rule_report
+    return ModalityData(
+        name=m,
+        train=ArrayDataset(arrays["train"], labels_["train"], scenes["train"]),
+        test=ArrayDataset(arrays["test"], labels_["test"], scenes["test"]),
+        class_names=class_names,
+        band_names=spec.bands,
+        info=info,
+    )
+
+
+def _read_records(s: RealSettings, m: str, kind: str, records: list[SceneRecord], index: SceneIndex,
+                  skipped: list[DataError]) -> tuple[list[np.ndarray], list[int], list[str]]:
+    """The images, labels and scene ids of `records`; bad files raise or go to `skipped`."""
+    imgs, labels, ids = [], [], []
+    for r in records:
+        ds = index.readers[(m, r.split)]
+        try:
+            imgs.append(ds.load(r))
+        except DataError as e:
+            if s.on_error == "raise":
+                raise
+            skipped.append(e)
+            continue
+        labels.append(r.label)
+        ids.append(r.scene)
+    return imgs, labels, ids
+
+
+def _empty_message(s: RealSettings, m: str, kind: str, pools: Pools, class_names: tuple[str, ...]) -> str:
+    return (
+        f"dataset {s.name!r}, modality {m!r}: the {kind} set is empty (pool of "
+        f"{len(pools[kind][m])} scenes over classes {list(class_names)}; check dataset.root, "
+        f"dataset.{'train_splits' if kind == 'train' else 'test_split'} and the class settings)"
+    )
