@@ -47,7 +47,7 @@ from torch import nn
 from fed_uml import __version__
 from fed_uml.calibration import CalibratedModel
 from fed_uml.modality import ModalityData
-from fed_uml.models import UMLModel, create_model
+from fed_uml.models import UMLModel, model_from_config
 
 FORMAT = "fed-uml/model"
 FORMAT_VERSION = 1
@@ -274,9 +274,10 @@ def load_model(path: str | Path, *, modality: str | None = None, bands: Sequence
                                    f"{', '.join(bands)}")
     arch = p["architecture"]
     try:
-        net = create_model(arch["backbone"], {p["modality"]: int(arch["in_channels"])}, int(arch["num_classes"]),
-                           int(arch["specific_layers"]), projection_init=arch.get("projection_init", "aligned"),
-                           **dict(arch.get("kwargs") or {}))
+        model_cfg = {"backbone": arch["backbone"], "projection_init": arch.get("projection_init", "aligned"),
+                     **dict(arch.get("kwargs") or {})}
+        net = model_from_config(model_cfg, {p["modality"]: int(arch["in_channels"])}, int(arch["num_classes"]),
+                                specific_layers=int(arch["specific_layers"]))
         h = CalibratedModel(p["modality"], net.projection(p["modality"]), net.backbone)
         h.load_state_dict(p["state_dict"], strict=True)
     except (ValueError, RuntimeError, KeyError, TypeError) as e:

@@ -51,7 +51,7 @@ def tiny_config(method="uml", modalities=("sar", "rgb"), epochs=1, **dataset) ->
         "num_threads": 1,
         "dataset": tiny_dataset_cfg(modalities, **dataset),
         "model": {"backbone": "small_cnn", "specific_layers": 1, "width": 8},
-        "method": {"name": method},
+        "method": {"name": method, "calibrate": method == "uml"},  # as conf/method/<name>.yaml
         "training": {"epochs": epochs, "batch_size": 8, "lr": 0.003, "log_every": 0},
         "calibration": {"epochs": 1, "batch_size": 16},
     }
@@ -61,7 +61,7 @@ def tiny_config(method="uml", modalities=("sar", "rgb"), epochs=1, **dataset) ->
 def flower_runtime(tmp_path):
     """A private Flower installation for one test; asserts that nothing is left running and
     that the user's ~/.flwr is not touched."""
-    from experiments.flower import FlowerRuntime, find_strays
+    from localrun.flower import FlowerRuntime, find_strays
 
     home_flwr = Path.home() / ".flwr"
     before = _tree_state(home_flwr)

@@ -10,9 +10,11 @@ import pytest
 import torch
 import yaml
 
-from fed_uml.baselines import cdan, common, dann, isca, mcc, mdd
-from fed_uml.baselines.cdan import CDANObjective, entropy_weights, multilinear_map
-from fed_uml.baselines.common import (
+from fed_uml.centralized import run_centralized
+from fed_uml.data import load_dataset
+from fed_uml.methods import alignment, available_methods, cdan, dann, get_method, isca, mcc, mdd, register_method
+from fed_uml.methods.alignment import (
+    GRL_DEFAULTS,
     build_heterogeneous_model,
     dann_coefficient,
     domain_classification_loss,
@@ -20,23 +22,21 @@ from fed_uml.baselines.common import (
     method_params,
     num_stages,
 )
-from fed_uml.baselines.dann import DANNObjective
-from fed_uml.baselines.isca import (
+from fed_uml.methods.cdan import CDANObjective, entropy_weights, multilinear_map
+from fed_uml.methods.dann import DANNObjective
+from fed_uml.methods.isca import (
     ISCAObjective,
     add_shared_component_maps,
     whitening_loss,
 )
-from fed_uml.baselines.mcc import class_confusion, mcc_loss
-from fed_uml.baselines.mdd import (
+from fed_uml.methods.mcc import class_confusion, mcc_loss
+from fed_uml.methods.mdd import (
     ATMObjective,
     inter_domain_divergence,
     intra_class_distance,
     mdd_loss,
     mdd_multi,
 )
-from fed_uml.data import load_dataset
-from fed_uml.experiment import run_centralized
-from fed_uml.methods import available_methods
 from fed_uml.models import create_model, shared_state_keys
 from fed_uml.results import SCHEMA_KEYS, read_results
 from tests.conftest import REPO, tiny_config
@@ -57,7 +57,7 @@ def test_gradient_reversal_is_identity_forward_and_flips_and_scales_gradient(coe
     assert torch.allclose(x.grad, -coeff * w)
     # the module form does the same
     x2 = x.detach().clone().requires_grad_(True)
-    (common.GradientReversal(coeff)(x2) * w).sum().backward()
+    (alignment.GradientReversal(coeff)(x2) * w).sum().backward()
     assert torch.allclose(x2.grad, -coeff * w)
 
 
@@ -71,11 +71,11 @@ def test_dann_schedule():
 
 def test_grl_schedule_setting():
     # budget (default): the published schedule over this run's steps; fixed: the reference code's ramp
-    assert common.grl_coefficient(210, 210, "budget") == pytest.approx(2 / (1 + math.exp(-10)) - 1)
-    assert common.grl_coefficient(105, 210, "budget") == pytest.approx(dann_coefficient(0.5))
-    assert common.grl_coefficient(210, 210, "fixed") == pytest.approx(2 / (1 + math.exp(-0.21)) - 1)  # ~0.105
-    assert common.grl_coefficient(2000, 210, "fixed", max_iters=1000) == pytest.approx(2 / (1 + math.exp(-2)) - 1)
-    fixed = common.grl_coefficient(50, 100, "fixed", high=2.0, max_iters=50)
+    assert alignment.grl_coefficient(210, 210, "budget") == pytest.approx(2 / (1 + math.exp(-10)) - 1)
+    assert alignment.grl_coefficient(105, 210, "budget") == pytest.approx(dann_coefficient(0.5))
+    assert alignment.grl_coefficient(210, 210, "fixed") == pytest.approx(2 / (1 + math.exp(-0.21)) - 1)  # ~0.105
+    assert alignment.grl_coefficient(2000, 210, "fixed", max_iters=1000) == pytest.approx(2 / (1 + math.exp(-2)) - 1)
+    fixed = alignment.grl_coefficient(50, 100, "fixed", high=2.0, max_iters=50)
     assert fixed == pytest.approx(2 * (2 / (1 + math.exp(-1)) - 1))
     for module in (dann, cdan, mdd):
         assert module.DEFAULTS["grl_schedule"] == "budget" and module.DEFAULTS["grl_max_iters"] == 1000
@@ -452,7 +452,24 @@ def test_method_configs_document_every_default(name, module):
 
 
 def test_methods_are_registered():
-    assert set(BASELINES) <= set(available_methods())
+    assert set(BASELINES) | {"uml", "unimodal", "pooled"} <= set(available_methods())
+    assert get_method("dann") is dann.run_dann
+    with pytest.raises(ValueError, match=r"unknown method 'dan' \(setting method=...\); available: \[.*'dann'"):
+        get_method("dan")
+    with pytest.raises(ValueError, match="method 'dann' is already registered"):
+        register_method("dann")(lambda data, cfg: {})
+    assert get_method("dann") is dann.run_dann  # the refused duplicate replaced nothing
+
+
+def test_methods_with_gradient_reversal_share_its_defaults():
+    for module in (dann, cdan, mdd):
+        assert {k: module.DEFAULTS[k] for k in GRL_DEFAULTS} == GRL_DEFAULTS
+    objectives = (DANNObjective(["a", "b"], 4), CDANObjective(["a", "b"], 4, 3),
+                  ATMObjective(["a", "b"], 4, 3).adversarial)
+    for obj in objectives:
+        assert {k: getattr(obj, k) for k in GRL_DEFAULTS} == GRL_DEFAULTS
+    with pytest.raises(TypeError, match="grl_gama"):
+        DANNObjective(["a", "b"], 4, grl_gama=5.0)
 
 
 # ----------------------------------------------------------------------------- smoke: 1 epoch, results schema

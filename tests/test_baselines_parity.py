@@ -28,12 +28,12 @@ import pytest
 import torch
 from torch import nn
 
-from fed_uml.baselines.cdan import CDANObjective
-from fed_uml.baselines.common import DomainDiscriminator, grl_coefficient
-from fed_uml.baselines.dann import DANNObjective
-from fed_uml.baselines.isca import ISCAObjective, whitening_loss
-from fed_uml.baselines.mcc import mcc_loss
-from fed_uml.baselines.mdd import ATMObjective
+from fed_uml.methods.alignment import DomainDiscriminator, grl_coefficient
+from fed_uml.methods.cdan import CDANObjective
+from fed_uml.methods.dann import DANNObjective
+from fed_uml.methods.isca import ISCAObjective, whitening_loss
+from fed_uml.methods.mcc import mcc_loss
+from fed_uml.methods.mdd import ATMObjective
 
 # ----------------------------------------------------------------------------- the fixed inputs
 

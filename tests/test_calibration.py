@@ -202,7 +202,7 @@ def test_calibrating_a_unimodal_model_on_its_own_data_costs_no_accuracy():
     borderline images either way. With the old cut (64, 64, 2) the batch of 2 carried a
     third of the estimate and seed 0 lost 4 points."""
     from fed_uml.data import load_dataset
-    from fed_uml.methods import run_unimodal
+    from fed_uml.methods.unimodal import run_unimodal
     from tests.conftest import tiny_config
 
     changes = []

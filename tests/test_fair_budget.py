@@ -96,7 +96,7 @@ def test_federated_institutions_take_the_same_steps_under_both_methods(method, s
     over its own data (or `federated.local_steps` steps), whichever method the server runs."""
     from fed_uml.federated.backbone import initial_backbone
     from fed_uml.federated.institution import Institution
-    from fed_uml.federated.institutions import institution_layout
+    from fed_uml.federated.roles import institution_layout
 
     cfg = tiny_config(method, samples_per_class={"sar": 2, "rgb": 6}, test_samples_per_class=1)
     cfg["dataset"]["num_classes"] = 10

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from fed_uml.calibration import calibrate
+from fed_uml.centralized import run_centralized
 from fed_uml.data import load_dataset
-from fed_uml.experiment import run_centralized
 from fed_uml.methods import build_model
 from fed_uml.model_file import (
     FORMAT,

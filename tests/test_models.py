@@ -5,11 +5,15 @@ from torch import nn
 from fed_uml.models import (
     Projection,
     available_backbones,
+    backbone_stages,
     create_model,
+    model_from_config,
     private_state,
+    register_backbone,
     shared_state,
     split_state_keys,
 )
+from fed_uml.models import registry as backbone_registry
 
 
 @pytest.mark.parametrize("backbone", ["small_cnn", "resnet18"])
@@ -44,14 +48,23 @@ def test_shared_and_private_tensors_chosen_by_module_type():
 
 def test_sharing_does_not_depend_on_names():
     """Renaming a submodule does not change the classification: only the module type counts."""
-    model = create_model("small_cnn", {"a": 1}, num_classes=3, width=4)
     holder = nn.Module()
     holder.frontend = Projection("a", 1, [nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4)])
     holder.net = nn.Sequential(nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4))
     shared, private = split_state_keys(holder)
     assert shared == ["net.0.weight", "net.0.bias", "net.1.weight", "net.1.bias"]
     assert all(k.startswith("frontend.") or "running" in k or "num_batches" in k for k in private)
-    assert model is not None
+    # a UML model's own modules under other names are classified exactly as in the model
+    model = create_model("small_cnn", {"a": 1}, num_classes=3, width=4)
+    renamed = nn.Module()
+    renamed.encoder, renamed.trunk = model.projections["a"], model.backbone
+
+    def rename(keys):
+        return [k.replace("projections.a.", "encoder.", 1).replace("backbone.", "trunk.", 1) for k in keys]
+
+    model_shared, model_private = split_state_keys(model)
+    assert any(k.startswith("backbone.") for k in model_shared)
+    assert split_state_keys(renamed) == (rename(model_shared), rename(model_private))
 
 
 def test_wrong_channel_count_is_a_clear_error():
@@ -76,3 +89,42 @@ def test_factory_rejects_bad_settings():
     assert isinstance(only_head.backbone[0], torch.nn.Linear) and len(only_head.backbone) == 1
     with pytest.raises(ValueError, match="no modalities"):
         create_model("small_cnn", {}, 4)
+
+
+def test_model_from_config_builds_the_configured_network():
+    cfg = {"backbone": "small_cnn", "specific_layers": 2, "width": 4, "projection_init": "independent"}
+    given = dict(cfg)
+    torch.manual_seed(0)
+    a = model_from_config(cfg, {"sar": 2, "rgb": 3}, 5)
+    torch.manual_seed(0)
+    b = create_model("small_cnn", {"sar": 2, "rgb": 3}, 5, 2, projection_init="independent", width=4)
+    assert cfg == given  # the config is not consumed
+    assert a.state_dict().keys() == b.state_dict().keys()
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    # the compared methods override the configured number of specific stages
+    every = model_from_config(cfg, {"sar": 2}, 5, specific_layers=backbone_stages("small_cnn"))
+    assert len(every.projection("sar")) == 4 and [type(m) for m in every.backbone] == [nn.Linear]
+    assert len(model_from_config({"backbone": "small_cnn", "width": 4}, {"a": 1}, 3).projection("a")) == 1
+    with pytest.raises(ValueError, match="model.backbone is missing"):
+        model_from_config({"width": 4}, {"a": 1}, 3)
+
+
+def test_backbone_registry_knows_stage_counts_and_refuses_duplicates(monkeypatch):
+    monkeypatch.setattr(backbone_registry, "_REGISTRY", dict(backbone_registry._REGISTRY))
+    monkeypatch.setattr(backbone_registry, "_STAGES", dict(backbone_registry._STAGES))
+    assert backbone_stages("small_cnn") == 4 and backbone_stages("resnet18") == 5
+    for name in ("small_cnn", "resnet18"):  # the registered count is what the builder returns
+        stages, _ = backbone_registry.get_stage_builder(name)(1, 2)
+        assert len(stages) == backbone_stages(name)
+    with pytest.raises(ValueError, match="unknown backbone 'vit'"):
+        backbone_stages("vit")
+    with pytest.raises(ValueError, match="backbone 'small_cnn' is already registered"):
+        register_backbone("small_cnn", stages=4)(lambda in_chans, num_classes: ([], nn.Identity()))
+
+    @register_backbone("miscounted", stages=3)
+    def miscounted(in_chans, num_classes):
+        return [nn.Conv2d(in_chans, 4, 3), nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())], nn.Linear(4, 2)
+
+    assert backbone_stages("miscounted") == 3
+    with pytest.raises(ValueError, match="registered with 3 stages, but its builder returned 2"):
+        create_model("miscounted", {"a": 1}, 2)

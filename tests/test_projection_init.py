@@ -67,8 +67,8 @@ def test_backbone_is_the_reference_draw_whatever_the_modalities():
 
 
 def test_compared_methods_encoders_are_aligned():
-    from fed_uml.baselines.common import build_heterogeneous_model
     from fed_uml.data import load_dataset
+    from fed_uml.methods.alignment import build_heterogeneous_model
     from tests.conftest import tiny_config
 
     cfg = tiny_config("dann", modalities=("sar", "rgb"))
@@ -86,7 +86,7 @@ def test_federated_institutions_start_from_the_runs_aligned_draw():
     node): the SAR stem is the RGB stem adapted, and it does not depend on the node."""
     from fed_uml.federated.backbone import initial_backbone
     from fed_uml.federated.institution import Institution
-    from fed_uml.federated.institutions import institution_layout
+    from fed_uml.federated.roles import institution_layout
     from tests.conftest import tiny_config
 
     cfg = tiny_config("uml")

@@ -12,7 +12,7 @@ def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
 
-@register_backbone("small_cnn")
+@register_backbone("small_cnn", stages=4)
 def small_cnn(in_chans: int, num_classes: int, width: int = 32, dropout: float = 0.0):
     """A 4-stage VGG-style CNN: fast enough for CPU experiments, with BN in every stage.
 
@@ -31,7 +31,7 @@ def small_cnn(in_chans: int, num_classes: int, width: int = 32, dropout: float =
     return stages, head
 
 
-@register_backbone("resnet18")
+@register_backbone("resnet18", stages=5)
 def resnet18(in_chans: int, num_classes: int, small_input: bool = False):
     """torchvision's ResNet-18 (random init); its stem (conv1, bn1, relu, maxpool) is stage 0.
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from fed_uml.models.registry import get_stage_builder
+from fed_uml.models.registry import backbone_stages, get_stage_builder
 
 
 class Projection(nn.Sequential):
@@ -82,7 +82,7 @@ def create_model(
         num_classes: size of the common label set.
         specific_layers: how many leading stages are modality-specific (>= 1); the rest,
             and the classifier, are shared. All stages specific gives heterogeneous encoders
-            with a shared classifier (the domain-adaptation baselines).
+            with a shared classifier (the compared domain-adaptation methods).
         projection_init: `aligned` (default): every projection starts from ONE random draw of
             the projection for `REFERENCE_CHANNELS` channels, so that all modalities feed the
             shared backbone the same channel code at step 0 (see `align_projection`); the
@@ -91,6 +91,7 @@ def create_model(
         backbone_kwargs: passed to the backbone builder (e.g. `width` for `small_cnn`).
     """
     build = get_stage_builder(backbone)
+    n_stages = backbone_stages(backbone)
     if not modalities:
         raise ValueError("no modalities given (setting dataset.modalities)")
     for name, chans in modalities.items():
@@ -100,16 +101,23 @@ def create_model(
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     if projection_init not in PROJECTION_INITS:
         raise ValueError(f"model.projection_init must be one of {PROJECTION_INITS}, got {projection_init!r}")
+    if not 1 <= specific_layers <= n_stages:
+        raise ValueError(
+            f"model.specific_layers={specific_layers} is out of range for {backbone!r}: "
+            f"it has {n_stages} stages (use {n_stages} to share only the classifier)"
+        )
 
     def stages_for(chans: int) -> tuple[list[nn.Module], nn.Module]:
         stages, stage_head = build(chans, num_classes, **backbone_kwargs)
-        if not 1 <= specific_layers <= len(stages):
-            raise ValueError(
-                f"model.specific_layers={specific_layers} is out of range for {backbone!r}: "
-                f"it has {len(stages)} stages (use {len(stages)} to share only the classifier)"
-            )
+        if len(stages) != n_stages:
+            raise ValueError(f"backbone {backbone!r} is registered with {n_stages} stages, "
+                             f"but its builder returned {len(stages)}")
         return stages, stage_head
 
+    # With `aligned`, every modality's network is still built in full and all but its
+    # projection's structure discarded (the weights are then loaded from the reference draw):
+    # the seeded global RNG stream runs through those draws, and everything drawn after the
+    # model (a method's discriminator, dropout masks) depends on where it stands.
     projections = {}
     shared_stages = head = reference = None
     if projection_init == "aligned":
@@ -123,6 +131,26 @@ def create_model(
         elif shared_stages is None:
             shared_stages, head = stages[specific_layers:], stage_head
     return UMLModel(projections, Backbone(*shared_stages, head), num_classes)
+
+
+def model_from_config(model_cfg: Mapping, channels: Mapping[str, int], num_classes: int,
+                      specific_layers: int | None = None) -> UMLModel:
+    """The network of a `model` config group (conf/model/*.yaml) for these modalities.
+
+    `model_cfg` holds `backbone`, optionally `specific_layers` (default 1) and
+    `projection_init`, and the backbone builder's own settings (e.g. `width`);
+    `channels` maps modality -> input channel count. `specific_layers`, if given, overrides
+    the config's (the compared methods make every stage modality-specific). The one place
+    where a config becomes a model: the methods, the federated server and institutions, and
+    a saved model file's architecture all go through it.
+    """
+    cfg = dict(model_cfg)
+    if "backbone" not in cfg:
+        raise ValueError(f"setting model.backbone is missing (got {sorted(cfg)})")
+    name = cfg.pop("backbone")
+    configured = int(cfg.pop("specific_layers", 1))
+    specific = configured if specific_layers is None else int(specific_layers)
+    return create_model(name, dict(channels), int(num_classes), specific, **cfg)
 
 
 def first_conv_key(module: nn.Module) -> str:

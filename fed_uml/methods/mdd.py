@@ -62,9 +62,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
-from fed_uml.baselines.cdan import DEFAULTS as CDAN_DEFAULTS
-from fed_uml.baselines.cdan import CDANObjective
-from fed_uml.baselines.common import (
+from fed_uml.methods.alignment import (
     AlignmentObjective,
     classifier_in_features,
     classify,
@@ -74,8 +72,10 @@ from fed_uml.baselines.common import (
     run_aligned,
     safe_norm,
 )
+from fed_uml.methods.cdan import DEFAULTS as CDAN_DEFAULTS
+from fed_uml.methods.cdan import CDANObjective
+from fed_uml.methods.registry import register_method
 from fed_uml.modality import ModalityData
-from fed_uml.methods import register_method
 
 DEFAULTS = {
     "mdd_weight": 0.01,

@@ -71,7 +71,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fed_uml.baselines.common import (
+from fed_uml.methods.alignment import (
     AlignmentObjective,
     DomainDiscriminator,
     classifier_in_features,
@@ -82,9 +82,9 @@ from fed_uml.baselines.common import (
     require_modalities,
     run_aligned,
 )
-from fed_uml.baselines.mcc import mcc_loss
+from fed_uml.methods.mcc import mcc_loss
+from fed_uml.methods.registry import register_method
 from fed_uml.modality import ModalityData
-from fed_uml.methods import register_method
 from fed_uml.models import Backbone, UMLModel
 
 DEFAULTS = {

@@ -1,8 +1,9 @@
-"""What the compared methods share: heterogeneous encoders, gradient reversal, discriminators, the runner.
+"""What the compared methods (ISCA, DANN, CDAN, MCC, MDD) share: heterogeneous encoders,
+gradient reversal and its schedule, discriminators, the alignment objective and its runner.
 
 Setting (Table 2 of the study, "domain adaptation with heterogeneous encoders"): every
 modality k has its own encoder E_k (all stages of the configured backbone, built with
-`create_model(..., specific_layers=<number of stages>)`), one classifier h is shared, both
+`model_from_config(..., specific_layers=<number of stages>)`), one classifier h is shared, both
 modalities are labelled (the cross-entropy of every modality is trained, as in UML), and the
 "domain" of a sample is its modality. A method adds one alignment objective between the
 modalities' encoder outputs `features[k] = E_k(x)` through `train_unpaired`'s hooks:
@@ -11,7 +12,8 @@ and `extra_params` are the objective's own trainable tensors (e.g. a domain disc
 which the loop's optimizer updates together with the model.
 
 Everything else (data, optimizer, epochs, batch size, augmentation, evaluation with and
-without BN calibration) is the runner's, so that every method gets the same budget.
+without BN calibration) is `run_aligned`'s (through `fed_uml.methods.runner`), so that every
+method gets the same budget.
 """
 
 from __future__ import annotations
@@ -25,13 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fed_uml.methods.runner import evaluate_with_calibration, train_settings
 from fed_uml.modality import ModalityData
-from fed_uml.methods import evaluate_with_calibration, train_settings
-from fed_uml.models import UMLModel, create_model
+from fed_uml.models import UMLModel, backbone_stages, model_from_config
 from fed_uml.models.registry import get_stage_builder
-from fed_uml.training import train_unpaired
+from fed_uml.training import seed_everything, train_unpaired
 from fed_uml.training.loop import epoch_steps
-from fed_uml.training.seed import seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +44,31 @@ log = logging.getLogger(__name__)
 
 def num_stages(model_cfg: Mapping) -> int:
     """How many stages the configured backbone has (all of them become modality-specific)."""
+    return backbone_stages(model_cfg["backbone"])
+
+
+def keep_seeded_draws(model_cfg: Mapping) -> None:
+    """Draw, from the global RNG, one network of the configured backbone (1 channel, 2 classes) and discard it.
+
+    The stage count used to be counted on such a network, built right before the model; the
+    compared methods' initial weights, and everything drawn after them (discriminators,
+    random maps, dropout masks), follow that draw. It is kept so that their results stay
+    bit-identical for the same seed; removing it re-draws every compared method's
+    initialisation (a re-baselining of their results, not a refactoring).
+    """
     cfg = dict(model_cfg)
     name = cfg.pop("backbone")
     cfg.pop("specific_layers", None)
     cfg.pop("projection_init", None)
-    stages, _ = get_stage_builder(name)(1, 2, **cfg)
-    return len(stages)
+    get_stage_builder(name)(1, 2, **cfg)
 
 
 def build_heterogeneous_model(model_cfg: Mapping, data: Mapping[str, ModalityData]) -> UMLModel:
     """`model_cfg`'s backbone with every stage modality-specific: only the classifier is shared."""
-    cfg = dict(model_cfg)
-    name = cfg.pop("backbone")
-    cfg.pop("specific_layers", None)
-    n = num_stages(model_cfg)
+    keep_seeded_draws(model_cfg)
     num_classes = next(iter(data.values())).num_classes
-    return create_model(name, {k: d.channels for k, d in data.items()}, num_classes, n, **cfg)
+    return model_from_config(model_cfg, {k: d.channels for k, d in data.items()}, num_classes,
+                             specific_layers=num_stages(model_cfg))
 
 
 def classifier_in_features(model: UMLModel) -> int:
@@ -124,6 +134,10 @@ def dann_coefficient(progress: float, gamma: float = 10.0, high: float = 1.0) ->
 
 
 GRL_SCHEDULES = ("budget", "fixed")
+# The gradient-reversal settings of every method with a GRL (DANN, CDAN, MDD): the published
+# schedule over this run's budget, gamma 10, lambda up to 1, and the reference code's 1000 steps
+# for the "fixed" ramp (see `grl_coefficient`; conf/method/{dann,cdan,mdd}.yaml document them).
+GRL_DEFAULTS = {"grl_schedule": "budget", "grl_gamma": 10.0, "grl_max": 1.0, "grl_max_iters": 1000}
 
 
 def grl_coefficient(step: int, total_steps: int, schedule: str = "budget", gamma: float = 10.0, high: float = 1.0,
@@ -152,12 +166,14 @@ def grl_coefficient(step: int, total_steps: int, schedule: str = "budget", gamma
 class GRLSchedule:
     """Mixin for an AlignmentObjective with gradient reversal (DANN, CDAN, MDD): the `grl_*` settings and lambda."""
 
-    def set_grl(self, schedule: str, gamma: float, high: float, max_iters: int) -> None:
-        if schedule not in GRL_SCHEDULES:
-            raise ValueError(f"method.grl_schedule must be one of {GRL_SCHEDULES}, got {schedule!r}")
-        self.grl_schedule, self.grl_gamma, self.grl_max = schedule, float(gamma), float(high)
-        self.grl_max_iters = int(max_iters)
-        grl_coefficient(0, 1, schedule, self.grl_gamma, self.grl_max, self.grl_max_iters)  # validates
+    def set_grl(self, grl_schedule: str = GRL_DEFAULTS["grl_schedule"], grl_gamma: float = GRL_DEFAULTS["grl_gamma"],
+                grl_max: float = GRL_DEFAULTS["grl_max"], grl_max_iters: int = GRL_DEFAULTS["grl_max_iters"]) -> None:
+        """Set the `grl_*` settings (the names of the method config; defaults `GRL_DEFAULTS`)."""
+        if grl_schedule not in GRL_SCHEDULES:
+            raise ValueError(f"method.grl_schedule must be one of {GRL_SCHEDULES}, got {grl_schedule!r}")
+        self.grl_schedule, self.grl_gamma, self.grl_max = grl_schedule, float(grl_gamma), float(grl_max)
+        self.grl_max_iters = int(grl_max_iters)
+        grl_coefficient(0, 1, grl_schedule, self.grl_gamma, self.grl_max, self.grl_max_iters)  # validates
 
     def coefficient(self) -> float:
         """lambda for the step being taken (`self.step` optimisation steps done so far)."""
@@ -230,7 +246,7 @@ def safe_norm(diff: torch.Tensor, squared: bool = False) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------
-# Objective interface and the shared runner
+# Objective interface and the runner of the compared methods
 # --------------------------------------------------------------------------------------
 
 
@@ -305,13 +321,15 @@ def run_aligned(
     data: Mapping[str, ModalityData],
     cfg: Mapping,
     make_objective: Callable[[UMLModel, Mapping[str, ModalityData]], AlignmentObjective],
-    calibrate_default: bool = False,
     prepare_model: Callable[[UMLModel], None] | None = None,
 ) -> dict[str, dict]:
     """Train heterogeneous encoders + shared classifier with `make_objective`'s alignment term.
 
+    Evaluated and deployed by `evaluate_with_calibration` (`method.calibrate` decides which
+    model is deployed).
+
     Records the number of modality-specific stages actually used in
-    `cfg["model"]["specific_layers"]` (the baselines always make every stage specific), so
+    `cfg["model"]["specific_layers"]` (the compared methods always make every stage specific), so
     that the config written to results.json describes the trained model.
     """
     settings = train_settings(cfg)
@@ -342,8 +360,7 @@ def run_aligned(
         model, datasets, settings, generator=g, extra_loss=objective,
         extra_params=objective.trainable_parameters(), progress=progress, desc=name,
     )
-    use_calibrated = bool(cfg["method"].get("calibrate", calibrate_default))
-    return evaluate_with_calibration(model, data, cfg, use_calibrated)
+    return evaluate_with_calibration(model, data, cfg)
 
 
 def frozen_call(module: nn.Module, *args):

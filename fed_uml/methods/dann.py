@@ -11,7 +11,7 @@ the discriminator's loss, so that the modalities' feature distributions become
 indistinguishable. For two modalities with equal batches L_d is the loss of thuml's
 Transfer-Learning-Library (`DomainAdversarialLoss`: 0.5 * (BCE(D(f_s), 1) + BCE(D(f_t), 0))).
 
-The gradient-reversal schedule (`grl_schedule`, see `common.grl_coefficient`):
+The gradient-reversal schedule (`grl_schedule`, see `alignment.grl_coefficient`):
 - "budget" (default): the paper's lambda_p = 2/(1+exp(-gamma p)) - 1, gamma = 10, with p = step /
   total steps of this run, so lambda ramps from 0 to ~1 over whatever budget the runner gives;
 - "fixed": the reference code's lambda = 2/(1+exp(-i/1000)) - 1 at step i (TLlib's
@@ -36,8 +36,9 @@ Adaptation to the study's setting (heterogeneous encoders, both modalities label
   Transfer-Learning-Library), with the original code's 2x1024 ReLU+dropout MLP (TLlib's default
   adds BatchNorm instead of dropout).
 
-Hyperparameters (conf/method/dann.yaml): trade_off (w, 1.0), grl_schedule (budget), grl_gamma
-(10.0), grl_max (1.0), grl_max_iters (1000, for "fixed"), hidden (1024), dropout (0.5).
+Hyperparameters (conf/method/dann.yaml): trade_off (w, 1.0), hidden (1024), dropout (0.5), and
+the gradient reversal's `alignment.GRL_DEFAULTS`: grl_schedule (budget), grl_gamma (10.0),
+grl_max (1.0), grl_max_iters (1000, for "fixed").
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ from collections.abc import Mapping
 
 import torch
 
-from fed_uml.baselines.common import (
+from fed_uml.methods.alignment import (
+    GRL_DEFAULTS,
     AlignmentObjective,
     DomainDiscriminator,
     GRLSchedule,
@@ -57,15 +59,12 @@ from fed_uml.baselines.common import (
     require_modalities,
     run_aligned,
 )
+from fed_uml.methods.registry import register_method
 from fed_uml.modality import ModalityData
-from fed_uml.methods import register_method
 
 DEFAULTS = {
     "trade_off": 1.0,
-    "grl_schedule": "budget",
-    "grl_gamma": 10.0,
-    "grl_max": 1.0,
-    "grl_max_iters": 1000,
+    **GRL_DEFAULTS,
     "hidden": 1024,
     "dropout": 0.5,
 }
@@ -79,13 +78,15 @@ def domain_labels(features: Mapping[str, torch.Tensor], order: list[str]) -> tor
 
 
 class DANNObjective(GRLSchedule, AlignmentObjective):
-    def __init__(self, modalities: list[str], feature_dim: int, trade_off: float = 1.0, grl_schedule: str = "budget",
-                 grl_gamma: float = 10.0, grl_max: float = 1.0, grl_max_iters: int = 1000, hidden: int = 1024,
-                 dropout: float = 0.5):
+    """trade_off * the domain discriminator's loss on gradient-reversed features; `grl` are the
+    `grl_*` settings (`GRLSchedule.set_grl`, defaults `GRL_DEFAULTS`)."""
+
+    def __init__(self, modalities: list[str], feature_dim: int, trade_off: float = 1.0, hidden: int = 1024,
+                 dropout: float = 0.5, **grl):
         super().__init__()
         self.modalities = list(modalities)
         self.trade_off = float(trade_off)
-        self.set_grl(grl_schedule, grl_gamma, grl_max, grl_max_iters)
+        self.set_grl(**grl)
         self.discriminator = DomainDiscriminator(feature_dim, int(hidden), len(self.modalities), float(dropout))
 
     def forward(self, model, features, batches):  # noqa: D102

@@ -32,8 +32,9 @@ optimiser.
 
 Hyperparameters (conf/method/cdan.yaml): trade_off (1.0), entropy_conditioning (false:
 plain CDAN, as named in the study's Table 2), randomized (null: automatic when C*D > 4096),
-randomized_dim (1024), max_multilinear_dim (4096), grl_schedule (budget), grl_gamma (10),
-grl_max (1), grl_max_iters (1000), hidden (1024), dropout (0.5).
+randomized_dim (1024), max_multilinear_dim (4096), hidden (1024), dropout (0.5), and the
+gradient reversal's `alignment.GRL_DEFAULTS`: grl_schedule (budget), grl_gamma (10), grl_max (1),
+grl_max_iters (1000).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fed_uml.baselines.common import (
+from fed_uml.methods.alignment import (
+    GRL_DEFAULTS,
     AlignmentObjective,
     DomainDiscriminator,
     GRLSchedule,
@@ -58,9 +60,9 @@ from fed_uml.baselines.common import (
     require_modalities,
     run_aligned,
 )
-from fed_uml.baselines.dann import domain_labels
+from fed_uml.methods.dann import domain_labels
+from fed_uml.methods.registry import register_method
 from fed_uml.modality import ModalityData
-from fed_uml.methods import register_method
 
 DEFAULTS = {
     "trade_off": 1.0,
@@ -68,10 +70,7 @@ DEFAULTS = {
     "randomized": None,
     "randomized_dim": 1024,
     "max_multilinear_dim": 4096,
-    "grl_schedule": "budget",
-    "grl_gamma": 10.0,
-    "grl_max": 1.0,
-    "grl_max_iters": 1000,
+    **GRL_DEFAULTS,
     "hidden": 1024,
     "dropout": 0.5,
 }
@@ -111,14 +110,16 @@ def entropy_weights(probs: torch.Tensor, domains: torch.Tensor) -> torch.Tensor:
 
 
 class CDANObjective(GRLSchedule, AlignmentObjective):
+    """trade_off * the conditional domain discriminator's loss; `grl` are the `grl_*` settings
+    (`GRLSchedule.set_grl`, defaults `GRL_DEFAULTS`)."""
+
     def __init__(self, modalities: list[str], feature_dim: int, num_classes: int, trade_off: float = 1.0,
                  entropy_conditioning: bool = False, randomized: bool | None = None, randomized_dim: int = 1024,
-                 max_multilinear_dim: int = 4096, grl_schedule: str = "budget", grl_gamma: float = 10.0,
-                 grl_max: float = 1.0, grl_max_iters: int = 1000, hidden: int = 1024, dropout: float = 0.5):
+                 max_multilinear_dim: int = 4096, hidden: int = 1024, dropout: float = 0.5, **grl):
         super().__init__()
         self.modalities = list(modalities)
         self.trade_off = float(trade_off)
-        self.set_grl(grl_schedule, grl_gamma, grl_max, grl_max_iters)
+        self.set_grl(**grl)
         self.entropy_conditioning = bool(entropy_conditioning)
         if randomized is None:
             randomized = feature_dim * num_classes > int(max_multilinear_dim)

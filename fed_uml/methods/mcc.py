@@ -32,15 +32,15 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
-from fed_uml.baselines.common import (
+from fed_uml.methods.alignment import (
     AlignmentObjective,
     classify,
     entropy,
     method_params,
     run_aligned,
 )
+from fed_uml.methods.registry import register_method
 from fed_uml.modality import ModalityData
-from fed_uml.methods import register_method
 
 DEFAULTS = {"trade_off": 1.0, "temperature": 2.5}
 
