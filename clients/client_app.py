@@ -1,10 +1,16 @@
 """Flower ClientApp: one institution holding one modality's local data.
 
 Private (kept in `context.state`, never sent): the projection and all BN running
-statistics. Sent: the backbone parameters and scalar metrics. Message types:
-`query.describe` (sizes and modality index), `train`, `evaluate`, `query.calibrate`. After
-calibration each institution writes its model h_k to its own disk (`model_dir`); the reply
-says only whether it did (`model-saved`).
+statistics. Sent: the backbone parameters and scalar reports. The messages and their
+records are those of `fed_uml.federated.protocol`: `query.describe` (who it is, its data
+sizes), `train`, `evaluate`, `query.calibrate`. After calibration each institution writes
+its model h_k to its own disk (`model_dir`); the report says only whether it did.
+
+Private state across messages: `describe` (the first message of every run) sets it: the
+initial projection in a new run, or, when the run resumes after round k, the state the
+institution saved in its node-local store after round k (or after the last round before k
+it trained in). From then on `context.state` holds it, updated by every `train`. A message
+that finds no private state after round 0 fails (`_private`).
 """
 
 from __future__ import annotations
@@ -12,18 +18,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 
+from fed_uml.federated import protocol, roles
 from fed_uml.federated.audit import audit_mod
 from fed_uml.federated.config import config_from_run_config
 from fed_uml.federated.institution import Institution
-from fed_uml.federated.institutions import institution_for_node
 from fed_uml.federated.private_store import PrivateStateStore
+from fed_uml.federated.protocol import (
+    CalibrateInstruction,
+    DescribeInstruction,
+    EvaluateInstruction,
+    TrainInstruction,
+)
 from fed_uml.federated.transfer import from_wire, to_wire
 
 app = ClientApp(mods=[audit_mod])
-_PRIVATE = "private"
+_PRIVATE = "private"  # the key of the private state in context.state (never sent)
 
 
 def _institution(context: Context) -> Institution:
@@ -31,89 +43,112 @@ def _institution(context: Context) -> Institution:
     threads = int(cfg.get("num_threads") or 0)
     if threads > 0:
         torch.set_num_threads(threads)
-    ident = institution_for_node(
+    ident = roles.institution_for_node(
         context.node_config, cfg["dataset"]["modalities"], cfg["federated"]["institutions_per_modality"]
     )
     return Institution(cfg, ident)
 
 
+def _state_dir(context: Context, inst: Institution) -> str | None:
+    return context.node_config.get(roles.STATE_DIR) or inst.cfg["federated"].get("state_dir") or None
+
+
 def _store(context: Context, inst: Institution) -> PrivateStateStore | None:
-    state_dir = context.node_config.get("state-dir") or inst.cfg["federated"].get("state_dir")
+    state_dir = _state_dir(context, inst)
     return PrivateStateStore(state_dir, inst.ident.name) if state_dir else None
 
 
+def _start_private(context: Context, inst: Institution, resumed_after_round: int) -> None:
+    """The private state a run starts from, into `context.state` (and the node-local store)."""
+    store = _store(context, inst)
+    if resumed_after_round == 0:
+        initial = inst.initial_private_state()
+        context.state[_PRIVATE] = ArrayRecord(initial)
+        if store is not None:
+            store.start(initial)
+        return
+    if store is None:
+        raise RuntimeError(f"institution {inst.ident.name}: resuming after round {resumed_after_round} needs its "
+                           "private state, but no state-dir is set")
+    _, state = store.resume(resumed_after_round)
+    context.state[_PRIVATE] = ArrayRecord(state)
+
+
 def _private(context: Context, inst: Institution, last_round: int):
-    """This institution's private state after `last_round`: from `context.state` within a
-    run, else (a resumed run) from its node-local store; None before round 1."""
+    """This institution's private state after `last_round` (held in `context.state` since
+    `describe`); None (the initial projection) only before round 1.
+
+    A node without it after round 0 has lost its state (e.g. a SuperNode restarted in the
+    middle of a run) and fails loudly rather than restarting from the initial projection: a
+    restart would pair an untrained projection and fresh BN statistics with a backbone of
+    round k, and the run would report that institution's accuracy with nothing in
+    results.json to say so. Its error reply is recorded in the run's `failures` and the others
+    go on; a run with a state-dir continues across server restarts through `resume`.
+    """
     if _PRIVATE in context.state:
         return context.state[_PRIVATE].to_torch_state_dict()
-    store = _store(context, inst)
-    if last_round > 0 and store is not None:
-        return store.load(last_round)
-    if last_round > 0 and inst.cfg["federated"].get("resume"):
-        raise RuntimeError(f"institution {inst.ident.name}: resuming after round {last_round} needs its private "
-                           "state, but no state-dir is set")
-    return None
+    if last_round == 0:
+        return None
+    raise RuntimeError(f"institution {inst.ident.name}: no private state after round {last_round} in this node's "
+                       "context (the node lost it, or the run did not start with query.describe); refusing to "
+                       "restart from the initial projection")
 
 
-def _reply(msg: Message, metrics: dict, arrays: ArrayRecord | None = None) -> Message:
-    content = RecordDict({"metrics": MetricRecord(metrics)})
-    if arrays is not None:
-        content["arrays"] = arrays
-    return Message(content, reply_to=msg)
+def _reply(msg: Message, report, arrays: ArrayRecord | None = None) -> Message:
+    return Message(report.content(arrays), reply_to=msg)
 
 
-@app.query("describe")
+@app.query(protocol.DESCRIBE_ACTION)
 def describe(msg: Message, context: Context) -> Message:
-    return _reply(msg, _institution(context).describe())
+    inst = _institution(context)
+    _start_private(context, inst, DescribeInstruction.from_content(msg.content).resumed_after_round)
+    return _reply(msg, inst.describe())
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     inst = _institution(context)
-    config = msg.content["config"]
-    backbone = from_wire(msg.content["arrays"])
-    server_round = int(config["server-round"])
-    shared, private, metrics = inst.fit(
-        backbone, _private(context, inst, server_round - 1), server_round, int(config["local-epochs"])
+    task = TrainInstruction.from_content(msg.content)
+    shared, private, report = inst.fit(
+        from_wire(msg.content[protocol.ARRAYS]), _private(context, inst, task.server_round - 1), task.server_round,
+        task.local_epochs, num_rounds=task.num_rounds, local_steps=task.local_steps,
     )
     context.state[_PRIVATE] = ArrayRecord(private)
     store = _store(context, inst)
     if store is not None:
-        store.save(server_round, private)
-    return _reply(msg, metrics, to_wire(shared, str(config.get("transfer-dtype", "float32"))))
+        store.save(task.server_round, private)
+    return _reply(msg, report, to_wire(shared, task.transfer_dtype))
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     inst = _institution(context)
-    last = int(msg.content["config"]["server-round"])
-    return _reply(msg, inst.evaluate(from_wire(msg.content["arrays"]), _private(context, inst, last)))
+    task = EvaluateInstruction.from_content(msg.content)
+    return _reply(msg, inst.evaluate(from_wire(msg.content[protocol.ARRAYS]),
+                                     _private(context, inst, task.server_round)))
 
 
-def model_dir(context: Context, inst: Institution, config) -> Path | None:
+def model_dir(context: Context, inst: Institution, suggested: str | None) -> Path | None:
     """Where this institution writes its model (node-local, never sent), first that is set:
     node-config `model-dir` (the folder itself); node-config or run-config `state-dir`
     (`<state-dir>/<institution>/`, beside its private round state); else the folder the
     server suggests, `<results-dir>/institutions/<institution>/` (in a simulation the run's
     results folder stands in for every institution's own disk)."""
-    node_dir = context.node_config.get("model-dir")
+    node_dir = context.node_config.get(roles.MODEL_DIR)
     if node_dir:
         return Path(str(node_dir)).expanduser()
-    state_dir = context.node_config.get("state-dir") or inst.cfg["federated"].get("state_dir")
+    state_dir = _state_dir(context, inst)
     if state_dir:
         return Path(str(state_dir)).expanduser() / inst.ident.name
-    suggested = config.get("results-dir")
     if suggested:
         return Path(str(suggested)).expanduser() / "institutions" / inst.ident.name
     return None
 
 
-@app.query("calibrate")
+@app.query(protocol.CALIBRATE_ACTION)
 def calibrate(msg: Message, context: Context) -> Message:
     inst = _institution(context)
-    config = msg.content["config"]
-    last = int(config["server-round"])
-    metrics = inst.calibrate(from_wire(msg.content["arrays"]), _private(context, inst, last),
-                             model_dir=model_dir(context, inst, config))
-    return _reply(msg, metrics)
+    task = CalibrateInstruction.from_content(msg.content)
+    report = inst.calibrate(from_wire(msg.content[protocol.ARRAYS]), _private(context, inst, task.server_round),
+                            model_dir=model_dir(context, inst, task.results_dir), epochs=task.calibration_epochs)
+    return _reply(msg, report)

@@ -14,7 +14,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fed_uml.federated.config import config_from_run_config
-from server.orchestrator import FederatedRun
+from server.rounds import FederatedRun
 
 app = ServerApp()
 

@@ -1,57 +1,66 @@
-"""Backbone-only FedAvg with optional modality-balanced weights.
+"""Which institutions train in a round, and how their backbones are averaged.
 
-Institutions send only backbone parameters, so plain FedAvg over what arrives is already
-backbone-only averaging. Two additions: replies travelling in float16 are averaged in
-float32, and `weighting="modality"` gives every modality the same total weight in a
-round (each institution weighs by its share of its modality's examples), so that a
-modality with many or large institutions cannot dominate the shared backbone.
+Sampling: each round `fraction_train` of an averaging group's institutions is drawn (at least
+one) with the strategy's own seeded generator, whose state goes into the server's checkpoint.
+
+Averaging: institutions send only backbone parameters, so plain FedAvg over what arrives is
+already backbone-only averaging. Two additions: replies travelling in float16 are averaged in
+float32, and `weighting="modality"` gives every modality the same total weight in a round
+(each institution weighs by its share of its modality's examples), so that a modality with
+many or large institutions cannot dominate the shared backbone.
 """
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Sequence
 
-import numpy as np
-from flwr.app import Array, ArrayRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, Message
 from flwr.serverapp.strategy import FedAvg
 
+from fed_uml.federated.protocol import AGGREGATION_WEIGHT, ARRAYS, METRICS, TrainReport
+from fed_uml.federated.transfer import as_float32
+
 WEIGHTINGS = ("examples", "modality")
-_WEIGHT_KEY = "aggregation-weight"
 
 
 class BackboneFedAvg(FedAvg):
-    def __init__(self, weighting: str = "examples", **kwargs):
+    def __init__(self, weighting: str = "examples", fraction_train: float = 1.0, seed: int = 0, **kwargs):
         if weighting not in WEIGHTINGS:
             raise ValueError(f"federated.weighting must be one of {WEIGHTINGS}, got {weighting!r}")
-        fraction = kwargs.get("fraction_train", 1.0)
-        if not 0 < fraction <= 1:
-            raise ValueError(f"federated.fraction_train must lie in (0, 1], got {fraction!r}")
-        super().__init__(weighted_by_key=_WEIGHT_KEY, **kwargs)
+        if not 0 < fraction_train <= 1:  # also refuses NaN
+            raise ValueError(f"federated.fraction_train must lie in (0, 1], got {fraction_train!r}")
+        kwargs.setdefault("min_train_nodes", 1)
+        kwargs.setdefault("min_available_nodes", 1)
+        super().__init__(fraction_train=float(fraction_train), weighted_by_key=AGGREGATION_WEIGHT, **kwargs)
         self.weighting = weighting
+        self.rng = random.Random(int(seed))
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]):
-        replies = list(replies)
-        valid = [m for m in replies if not m.has_error()]
-        for msg, weight in zip(valid, self.weights([m.content["metrics"] for m in valid])):
-            msg.content["metrics"][_WEIGHT_KEY] = weight
-            msg.content["arrays"] = _as_float32(msg.content["arrays"])
-        return super().aggregate_train(server_round, replies)
+    # -- sampling ------------------------------------------------------------------------------
+    def sample(self, nodes: Sequence[int]) -> list[int]:
+        """The institutions of one group that train this round: `fraction_train` of them, at least one."""
+        k = max(1, int(round(len(nodes) * self.fraction_train)))
+        return self.rng.sample(list(nodes), k) if k < len(nodes) else list(nodes)
 
-    def weights(self, metrics: list[MetricRecord]) -> list[float]:
-        """Aggregation weight of each reply, from `num-examples` and `modality-index`."""
-        n = [float(m["num-examples"]) for m in metrics]
+    # -- weighting and averaging -----------------------------------------------------------------
+    def weights(self, examples: Sequence[float], modalities: Sequence[str]) -> list[float]:
+        """Aggregation weight of each reply, from its training examples and its modality."""
+        n = [float(x) for x in examples]
         if self.weighting == "examples":
             return n
         per_modality = defaultdict(float)
-        for m, ni in zip(metrics, n):
-            per_modality[int(m["modality-index"])] += ni
-        return [ni / per_modality[int(m["modality-index"])] for m, ni in zip(metrics, n)]
+        for m, ni in zip(modalities, n, strict=True):
+            per_modality[m] += ni
+        return [ni / per_modality[m] for m, ni in zip(modalities, n, strict=True)]
 
-
-def _as_float32(record: ArrayRecord) -> ArrayRecord:
-    out = ArrayRecord()
-    for key, array in record.items():
-        value = array.numpy()
-        out[key] = Array(value.astype(np.float32) if value.dtype == np.float16 else value)
-    return out
+    def aggregate(self, server_round: int, replies: Sequence[Message], modalities: Sequence[str]) -> ArrayRecord | None:
+        """The weighted mean (float32) of the backbones in `replies`; `modalities[i]` is the
+        modality of the institution that sent `replies[i]` (the server knows it by node id)."""
+        replies = list(replies)
+        examples = [TrainReport.from_content(m.content).num_examples for m in replies]
+        for msg, weight in zip(replies, self.weights(examples, modalities), strict=True):
+            msg.content[METRICS][AGGREGATION_WEIGHT] = weight
+            msg.content[ARRAYS] = as_float32(msg.content[ARRAYS])
+        arrays, _ = super().aggregate_train(server_round, replies)
+        return arrays

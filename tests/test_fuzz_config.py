@@ -32,7 +32,7 @@ from hydra.errors import HydraException, MissingConfigException
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from fed_uml.experiment import run_centralized
+from fed_uml.centralized import run_centralized
 from fed_uml.federated.backbone import initial_backbone
 from fed_uml.federated.config import (
     RUN_CONFIG_KEYS,
@@ -41,8 +41,8 @@ from fed_uml.federated.config import (
     run_config_from_overrides,
     run_config_to_overrides,
 )
-from fed_uml.federated.institutions import institution_for_node, parse_counts
 from fed_uml.federated.partition import SCHEMES, split_indices
+from fed_uml.federated.roles import institution_for_node, parse_counts
 from fed_uml.federated.transfer import WIRE_DTYPES, from_wire, to_wire
 from fed_uml.results import write_json_atomic
 from server.strategy import WEIGHTINGS, BackboneFedAvg
@@ -307,7 +307,7 @@ def _central_with(setting: str, value):
     for part in parents:
         node = node[part]
     node[leaf] = value
-    with mock.patch("fed_uml.experiment.load_dataset", _load_once):
+    with mock.patch("fed_uml.centralized.load_dataset", _load_once):
         return run_centralized(cfg), cfg
 
 

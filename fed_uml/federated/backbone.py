@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import torch
 
-from fed_uml.models import create_model, shared_state
+from fed_uml.models import model_from_config, shared_state
 
 
 def initial_backbone(cfg: Mapping) -> OrderedDict[str, torch.Tensor]:
@@ -17,7 +17,6 @@ def initial_backbone(cfg: Mapping) -> OrderedDict[str, torch.Tensor]:
     placeholder modality is used; the key names match an institution's model because the
     shared tensors all live under `backbone.`.
     """
-    model_cfg = dict(cfg["model"])
     num_classes = cfg["dataset"].get("num_classes")
     if not num_classes:
         raise ValueError(
@@ -25,8 +24,5 @@ def initial_backbone(cfg: Mapping) -> OrderedDict[str, torch.Tensor]:
             "backbone on the server"
         )
     torch.manual_seed(int(cfg["seed"]))
-    model = create_model(
-        model_cfg.pop("backbone"), {"placeholder": 1}, int(num_classes), int(model_cfg.pop("specific_layers", 1)),
-        **model_cfg,
-    )
+    model = model_from_config(cfg["model"], {"placeholder": 1}, int(num_classes))
     return shared_state(model)

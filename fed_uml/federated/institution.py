@@ -3,8 +3,9 @@ evaluation and BN calibration. Only the ClientApp imports this module.
 
 The institution's model has one projection (its modality) and the shared backbone. What
 it keeps private between rounds: the projection and every BN buffer (`private_state`).
-What it returns: the backbone parameters (`shared_state`) and scalar metrics. What it writes
-to its own disk after calibration: its deployed model h_k (`fed_uml.model_file`).
+What it returns: the backbone parameters (`shared_state`) and scalar reports
+(`fed_uml.federated.protocol`). What it writes to its own disk after calibration: its
+deployed model h_k (`fed_uml.model_file`).
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ import torch
 
 from fed_uml.calibration import calibrate_modality
 from fed_uml.data import load_dataset
-from fed_uml.modality import ModalityData
-from fed_uml.federated.institutions import InstitutionId
+from fed_uml.data.normalize import standardize
 from fed_uml.federated.partition import split_indices
+from fed_uml.federated.protocol import CalibrateReport, Description, EvaluateReport, TrainReport
+from fed_uml.federated.roles import InstitutionId
 from fed_uml.methods import build_model, train_settings
+from fed_uml.modality import ModalityData
 from fed_uml.model_file import deployed_as_trained, model_filename, save_model
 from fed_uml.models import UMLModel, private_state, shared_state
+from fed_uml.results import deploys_calibrated
 from fed_uml.training import evaluate, train_unpaired
 
 log = logging.getLogger(__name__)
@@ -37,15 +41,20 @@ def _modality_seed(seed: int, *parts) -> int:
 
 @functools.lru_cache(maxsize=8)
 def _load_modality(dataset_json: str, modality: str) -> ModalityData:
-    """One modality of a data set, kept in the process: a Ray actor that plays many
-    institutions of the same modality reads (or renders) the data once."""
+    """One modality of a data set in physical units, kept in the process: a Ray actor that
+    plays many institutions of the same modality reads (or renders) the data once."""
     cfg = json.loads(dataset_json)
     cfg["modalities"] = [modality]
-    return load_dataset(cfg)[modality]
+    return load_dataset(cfg, normalize=False)[modality]
 
 
 class Institution:
-    """One institution: holds one modality's local data and its private model state."""
+    """One institution: holds one modality's local data and its private model state.
+
+    Its data are its share of the modality (in physical units), standardised per band with
+    the statistics of its OWN training share, the only data a real institution has: they
+    scale its training and test images, and go into its model file (`data.info`).
+    """
 
     def __init__(self, cfg: Mapping, ident: InstitutionId):
         self.cfg, self.ident = cfg, ident
@@ -59,24 +68,15 @@ class Institution:
             full.train.labels.numpy(), ident.count, ident.index, fed["partitioning"], fed["dirichlet_alpha"], seed
         )
         test_idx = split_indices(full.test.labels.numpy(), ident.count, ident.index, "iid", 1.0, seed + 1, 1)
-        self.train = full.train.subset(train_idx)
-        self.test = full.test.subset(test_idx)
-        self.data = ModalityData(ident.modality, self.train, self.test, full.class_names, full.band_names, full.info)
+        local = ModalityData(ident.modality, full.train.subset(train_idx), full.test.subset(test_idx),
+                             full.class_names, full.band_names, full.info)
+        self.data = standardize(local)
+        self.train, self.test = self.data.train, self.data.test
         self.settings = train_settings(cfg)
 
-    @property
-    def modality_index(self) -> int:
-        return list(self.cfg["dataset"]["modalities"]).index(self.ident.modality)
-
-    def describe(self) -> dict[str, float]:
-        return {
-            "modality-index": self.modality_index,
-            "institution-index": self.ident.index,
-            "n-train": len(self.train),
-            "n-test": len(self.test),
-            "num-classes": self.data.num_classes,
-            "in-channels": self.data.channels,
-        }
+    def describe(self) -> Description:
+        return Description(modality=self.ident.modality, institution=self.ident.name, n_train=len(self.train),
+                           n_test=len(self.test), num_classes=self.data.num_classes, in_channels=self.data.channels)
 
     def initial_private_state(self) -> dict[str, torch.Tensor]:
         """Projection weights for round 1, seeded by the run, never by the node.
@@ -99,22 +99,26 @@ class Institution:
     def model(self, backbone: Mapping[str, torch.Tensor], private: Mapping[str, torch.Tensor] | None) -> UMLModel:
         model = self._new_model()
         state = dict(private if private is not None else self.initial_private_state())
-        state.update({k: v.float() for k, v in backbone.items()})
+        state.update(backbone)  # float32 from the wire (`from_wire`); load_state_dict copies into float32
         missing = set(model.state_dict()) - set(state)
         if missing:
             raise ValueError(f"institution {self.ident.name}: the server sent no tensors for {sorted(missing)[:3]}...")
         model.load_state_dict(state, strict=True)
         return model
 
-    def fit(self, backbone, private, server_round: int, local_epochs: int):
-        """L local epochs (or `federated.local_steps` steps); returns (shared tensors, private
-        tensors, metrics). Federated UML and the federated unimodal baseline train an
-        institution identically (same steps on the same data); they differ only in which
-        institutions the server averages together."""
+    def fit(self, backbone, private, server_round: int, local_epochs: int, *, num_rounds: int | None = None,
+            local_steps: int | None = None) -> tuple[dict, dict, TrainReport]:
+        """L local epochs (or `local_steps` steps) of round `server_round` of `num_rounds`;
+        returns (shared tensors, private tensors, report). The ClientApp passes the schedule
+        the server sent (`TrainInstruction`); called in-process without it, the schedule is the
+        run's settings (`federated.num_rounds`, `federated.local_steps`). Federated UML and the
+        federated unimodal baseline train an institution identically (same steps on the same
+        data); they differ only in which institutions the server averages together."""
         model = self.model(backbone, private)
         g = torch.Generator().manual_seed(_modality_seed(self.cfg["seed"], "train", self.ident.name, server_round))
-        rounds = int(self.cfg["federated"]["num_rounds"])
-        local_steps = int(self.cfg["federated"].get("local_steps") or 0)
+        fed = self.cfg["federated"]
+        rounds = int(fed["num_rounds"] if num_rounds is None else num_rounds)
+        local_steps = int((fed.get("local_steps") or 0) if local_steps is None else local_steps)
         if local_steps > 0:  # a fixed number of steps, whatever the institution's data size
             epochs, steps = 1, local_steps
         else:
@@ -125,60 +129,52 @@ class Institution:
             start_epoch=(server_round - 1) * epochs, total_epochs=rounds * epochs, steps_per_epoch=steps,
         )
         last = history[-1] if history else {}
-        metrics = {
-            "num-examples": len(self.train),
-            "optimizer-steps": sum(r["steps"] for r in history),
-            "train-loss": float(last.get(f"{self.ident.modality}/loss", float("nan"))),
-            "train-accuracy": float(last.get(f"{self.ident.modality}/train_accuracy", float("nan"))),
-            "modality-index": self.modality_index,
-            "institution-index": self.ident.index,
-        }
-        return shared_state(model), private_state(model), metrics
+        report = TrainReport(
+            num_examples=len(self.train),
+            optimizer_steps=sum(r["steps"] for r in history),
+            train_loss=float(last.get(f"{self.ident.modality}/loss", float("nan"))),
+            train_accuracy=float(last.get(f"{self.ident.modality}/train_accuracy", float("nan"))),
+        )
+        return shared_state(model), private_state(model), report
 
-    def evaluate(self, backbone, private) -> dict[str, float]:
+    def evaluate(self, backbone, private) -> EvaluateReport:
         model = self.model(backbone, private)
-        return {
-            "num-examples": len(self.test),
-            "accuracy": evaluate(model, self.test, self.ident.modality, device=self.settings.device),
-            "modality-index": self.modality_index,
-            "institution-index": self.ident.index,
-        }
+        return EvaluateReport(num_examples=len(self.test),
+                              accuracy=evaluate(model, self.test, self.ident.modality, device=self.settings.device))
 
-    def calibrate(self, backbone, private, model_dir: str | Path | None = None) -> dict[str, float]:
-        """Algorithm 1 on the local training data; test accuracy before and after.
+    def calibrate(self, backbone, private, model_dir: str | Path | None = None,
+                  epochs: int | None = None) -> CalibrateReport:
+        """Algorithm 1 (`epochs` passes; the ClientApp passes the server's `CalibrateInstruction`,
+        in-process the default is `calibration.epochs`) on the local training data; test
+        accuracy before and after.
 
         With `model_dir` (node-local), the deployed model (h_k, or the model as trained where
         the method deploys that) is written to `model_dir/model-<modality>.pt`; only the
-        scalar `model-saved` (1 or 0) goes into the reply, never the model.
+        flag `model_saved` goes into the report, never the model.
         """
         model = self.model(backbone, private)
         cal_cfg = self.cfg.get("calibration") or {}
         h = calibrate_modality(
             model.projection(self.ident.modality), model.backbone, self.train.images,
-            epochs=int(cal_cfg.get("epochs", 1)), batch_size=int(cal_cfg.get("batch_size", 64)),
-            modality=self.ident.modality, device=self.settings.device,
+            epochs=int(cal_cfg.get("epochs", 1) if epochs is None else epochs),
+            batch_size=int(cal_cfg.get("batch_size", 64)), modality=self.ident.modality, device=self.settings.device,
         )
-        saved = 0
+        saved = False
         if model_dir is not None:
-            method = self.cfg["method"]
-            use_calibrated = bool(method.get("calibrate", method["name"] == "uml"))
+            use_calibrated = deploys_calibrated(self.cfg["method"])
             deployed = h if use_calibrated else deployed_as_trained(model, self.ident.modality)
             path = Path(model_dir) / model_filename(self.ident.modality)
             try:
                 save_model(path, deployed, self.data, self.cfg, calibrated=use_calibrated,
                            institution=self.ident.name, federated=True)
-                saved = 1
+                saved = True
                 log.info("institution %s: wrote its model to %s", self.ident.name, path)
             except OSError as e:
                 log.warning("institution %s: cannot write its model to %s: %s", self.ident.name, path, e)
-        return {
-            "num-examples": len(self.test),
-            "accuracy-before-calibration": evaluate(model, self.test, self.ident.modality, device=self.settings.device),
-            "accuracy-after-calibration": evaluate(h, self.test, device=self.settings.device),
-            "n-train": len(self.train),
-            "modality-index": self.modality_index,
-            "institution-index": self.ident.index,
-            "model-saved": saved,
-        }
-
-
+        return CalibrateReport(
+            num_examples=len(self.test),
+            n_train=len(self.train),
+            accuracy_before_calibration=evaluate(model, self.test, self.ident.modality, device=self.settings.device),
+            accuracy_after_calibration=evaluate(h, self.test, device=self.settings.device),
+            model_saved=saved,
+        )

@@ -1,12 +1,18 @@
-"""Backbone tensors on the wire: Flower ArrayRecords in float32 or float16."""
+"""Backbone tensors on the wire: Flower ArrayRecords in float32 or float16.
+
+`to_wire` is the one place tensors are serialised for sending, `as_float32` the one place
+received arrays are brought back to float32 (the server averages in float32; `from_wire`
+gives an institution float32 tensors).
+"""
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
 
+import numpy as np
 import torch
-from flwr.app import ArrayRecord
+from flwr.app import Array, ArrayRecord
 
 WIRE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
@@ -21,7 +27,18 @@ def to_wire(state: Mapping[str, torch.Tensor], dtype: str = "float32") -> ArrayR
     )
 
 
+def as_float32(record: ArrayRecord) -> ArrayRecord:
+    """`record` with every floating-point array in float32 (float32 and integer arrays as they are)."""
+    out = ArrayRecord()
+    for key, array in record.items():
+        value = array.numpy()
+        if np.issubdtype(value.dtype, np.floating) and value.dtype != np.float32:
+            out[key] = Array(value.astype(np.float32))
+        else:
+            out[key] = array
+    return out
+
+
 def from_wire(record: ArrayRecord) -> OrderedDict[str, torch.Tensor]:
     """Tensors back in float32 (integer tensors keep their dtype)."""
-    state = record.to_torch_state_dict()
-    return OrderedDict((k, v.float() if v.is_floating_point() else v) for k, v in state.items())
+    return OrderedDict(as_float32(record).to_torch_state_dict())

@@ -1,4 +1,5 @@
-"""Which modality and which share of its data an institution (a Flower node) holds.
+"""The role a Flower node plays: which institution it is, holding which modality and which
+share of that modality's data.
 
 Simulation: a node knows only its `partition-id` among `num-partitions`; the modality
 follows from the run config (round-robin over the modalities, or explicit counts such as
@@ -12,6 +13,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+# Node-config keys (a SuperNode's `--node-config`; in simulation only the first two exist).
+PARTITION_ID = "partition-id"
+NUM_PARTITIONS = "num-partitions"
+MODALITY = "modality"
+DATA_ROOT = "data-root"
+STATE_DIR = "state-dir"  # node-local private state and model file (read by the ClientApp)
+MODEL_DIR = "model-dir"  # node-local folder of the model file (read by the ClientApp)
+
 
 @dataclass(frozen=True)
 class InstitutionId:
@@ -22,6 +31,7 @@ class InstitutionId:
 
     @property
     def name(self) -> str:
+        """The institution's name, the one place it is made; it tells the server (`Description`)."""
         return f"{self.modality}-{self.index}"
 
 
@@ -92,15 +102,15 @@ def _node_int(node_config: Mapping, key: str) -> int:
 def institution_for_node(node_config: Mapping, modalities: Sequence[str], spec) -> InstitutionId:
     """The institution a node plays, from its node config (deployment) or partition id (simulation)."""
     try:
-        pid, nparts = (_node_int(node_config, k) for k in ("partition-id", "num-partitions"))
+        pid, nparts = (_node_int(node_config, k) for k in (PARTITION_ID, NUM_PARTITIONS))
     except KeyError as err:
         raise ValueError(f"node config lacks {err.args[0]!r}: start SuperNodes with --node-config "
                          "\"modality='sar' partition-id=0 num-partitions=1\"") from None
     if not 0 <= pid < nparts:
         raise ValueError(f"node config: partition-id={pid} must lie in [0, num-partitions={nparts})")
-    root = node_config.get("data-root") or None
-    if "modality" in node_config:
-        modality = str(node_config["modality"])
+    root = node_config.get(DATA_ROOT) or None
+    if MODALITY in node_config:
+        modality = str(node_config[MODALITY])
         if modality not in modalities:
             raise ValueError(f"node config modality={modality!r} is not among dataset.modalities={list(modalities)}")
         return InstitutionId(modality, pid, nparts, root)

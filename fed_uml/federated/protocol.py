@@ -1,0 +1,207 @@
+"""The messages between the ServerApp and an institution's ClientApp, written down once.
+
+Every message type, record name and key the two apps exchange is named here, and the payload
+of each message is a small typed record that converts to and from its wire form (a Flower
+ConfigRecord or MetricRecord). The apps never import each other: they meet in this module.
+It imports no data reader (the server imports it).
+
+    server -> institution                          institution -> server
+    query.describe   DescribeInstruction           Description       (ConfigRecord "description")
+    train            TrainInstruction + backbone   TrainReport       (MetricRecord "metrics") + backbone
+    evaluate         EvaluateInstruction + backbone EvaluateReport   (MetricRecord "metrics")
+    query.calibrate  CalibrateInstruction + backbone CalibrateReport (MetricRecord "metrics")
+
+Instructions travel as the ConfigRecord "config", the backbone as the ArrayRecord "arrays".
+The server sends what the institution uses and nothing else: the training schedule
+(round, number of rounds, local epochs or steps) comes in the train instruction, the
+calibration epochs in the calibrate instruction. An institution says once, in its
+description, which modality it holds and what it is called; after that the server knows it
+by its node id, so reports carry only scalars about the work.
+
+A record reads as its wire form too (`report["num-examples"]`), so that code which works
+with the plain mapping keeps working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+from flwr.app import ArrayRecord, ConfigRecord, MessageType, MetricRecord, RecordDict
+
+# -- message types ---------------------------------------------------------------------------
+DESCRIBE_ACTION = "describe"  # the ClientApp's @app.query names
+CALIBRATE_ACTION = "calibrate"
+DESCRIBE = f"{MessageType.QUERY}.{DESCRIBE_ACTION}"
+TRAIN = MessageType.TRAIN
+EVALUATE = MessageType.EVALUATE
+CALIBRATE = f"{MessageType.QUERY}.{CALIBRATE_ACTION}"
+
+# -- record names in a message's RecordDict -----------------------------------------------------
+CONFIG = "config"  # server -> institution: the instruction
+ARRAYS = "arrays"  # the backbone, both ways
+METRICS = "metrics"  # institution -> server: a report of scalars
+DESCRIPTION = "description"  # institution -> server: who it is
+
+# -- config keys (instructions) -------------------------------------------------------------
+SERVER_ROUND = "server-round"
+NUM_ROUNDS = "num-rounds"
+LOCAL_EPOCHS = "local-epochs"
+LOCAL_STEPS = "local-steps"
+TRANSFER_DTYPE = "transfer-dtype"
+CALIBRATION_EPOCHS = "calibration-epochs"
+RESULTS_DIR = "results-dir"
+RESUMED_AFTER_ROUND = "resumed-after-round"
+
+# -- keys of the description and of the reports ------------------------------------------------
+MODALITY = "modality"
+INSTITUTION = "institution"
+NUM_EXAMPLES = "num-examples"  # the examples a report is about (training or test)
+N_TRAIN = "n-train"
+N_TEST = "n-test"
+NUM_CLASSES = "num-classes"
+IN_CHANNELS = "in-channels"
+TRAIN_LOSS = "train-loss"
+TRAIN_ACCURACY = "train-accuracy"
+OPTIMIZER_STEPS = "optimizer-steps"
+ACCURACY = "accuracy"
+ACCURACY_BEFORE_CALIBRATION = "accuracy-before-calibration"
+ACCURACY_AFTER_CALIBRATION = "accuracy-after-calibration"
+MODEL_SAVED = "model-saved"
+# Set by the server on a train reply before averaging (never sent by an institution).
+AGGREGATION_WEIGHT = "aggregation-weight"
+
+
+def _key(name: str, decode: Callable[[Any], Any], encode: Callable[[Any], Any] | None = None):
+    """A record field and its wire key; `decode` types a wire value, `encode` makes one."""
+    return field(metadata={"key": name, "decode": decode, "encode": encode})
+
+
+class _Record(Mapping):
+    """Base of the typed records: a frozen dataclass whose wire form is {key: value}."""
+
+    record_name: ClassVar[str]
+    record_type: ClassVar[type]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            encode = f.metadata["encode"]
+            out[f.metadata["key"]] = encode(value) if encode else value
+        return out
+
+    @classmethod
+    def from_record(cls, record: Mapping):
+        """The record from its wire form; a missing key names the message and the key."""
+        values = {}
+        for f in fields(cls):
+            key = f.metadata["key"]
+            if key not in record:
+                raise ValueError(f"{cls.__name__}: the message has no {key!r} (it has {sorted(record)})")
+            values[f.name] = f.metadata["decode"](record[key])
+        return cls(**values)
+
+    @classmethod
+    def from_content(cls, content: RecordDict):
+        if cls.record_name not in content:
+            raise ValueError(f"{cls.__name__}: the message has no record {cls.record_name!r} "
+                             f"(it has {sorted(content.keys())})")
+        return cls.from_record(content[cls.record_name])
+
+    def content(self, arrays: ArrayRecord | None = None) -> RecordDict:
+        """A message content: this record (and the backbone, if given)."""
+        content = RecordDict({self.record_name: self.record_type(self.to_dict())})
+        if arrays is not None:
+            content[ARRAYS] = arrays
+        return content
+
+    # read as the wire mapping
+    def __getitem__(self, key: str):
+        return self.to_dict()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_dict())
+
+    def __len__(self) -> int:
+        return len(fields(self))
+
+
+class _Instruction(_Record):
+    record_name = CONFIG
+    record_type = ConfigRecord
+
+
+class _Report(_Record):
+    record_name = METRICS
+    record_type = MetricRecord
+
+
+# -- server -> institution ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class DescribeInstruction(_Instruction):
+    # 0: a new run (the institution starts from its initial private state); k: the run resumes
+    # after round k (the institution restores its private state of round k, or the newest
+    # before it, from its node-local state-dir).
+    resumed_after_round: int = _key(RESUMED_AFTER_ROUND, int)
+
+
+@dataclass(frozen=True)
+class TrainInstruction(_Instruction):
+    server_round: int = _key(SERVER_ROUND, int)
+    num_rounds: int = _key(NUM_ROUNDS, int)  # the schedule's length (learning-rate schedule)
+    local_epochs: int = _key(LOCAL_EPOCHS, int)
+    local_steps: int = _key(LOCAL_STEPS, int)  # > 0: this many steps instead of local_epochs passes
+    transfer_dtype: str = _key(TRANSFER_DTYPE, str)  # of the backbone in the reply
+
+
+@dataclass(frozen=True)
+class EvaluateInstruction(_Instruction):
+    server_round: int = _key(SERVER_ROUND, int)  # the round whose backbone is sent
+
+
+@dataclass(frozen=True)
+class CalibrateInstruction(_Instruction):
+    server_round: int = _key(SERVER_ROUND, int)  # the last round
+    calibration_epochs: int = _key(CALIBRATION_EPOCHS, int)
+    # where an institution without a node-local state-dir or model-dir writes its model
+    results_dir: str = _key(RESULTS_DIR, str)
+
+
+# -- institution -> server ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Description(_Record):
+    record_name = DESCRIPTION
+    record_type = ConfigRecord
+
+    modality: str = _key(MODALITY, str)
+    institution: str = _key(INSTITUTION, str)  # its name (fed_uml.federated.roles.InstitutionId.name)
+    n_train: int = _key(N_TRAIN, int)
+    n_test: int = _key(N_TEST, int)
+    num_classes: int = _key(NUM_CLASSES, int)
+    in_channels: int = _key(IN_CHANNELS, int)
+
+
+@dataclass(frozen=True)
+class TrainReport(_Report):
+    num_examples: int = _key(NUM_EXAMPLES, int)  # local training examples: the FedAvg weight
+    optimizer_steps: int = _key(OPTIMIZER_STEPS, int)
+    train_loss: float = _key(TRAIN_LOSS, float)
+    train_accuracy: float = _key(TRAIN_ACCURACY, float)
+
+
+@dataclass(frozen=True)
+class EvaluateReport(_Report):
+    num_examples: int = _key(NUM_EXAMPLES, int)  # local test examples
+    accuracy: float = _key(ACCURACY, float)
+
+
+@dataclass(frozen=True)
+class CalibrateReport(_Report):
+    num_examples: int = _key(NUM_EXAMPLES, int)  # local test examples
+    n_train: int = _key(N_TRAIN, int)
+    accuracy_before_calibration: float = _key(ACCURACY_BEFORE_CALIBRATION, float)
+    accuracy_after_calibration: float = _key(ACCURACY_AFTER_CALIBRATION, float)
+    # whether it wrote its model to its own disk (the model itself never leaves it); 1 or 0 on the wire
+    model_saved: bool = _key(MODEL_SAVED, lambda v: bool(int(v)), int)

@@ -1,0 +1,105 @@
+"""The institutions the server knows: who connected, who described itself, and which of
+them average their backbones together.
+
+An institution tells the server once, in its `Description`, its name and modality; from then
+on the server knows it by node id (`Member`) and never rebuilds its name.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+from flwr.app import Message
+from flwr.common.logger import FLOWER_LOGGER
+from flwr.serverapp import Grid
+
+from fed_uml.federated.protocol import Description
+from server import FederationError
+
+log = FLOWER_LOGGER
+
+
+@dataclass(frozen=True)
+class Member:
+    """What the server knows of one institution."""
+
+    node_id: int
+    modality: str
+    name: str
+    n_train: int
+    n_test: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def wait_for_nodes(grid: Grid, min_institutions: int, timeout: float) -> list[int]:
+    """The connected node ids once `min_institutions` are there (or FederationError at the timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= min_institutions or time.monotonic() > deadline:
+            break
+        log.info("waiting for institutions: %d connected, %d needed", len(nodes), min_institutions)
+        time.sleep(2)
+    if len(nodes) < min_institutions:
+        raise FederationError(f"only {len(nodes)} institution(s) connected; federated.min_institutions="
+                              f"{min_institutions}")
+    return nodes
+
+
+class Roster:
+    def __init__(self, modalities: Sequence[str], num_classes: int, method: str):
+        self.modalities, self.num_classes, self.method = list(modalities), int(num_classes), method
+        self.members: dict[int, Member] = {}
+
+    def admit(self, replies: Mapping[int, Message]) -> None:
+        """Take in the describe replies; settings that disagree with the server's are an error."""
+        for node_id, reply in sorted(replies.items()):
+            d = Description.from_content(reply.content)
+            if d.modality not in self.modalities:
+                raise FederationError(f"institution {d.institution} holds modality {d.modality!r}, which is not "
+                                      f"among dataset.modalities={self.modalities}")
+            if d.num_classes != self.num_classes:
+                raise FederationError(f"institution {d.institution} has {d.num_classes} classes but "
+                                      f"dataset.num_classes={self.num_classes}")
+            self.members[node_id] = Member(node_id, d.modality, d.institution, d.n_train, d.n_test)
+        names = [m.name for m in self.members.values()]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise FederationError(f"two nodes claim the same institution {dupes}: check their node configs")
+        missing = [m for m in self.modalities if not any(x.modality == m for x in self.members.values())]
+        if missing:
+            log.warning("no institution holds modality %s", missing)
+        log.info("institutions: %s", ", ".join(f"{m.name} ({m.n_train} train)" for m in self.members.values()))
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def __contains__(self, node_id: int) -> bool:
+        return node_id in self.members
+
+    def name(self, node_id: int) -> str | None:
+        member = self.members.get(node_id)
+        return member.name if member else None
+
+    def modality(self, node_id: int) -> str:
+        return self.members[node_id].modality
+
+    def groups(self, connected: set[int] | None = None) -> dict[str, list[int]]:
+        """Which institutions average their backbones together (only `connected` ones, if given):
+        one group for UML, one per modality for the federated unimodal baseline."""
+        # Ordered by institution name, not node id (node ids change between runs), so that
+        # client sampling is reproducible and a resumed run samples as the original would.
+        ordered = sorted(self.members, key=lambda n: self.members[n].name)
+        if connected is not None:
+            ordered = [n for n in ordered if n in connected]
+        if self.method == "uml":
+            return {"uml": ordered}
+        by_modality = defaultdict(list)
+        for node_id in ordered:
+            by_modality[self.members[node_id].modality].append(node_id)
+        return dict(by_modality)

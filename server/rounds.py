@@ -1,0 +1,228 @@
+"""The federated UML run as the server drives it, round by round.
+
+1. `query.describe`: every connected institution says who it is (name, modality, data sizes);
+   the instruction tells it whether the run is new or resumes after round k.
+2. R rounds: the strategy samples the institutions of each averaging group (one group for
+   UML; one per modality for the federated unimodal baseline); each trains on the backbone it
+   was sent and the strategy averages what they return. Every `evaluate_every` rounds the
+   institutions evaluate locally. After each round the state is checkpointed atomically.
+3. `query.calibrate`: every institution runs Algorithm 1 on its local data, writes its model
+   h_k to its own disk and reports test accuracy before and after and whether it wrote the
+   model; the server averages the accuracies per modality (weighted by test size) and lists
+   the institutions that wrote a model (`models_written`), never the model itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from flwr.app import ArrayRecord
+from flwr.common.logger import FLOWER_LOGGER
+from flwr.serverapp import Grid
+
+from fed_uml.federated import protocol
+from fed_uml.federated.backbone import initial_backbone
+from fed_uml.federated.protocol import (
+    CalibrateInstruction,
+    CalibrateReport,
+    DescribeInstruction,
+    EvaluateInstruction,
+    EvaluateReport,
+    TrainInstruction,
+    TrainReport,
+)
+from fed_uml.federated.transfer import from_wire, to_wire
+from fed_uml.results import deploys_calibrated, make_results, write_json_atomic
+from server import FederationError
+from server.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from server.messaging import Messenger
+from server.roster import Roster, wait_for_nodes
+from server.strategy import BackboneFedAvg
+from server.summary import calibration_results, evaluation_metrics, train_metrics
+
+log = FLOWER_LOGGER  # Flower streams its own logger's output to `flwr run --stream`
+
+FEDERATED_METHODS = ("uml", "unimodal")
+
+__all__ = ["FEDERATED_METHODS", "FederatedRun", "FederationError", "GroupBackbones"]
+
+
+class GroupBackbones:
+    """The global backbone of every averaging group: tensors, and their wire form built once
+    per version (one serialisation per group per round, shared by every message of the round
+    and by the byte count)."""
+
+    def __init__(self, tensors: Mapping[str, Mapping[str, torch.Tensor]], dtype: str):
+        self.tensors = dict(tensors)
+        self.dtype = dtype
+        self._wire: dict[str, ArrayRecord] = {}
+
+    def wire(self, group: str) -> ArrayRecord:
+        if group not in self._wire:
+            self._wire[group] = to_wire(self.tensors[group], self.dtype)
+        return self._wire[group]
+
+    def replace(self, group: str, tensors: Mapping[str, torch.Tensor]) -> None:
+        self.tensors[group] = tensors
+        self._wire.pop(group, None)
+
+    def bytes_per_institution(self) -> int:
+        """Bytes of the backbone one institution is sent (every group's has the same shapes)."""
+        return self.wire(next(iter(self.tensors))).count_bytes()
+
+
+class FederatedRun:
+    def __init__(self, grid: Grid, cfg: Mapping, results_dir: Path, run_id: int = 0):
+        self.grid, self.cfg, self.results_dir, self.run_id = grid, cfg, Path(results_dir), run_id
+        fed = self.fed = cfg["federated"]
+        self.method = cfg["method"]["name"]
+        if self.method not in FEDERATED_METHODS:
+            raise ValueError(f"method={self.method!r} has no federated version; choose one of {FEDERATED_METHODS}")
+        self.modalities = list(cfg["dataset"]["modalities"])
+        self.strategy = BackboneFedAvg(weighting=fed["weighting"], fraction_train=float(fed["fraction_train"]),
+                                       seed=int(cfg["seed"]))
+        self.dtype = str(fed["transfer_dtype"])
+        self.num_rounds = int(fed["num_rounds"])
+        self.min_institutions = int(fed["min_institutions"])
+        self.roster = Roster(self.modalities, int(cfg["dataset"]["num_classes"]), self.method)
+        self.messenger = Messenger(grid, float(fed["round_timeout"]), self.roster.name)
+        self.history: list[dict] = []
+        self.checkpoint_path = self.results_dir / "checkpoint.pt"
+
+    @property
+    def failures(self) -> list[dict]:
+        return self.messenger.failures
+
+    # -- phases ----------------------------------------------------------------------------
+    def describe(self, nodes: list[int], resumed_after_round: int) -> None:
+        replies = self.messenger.send({n: None for n in nodes}, protocol.DESCRIBE,
+                                      DescribeInstruction(resumed_after_round=resumed_after_round))
+        self.roster.admit(replies)
+        if len(self.roster) < self.min_institutions:
+            raise FederationError(f"{len(self.roster)} institution(s) answered describe; "
+                                  f"federated.min_institutions={self.min_institutions}")
+
+    def _connected(self, server_round: int) -> set[int]:
+        connected = set(self.grid.get_node_ids())
+        for n in sorted(set(self.roster.members) - connected):
+            if not self.messenger.has_failed(n, "disconnected"):
+                self.messenger.record_failure(n, "disconnected", server_round, "the node left the federation")
+        return connected
+
+    def train_round(self, server_round: int, backbones: GroupBackbones) -> None:
+        t0 = time.perf_counter()
+        groups = self.roster.groups(self._connected(server_round))
+        chosen = {g: self.strategy.sample(nodes) for g, nodes in groups.items() if nodes}
+        sent = {n: backbones.wire(g) for g, nodes in chosen.items() for n in nodes}
+        instruction = TrainInstruction(
+            server_round=server_round, num_rounds=self.num_rounds, local_epochs=int(self.fed["local_epochs"]),
+            local_steps=int(self.fed.get("local_steps") or 0), transfer_dtype=self.dtype,
+        )
+        replies = self.messenger.send(sent, protocol.TRAIN, instruction, server_round)
+        if len(replies) < min(self.min_institutions, len(sent)):
+            raise FederationError(
+                f"round {server_round}: {len(replies)} of {len(sent)} institutions answered, fewer than "
+                f"federated.min_institutions={self.min_institutions}"
+            )
+        record = {"round": server_round, "participants": len(sent), "answered": len(replies)}
+        bytes_sent = backbones.bytes_per_institution()  # of the backbone sent this round
+        for g, nodes in chosen.items():
+            got = [n for n in nodes if n in replies]
+            if not got:
+                log.warning("round %d: no institution of group %s answered; its backbone is unchanged", server_round, g)
+                continue
+            agg = self.strategy.aggregate(server_round, [replies[n] for n in got],
+                                          [self.roster.modality(n) for n in got])
+            if agg is not None:
+                backbones.replace(g, from_wire(agg))
+        record.update(train_metrics(
+            (self.roster.modality(n), TrainReport.from_content(r.content)) for n, r in replies.items()))
+        record["seconds"] = time.perf_counter() - t0
+        record["bytes_sent_per_institution"] = bytes_sent
+        self.history.append(record)
+        log.info("round %d/%d: %s", server_round, self.num_rounds,
+                 " ".join(f"{k}={v:.3f}" for k, v in record.items() if "/" in k))
+
+    def _everyone(self, backbones: GroupBackbones) -> dict[int, ArrayRecord]:
+        """Every connected institution with the backbone of its group."""
+        connected = set(self.grid.get_node_ids())
+        return {n: backbones.wire(g) for g, nodes in self.roster.groups().items() for n in nodes if n in connected}
+
+    def evaluate_round(self, server_round: int, backbones: GroupBackbones) -> None:
+        replies = self.messenger.send(self._everyone(backbones), protocol.EVALUATE,
+                                      EvaluateInstruction(server_round=server_round), server_round)
+        metrics = evaluation_metrics(
+            (self.roster.modality(n), EvaluateReport.from_content(r.content)) for n, r in replies.items())
+        record = self.history[-1] if self.history and self.history[-1]["round"] == server_round else {}
+        record.update(metrics)
+        log.info("round %d evaluation: %s", server_round,
+                 " ".join(f"{k.split('/')[0]}={v:.4f}" for k, v in metrics.items()))
+
+    def calibrate(self, backbones: GroupBackbones) -> tuple[dict, list]:
+        instruction = CalibrateInstruction(server_round=self.num_rounds,
+                                           calibration_epochs=int(self.cfg["calibration"]["epochs"]),
+                                           results_dir=str(self.results_dir))
+        replies = self.messenger.send(self._everyone(backbones), protocol.CALIBRATE, instruction, self.num_rounds)
+        reports = [(self.roster.members[n], CalibrateReport.from_content(r.content))
+                   for n, r in sorted(replies.items())]
+        return calibration_results(reports, self.modalities, deploys_calibrated(self.cfg["method"]))
+
+    # -- the whole run -----------------------------------------------------------------------
+    def execute(self) -> dict:
+        t0 = time.perf_counter()
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        if (self.results_dir / "results.json").exists() and not self.fed.get("resume"):
+            raise FederationError(f"{self.results_dir / 'results.json'} exists; choose another results-dir "
+                                  "(earlier results are never overwritten)")
+        log.info("federated %s on %s, results in %s", self.method, self.cfg["dataset"]["name"], self.results_dir)
+        resumed = load_checkpoint(self.checkpoint_path, self.cfg, bool(self.fed.get("resume")))
+        if resumed is not None:
+            self.history = resumed.history
+            self.messenger.failures = resumed.failures
+            self.strategy.rng.setstate(resumed.rng)
+        done = resumed.round if resumed is not None else 0
+        self.describe(wait_for_nodes(self.grid, self.min_institutions, self.messenger.timeout), done)
+        if resumed is not None:
+            tensors = resumed.arrays
+        else:
+            init = initial_backbone(self.cfg)
+            tensors = {g: init for g in self.roster.groups()}
+        backbones = GroupBackbones(tensors, self.dtype)
+        every = int(self.fed["evaluate_every"])
+        for server_round in range(done + 1, self.num_rounds + 1):
+            self.train_round(server_round, backbones)
+            if every and (server_round % every == 0 or server_round == self.num_rounds):
+                self.evaluate_round(server_round, backbones)
+            save_checkpoint(self.checkpoint_path, Checkpoint(server_round, backbones.tensors, self.history,
+                                                             self.failures, self.strategy.rng.getstate()), self.cfg)
+            if server_round == int(self.fed.get("stop_after_round") or 0) and server_round < self.num_rounds:
+                log.warning("stopping after round %d as requested (federated.stop_after_round); continue with "
+                            "resume=true and the same results-dir", server_round)
+                return {}
+        modalities, per_inst = self.calibrate(backbones)
+        torch.save(backbones.tensors, self.results_dir / "backbone.pt")
+        results = make_results(
+            self.method, self.cfg["dataset"]["name"], self.cfg["seed"], True, modalities, self.cfg,
+            time.perf_counter() - t0,
+            rounds=self.num_rounds,
+            local_epochs=int(self.fed["local_epochs"]),
+            history=self.history,
+            institutions=per_inst,
+            models_written=sorted(i["name"] for i in per_inst if i["model_saved"]),
+            failures=self.failures,
+            run_id=self.run_id,
+        )
+        path = write_json_atomic(self.results_dir / "results.json", results)
+        for mod, m in modalities.items():
+            log.info("%s: accuracy %.4f (before calibration %.4f, after %.4f) over %d institution(s)", mod,
+                     m["accuracy"], m["accuracy_before_calibration"], m["accuracy_after_calibration"],
+                     m["institutions"])
+        missing = sorted(i["name"] for i in per_inst if not i["model_saved"])
+        log.info("institutions that wrote their model to their own disk: %s", ", ".join(results["models_written"]))
+        if missing:
+            log.warning("institutions that wrote no model: %s (see their logs)", ", ".join(missing))
+        log.info("wrote %s", path)
+        return results
