@@ -4,7 +4,7 @@ the unimodal baseline, as the training set per class grows.
     python -m experiments.data_size --sizes 5,10,20,50,100 --seeds 0,1,2 --out results/data_size [overrides...]
 
 Every (size, seed) trains UML once (its accuracy before and after calibration both come
-from that run) and the unimodal baseline once, through `fed_uml.experiment.run_centralized`.
+from that run) and the unimodal baseline once, through `fed_uml.centralized.run_centralized`.
 Rows go to `<out>/data_size.csv` as they finish (an interrupted sweep keeps them and is
 resumed by running the same command: finished rows are skipped); `<out>/data_size.png`
 plots mean accuracy per modality against samples per class; `<out>/data_size_paired.csv`
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from experiments.grid import write_csv
 from experiments.stats import Paired, paired_rows
-from fed_uml.experiment import run_centralized
+from fed_uml.centralized import run_centralized
 from fed_uml.federated.config import compose_config
 
 FIELDS = ["dataset", "samples_per_class", "seed", "modality", "n_train", "uml_calibrated", "uml_uncalibrated",

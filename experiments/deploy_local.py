@@ -20,9 +20,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.flower import FlowerRuntime
 from fed_uml.federated.config import run_config_from_overrides
-from fed_uml.federated.institutions import parse_counts
+from fed_uml.federated.roles import parse_counts
+from localrun.flower import FlowerRuntime
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,9 @@
 
 Each job writes `results.json` and `run.log` into its own directory and is skipped when its
 results.json already exists, so an interrupted grid continues where it stopped and nothing
-that finished is lost. A failing job is logged and the grid goes on.
+that finished is lost. A failing job is logged and the grid goes on. Also the pieces the
+grid scripts share: comma-separated arguments (`names`, `ints`), CSV output (`write_csv`)
+and the end of their `main` (`finish`).
 """
 
 from __future__ import annotations
@@ -33,21 +35,28 @@ class Job:
 
 
 def run_job(job: Job, threads: int = 1) -> dict:
-    """Run `job` in this process (results.json + run.log in `job.out`); returns the results."""
+    """Run `job` in this process (results.json + run.log in `job.out`); returns the results.
+
+    `threads` torch threads (0: leave torch's setting; a `num_threads=` override still wins).
+    """
     import torch
 
-    from fed_uml.experiment import run_centralized
+    from fed_uml.centralized import run_centralized
     from fed_uml.federated.config import compose_config
 
-    torch.set_num_threads(threads)
-    cfg = compose_config([*job.overrides, f"results_dir={job.out}"])
+    if threads > 0:
+        torch.set_num_threads(threads)
+    cfg = compose_config(job.overrides)
+    cfg["results_dir"] = str(job.out)  # set after composing: any path, even one Hydra would not parse
     job.out.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(job.out / "run.log", mode="w")
+    handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
     level = root.level
-    root.setLevel(logging.INFO)
+    if root.getEffectiveLevel() > logging.INFO:
+        root.setLevel(logging.INFO)
     try:
         return run_centralized(cfg, job.out)
     finally:
@@ -66,7 +75,9 @@ def _worker(job: Job, threads: int) -> tuple[Job, float, str | None]:
 
 
 def run_jobs(jobs: Sequence[Job], workers: int = 1, threads: int = 1, force: bool = False) -> list[tuple[Job, str]]:
-    """Run the jobs not yet done, `workers` at a time; returns (job, error) of the failures."""
+    """Run the jobs not yet done (all of them with `force`), `workers` at a time (one process
+    each; in this process for one worker), `threads` torch threads each (see `run_job`);
+    returns (job, first line of the error) of the failures."""
     todo = [j for j in jobs if force or not j.done]
     log.info("%d of %d runs to do (%d done), %d worker(s)", len(todo), len(jobs), len(jobs) - len(todo), workers)
     failures: list[tuple[Job, str]] = []
@@ -101,3 +112,23 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def names(text: str) -> list[str]:
+    """A comma-separated command-line list: its non-empty items, stripped."""
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def ints(text: str) -> list[int]:
+    """A comma-separated list of integers (seeds, sizes)."""
+    return [int(x) for x in names(text)]
+
+
+def finish(summary: str, written: str, failures: Sequence[tuple[Job, str]]) -> int:
+    """The end of a grid script: print its summary table, what it wrote and every failed run;
+    returns the exit status (1 if a run failed)."""
+    print(summary)
+    print(written)
+    for job, error in failures:
+        print(f"FAILED {job.out}: {error}")
+    return 1 if failures else 0

@@ -26,7 +26,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments.grid import Job, run_jobs, write_csv
+from experiments.grid import Job, finish, ints, names, run_jobs, write_csv
 from experiments.stats import mean_std, paired_difference
 from fed_uml.results import read_results
 
@@ -116,21 +116,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (e.g. training.epochs=10)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s")
-    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    arms = names(args.arms)
     unknown = sorted(set(arms) - set(ARMS))
     if unknown:
         p.error(f"--arms: unknown arm(s) {unknown}; known: {list(ARMS)}")
     if BASELINE not in arms:
         p.error(f"--arms must include the baseline {BASELINE!r} (the paired differences need it)")
     root = Path(args.out)
-    jobs = make_jobs(root, [int(s) for s in args.seeds.split(",")], args.per_class, arms, args.overrides)
+    jobs = make_jobs(root, ints(args.seeds), args.per_class, arms, args.overrides)
     failures = run_jobs(list(jobs.values()), workers=args.workers, threads=args.threads)
     rows = summarise(jobs, root)
-    print(to_markdown(rows))
-    print(f"\nwrote {root / 'positive_control.csv'} and {root / 'positive_control_runs.csv'}")
-    for job, error in failures:
-        print(f"FAILED {job.out}: {error}")
-    return 1 if failures else 0
+    written = f"\nwrote {root / 'positive_control.csv'} and {root / 'positive_control_runs.csv'}"
+    return finish(to_markdown(rows), written, failures)
 
 
 if __name__ == "__main__":

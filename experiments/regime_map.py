@@ -26,7 +26,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments.grid import Job, run_jobs, write_csv
+from experiments.grid import Job, finish, ints, names, run_jobs, write_csv
 from experiments.stats import mean_std, paired_difference
 from fed_uml.results import read_results
 
@@ -185,10 +185,6 @@ def to_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x.strip()]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pairs", default="sar-rgb,sar-ms", help=f"comma-separated of {list(PAIRS)}")
@@ -204,29 +200,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s")
-    pairs = [x.strip() for x in args.pairs.split(",") if x.strip()]
+    pairs = names(args.pairs)
     if unknown := sorted(set(pairs) - set(PAIRS)):
         p.error(f"--pairs: unknown {unknown}; known: {list(PAIRS)}")
-    strongs = [x.strip() for x in args.strong.split(",") if x.strip()]
+    strongs = names(args.strong)
     for s in strongs:
         if s != "equal" and not s.isdigit():
             p.error(f"--strong: {s!r} is neither a number nor 'equal'")
-    seeds = _ints(args.seeds)
+    seeds = ints(args.seeds)
     root = Path(args.out)
-    jobs = centralized_jobs(root, pairs, _ints(args.weak), strongs, seeds, args.overrides)
+    jobs = centralized_jobs(root, pairs, ints(args.weak), strongs, seeds, args.overrides)
     failures = [] if args.no_centralized else run_jobs(list(jobs.values()), args.workers, args.threads)
     dirs = {k: j.out for k, j in jobs.items()}
     if args.federated:
         cells = [(int(c.split(":")[0]), c.split(":")[1]) for c in args.federated.split(",")]
-        fseeds = _ints(args.federated_seeds) if args.federated_seeds else seeds
+        fseeds = ints(args.federated_seeds) if args.federated_seeds else seeds
         dirs.update(run_federated_cells(root, pairs, cells, fseeds, args.overrides))
     rows = summarise(dirs, root)
     png = plot(rows, root / "regime_map.png")
-    print(to_markdown(rows))
-    print(f"wrote {root / 'regime_map.csv'} and {png}")
-    for job, error in failures:
-        print(f"FAILED {job.out}: {error}")
-    return 1 if failures else 0
+    return finish(to_markdown(rows), f"wrote {root / 'regime_map.csv'} and {png}", failures)
 
 
 if __name__ == "__main__":

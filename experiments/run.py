@@ -8,7 +8,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from fed_uml.experiment import run_centralized
+from fed_uml.centralized import run_centralized
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

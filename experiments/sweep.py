@@ -26,10 +26,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.flower import FlowerRuntime
 from experiments.grid import write_csv
 from experiments.stats import paired_rows
 from fed_uml.federated.config import run_config_from_overrides
+from localrun.flower import FlowerRuntime
 
 log = logging.getLogger(__name__)
 FIELDS = ["method", "local_epochs", "rounds", "budget", "seed", "modality", "accuracy",

@@ -9,8 +9,10 @@ import numbers
 import pytest
 
 from experiments.deploy_local import deploy
-from fed_uml.experiment import run_centralized
+from fed_uml.centralized import run_centralized
+from fed_uml.federated import protocol
 from fed_uml.federated.config import compose_config, run_config_from_overrides
+from fed_uml.federated.protocol import Description
 from fed_uml.model_file import load_model
 from fed_uml.models import create_model, shared_state_keys
 from tests.flower_helpers import TINY, read_audit
@@ -27,14 +29,20 @@ def _backbone_keys(cfg) -> dict[str, list[int]]:
 
 
 def assert_only_backbone_and_scalars(entries: list[dict], cfg) -> None:
-    """Every message an institution sent holds only backbone tensors and scalar metrics."""
+    """Every message an institution sent holds only backbone tensors and scalar metrics, and
+    its description (sent once): its name, its modality and the sizes of its data."""
     allowed = _backbone_keys(cfg)
     assert entries
     for e in entries:
         assert not e["has_error"], e
         for name, record in e["records"].items():
-            assert record["type"] in ("array", "metric"), (name, record["type"])
-            if record["type"] == "array":
+            assert record["type"] in ("array", "metric", "config"), (name, record["type"])
+            if record["type"] == "config":
+                assert e["message_type"] == protocol.DESCRIBE and name == protocol.DESCRIPTION, e
+                d = Description.from_record(record["values"])
+                assert set(record["values"]) == set(d.to_dict())  # nothing but the description
+                assert d.modality in cfg["dataset"]["modalities"] and d.institution.startswith(f"{d.modality}-")
+            elif record["type"] == "array":
                 assert e["message_type"] == "train", "only training replies may carry tensors"
                 assert set(record["arrays"]) == set(allowed)
                 for key, desc in record["arrays"].items():
@@ -68,8 +76,8 @@ def test_simulation_of_8_institutions_sends_only_backbone_tensors(flower_runtime
     # every institution wrote its h_k to its node-local state-dir; the server lists who did, holds none
     names = sorted(i["name"] for i in results["institutions"])
     assert results["models_written"] == names and all(i["model_saved"] for i in results["institutions"])
-    assert sorted(p.relative_to(state_dir).as_posix() for p in state_dir.rglob("model-*.pt")) == [
-        f"{n}/model-{n.split('-')[0]}.pt" for n in names]
+    assert sorted(p.relative_to(state_dir).as_posix() for p in state_dir.rglob("model-*.pt")) == sorted(
+        f"{i['name']}/model-{i['modality']}.pt" for i in results["institutions"])
     assert not list(results_dir.rglob("model-*.pt"))
     for inst in results["institutions"]:
         saved = load_model(state_dir / inst["name"] / f"model-{inst['modality']}.pt", modality=inst["modality"])
@@ -92,7 +100,7 @@ def test_loopback_deployment_with_real_processes(tmp_path):
     assert results["modalities"]["sar"]["institutions"] == 2 and results["modalities"]["rgb"]["institutions"] == 1
     assert results["modalities"]["sar"]["n_train"] == 40 and results["modalities"]["rgb"]["n_train"] == 40
     assert_only_backbone_and_scalars(read_audit(tmp_path / "audit.jsonl"), cfg)
-    from experiments.flower import find_strays
+    from localrun.flower import find_strays
 
     assert not find_strays(tmp_path)
 

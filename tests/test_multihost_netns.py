@@ -1,5 +1,5 @@
 """Multi-host deployment on one machine: the SuperLink, each SuperNode and the `flwr` CLI in
-network namespaces of their own (experiments/netns.py), joined by a bridge on 10.77.0.0/24.
+network namespaces of their own (localrun/netns.py), joined by a bridge on 10.77.0.0/24.
 
 Each "host" has its own address and its own loopback, so the SuperNodes and the CLI can only
 reach the SuperLink over the network, as on separate machines. Skipped only where network
@@ -13,9 +13,9 @@ import re
 
 import pytest
 
-from experiments.flower import find_strays
-from experiments.netns import NetnsLab, NetnsUnavailable, list_namespaces
 from fed_uml.federated.config import run_config_from_overrides
+from localrun.flower import find_strays
+from localrun.netns import NetnsLab, NetnsUnavailable, list_namespaces
 from tests.flower_helpers import TINY
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ import torch
 from experiments.predict import main
 from fed_uml.calibration import calibrate_modality
 from fed_uml.data import load_dataset
-from fed_uml.data.readers import read_tiff
+from fed_uml.data.raster import read_tiff
 from fed_uml.methods import build_model
 from fed_uml.model_file import save_model
 from tests.conftest import shared_data_root

@@ -16,8 +16,8 @@ import tempfile
 
 import pytest
 
-from experiments.flower import FlowerRuntime, find_strays, free_port, wait_for_port
 from fed_uml.federated.config import run_config_from_overrides
+from localrun.flower import FlowerRuntime, find_strays, free_port, wait_for_port
 from tests.flower_helpers import TINY
 
 pytestmark = pytest.mark.slow

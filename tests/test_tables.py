@@ -1,4 +1,5 @@
-"""experiments.tables: Tables 1 and 2 from hand-made results.json files, and the grid runner."""
+"""experiments.tabulation (Tables 1 and 2 from hand-made results.json files) and experiments.tables
+(its command line and the grid runner on experiments.grid)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import tables
+from experiments import tables, tabulation
 from fed_uml.results import make_results, read_results, write_json_atomic
 
 
@@ -49,7 +50,7 @@ def grid(tmp_path: Path) -> Path:
 
 
 def test_table_layout_and_values(grid: Path):
-    md = tables.make_tables(grid)
+    md = tabulation.make_tables(grid)
     assert "### Table 1: accuracy (%), unpaired multimodal methods" in md
     assert "### Table 2: accuracy (%), domain adaptation with heterogeneous encoders" in md
     assert "| Method | eurosat sar | eurosat rgb | eurosat Mean | sen12ms s1 | sen12ms s2 | sen12ms Mean |" in md
@@ -74,7 +75,7 @@ def test_table_layout_and_values(grid: Path):
 
 def test_metric_choice_and_csv(grid: Path, tmp_path: Path):
     out = tmp_path / "tables"
-    md = tables.make_tables(grid, out, metric="accuracy_after_calibration")
+    md = tabulation.make_tables(grid, out, metric="accuracy_after_calibration")
     assert "| UML (proposed) | " + _pm([0.85, 0.81]) + " | " + _pm([0.97, 0.99]) in md
     assert {p.name for p in out.iterdir()} == {"tables.md", "table1.md", "table1.csv", "table2.md", "table2.csv",
                                                "table1_paired.csv", "table2_paired.csv", "runs.csv"}
@@ -94,7 +95,7 @@ def test_single_seed_duplicates_federated_and_other_methods(tmp_path: Path):
     _write(root, "uml", "synthetic", 0, {"sar": 0.7, "rgb": 0.8}, created="2026-02-01T00:00:00Z", sub="new")
     _write(root, "uml", "synthetic", 0, {"sar": 0.9, "rgb": 0.9}, federated=True)
     _write(root, "fancy", "synthetic", 0, {"sar": 0.1, "rgb": 0.2})
-    md = tables.make_tables(root)
+    md = tabulation.make_tables(root)
     assert "| UML (proposed) | 70.00 | 80.00 | 75.00 |" in md  # the newer duplicate, no ± for one seed
     assert "| UML (proposed) (federated) | 90.00 | 90.00 | 90.00 |" in md
     assert "### Other methods" in md and "| fancy | 10.00 | 20.00 | 15.00 |" in md
@@ -105,23 +106,23 @@ def test_same_dataset_with_different_modalities_gets_separate_columns(tmp_path: 
     root = tmp_path / "r"
     _write(root, "uml", "synthetic", 0, {"sar": 0.5, "rgb": 0.6})
     _write(root, "uml", "synthetic", 0, {"sar": 0.5, "ms": 0.7}, sub="ms")
-    md = tables.make_tables(root)
+    md = tabulation.make_tables(root)
     assert "synthetic [sar+rgb] sar" in md and "synthetic [sar+ms] ms" in md
 
 
 def test_errors(tmp_path: Path):
     with pytest.raises(FileNotFoundError):
-        tables.make_tables(tmp_path / "missing")
+        tabulation.make_tables(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no results.json"):
-        tables.make_tables(tmp_path / "empty")
+        tabulation.make_tables(tmp_path / "empty")
     bad = tmp_path / "bad" / "results.json"
     bad.parent.mkdir()
     bad.write_text("{}")
     with pytest.raises(ValueError, match="not a fed-uml results file"):
-        tables.make_tables(tmp_path / "bad")
+        tabulation.make_tables(tmp_path / "bad")
     with pytest.raises(ValueError, match="metric"):
-        tables.collect_runs(tmp_path, metric="f1")
+        tabulation.collect_runs(tmp_path, metric="f1")
 
 
 def test_cli_prints_and_writes(grid: Path, tmp_path: Path, capsys):
@@ -137,7 +138,7 @@ TINY = [
 
 
 def test_grid_runs_methods_and_seeds_then_tables(tmp_path: Path, capsys):
-    root = tmp_path / "grid"
+    root = tmp_path / "grid, run=1"  # the results directory never passes through Hydra's override parser
     code = tables.main(["run", "--methods", "unimodal,dann", "--seeds", "0,1", "--root", str(root), *TINY])
     assert code == 0
     for method in ("unimodal", "dann"):
@@ -160,12 +161,20 @@ def test_grid_rejects_bad_input(tmp_path: Path):
         tables.run_grid(["nope"], [0], [], tmp_path)
     with pytest.raises(ValueError, match="sets method, seed and results_dir itself"):
         tables.run_grid(["uml"], [0], ["seed=3"], tmp_path)
-    assert math.isnan(tables.Cell().mean)
+    assert math.isnan(tabulation.Cell().mean)
+
+
+def test_grid_reports_a_failed_run_and_goes_on(tmp_path: Path):
+    """A run that raises is returned as (method, seed, error); the other runs still happen."""
+    failures = tables.run_grid(["uml", "unimodal"], [0], [*TINY, "training.lr=-1"], tmp_path)
+    assert [(m, s) for m, s, _ in failures] == [("uml", 0), ("unimodal", 0)]
+    assert all(e.startswith("ValueError(") and "training.lr" in e for _, _, e in failures)
+    assert (tmp_path / "synthetic" / "unimodal" / "seed0" / "run.log").exists()
 
 
 def test_paired_differences_to_the_baseline(grid: Path, tmp_path: Path):
     """Per seed, method - unimodal on the same data set; mean and 95% t interval over seeds."""
-    md = tables.make_tables(grid, tmp_path / "t")
+    md = tabulation.make_tables(grid, tmp_path / "t")
     # UML on eurosat sar: seed 0 0.75 - 0.70, seed 1 0.77 - 0.80: mean +1.0, t(0.975, 1) = 12.706
     half = 12.7062 * statistics.stdev([0.05, -0.03]) / math.sqrt(2) * 100
     assert f"| UML (proposed) | +1.00 [{1 - half:+.2f}, {1 + half:+.2f}] |" in md

@@ -17,9 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from experiments.certificates import make_ca, make_node_keys, make_tls
-from experiments.flower import add_connection, find_strays
 from fed_uml.federated.config import run_config_from_overrides
+from localrun.certificates import make_ca, make_node_keys, make_tls
+from localrun.flower import add_connection, find_strays
 from tests.flower_helpers import TINY
 
 pytestmark = pytest.mark.slow

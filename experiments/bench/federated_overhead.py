@@ -20,11 +20,11 @@ from tempfile import TemporaryDirectory
 import torch
 
 from experiments.bench.common import save, table
-from experiments.flower import FlowerRuntime
 from fed_uml.federated.backbone import initial_backbone
 from fed_uml.federated.config import compose_config, run_config_from_overrides
 from fed_uml.federated.institution import Institution
-from fed_uml.federated.institutions import institution_layout
+from fed_uml.federated.roles import institution_layout
+from localrun.flower import FlowerRuntime
 
 
 def in_process(cfg: dict, n: int, rounds: int) -> float:

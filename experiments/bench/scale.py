@@ -21,8 +21,8 @@ from tempfile import TemporaryDirectory
 import psutil
 
 from experiments.bench.common import save, table
-from experiments.flower import FlowerRuntime, find_strays
 from fed_uml.federated.config import run_config_from_overrides
+from localrun.flower import FlowerRuntime, find_strays
 
 
 class PeakMemory(threading.Thread):

@@ -170,11 +170,11 @@ class FlowerRuntime(ExitStack):
                         root_certificates: Path | None = None, *, host: str = "127.0.0.1",
                         port: int | None = None, certificates: Sequence[Path] | None = None,
                         enable_supernode_auth: bool = False, prefix: Sequence[str] = ()) -> Process:
-        """`certificates=(ca.crt, server.crt, server.key)` (see experiments/certificates.py)
+        """`certificates=(ca.crt, server.crt, server.key)` (see localrun/certificates.py)
         switches TLS on (`insecure` is then ignored; the CLI connection trusts the CA unless
         `root_certificates` says otherwise); `enable_supernode_auth` admits only SuperNodes
         whose public key was registered (`register_supernode`). `host`/`port`/`prefix`
-        place the SuperLink elsewhere, e.g. in a network namespace (experiments/netns.py)."""
+        place the SuperLink elsewhere, e.g. in a network namespace (localrun/netns.py)."""
         port = port or free_port()
         args = ["flower-superlink", "--host", host, "--port", str(port),
                 "--disable-runtime-dependency-installation", "--database", str(self.workdir / f"{name}.db")]

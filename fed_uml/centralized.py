@@ -1,4 +1,4 @@
-"""Centralized experiments: load the data, run the configured method, write results.json."""
+"""The centralized runner: load the data, run the configured method, write results.json and the models."""
 
 from __future__ import annotations
 

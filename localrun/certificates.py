@@ -2,7 +2,7 @@
 
 Made with the `cryptography` package (a Flower dependency), so no `openssl` binary is needed:
 
-    python -m experiments.certificates OUTDIR --host 10.0.0.5 --host superlink.example.org \\
+    python -m localrun.certificates OUTDIR --host 10.0.0.5 --host superlink.example.org \\
         --supernode sar-0 --supernode rgb-0
 
 writes into OUTDIR:

@@ -1,0 +1,350 @@
+"""Tables 1 and 2 of the study from a directory tree of results.json files: reading the runs,
+mean +/- std cells, paired differences to the unimodal baseline, Markdown and CSV.
+
+Layout (as in notes/paper-results.md): one row per method; per data set one column per
+modality and the mean over modalities; each cell is the accuracy in % as mean +/- sample
+standard deviation over seeds (the mean alone when there is one seed); under each table, the
+paired difference of every method to the unimodal baseline, per seed on the same test sets,
+as mean [95% t interval] in points (CSV: table<N>_paired.csv). Table 1 holds the
+unpaired multimodal methods (unimodal baseline, ISCA, UML), Table 2 the domain-adaptation
+methods with heterogeneous encoders (DANN, CDAN, MCC, MDD); any other method goes to a third
+table. Federated runs appear as "<method> (federated)" rows. Which accuracy is tabulated:
+`accuracy` (the deployed model, the default), `accuracy_before_calibration` or
+`accuracy_after_calibration`.
+
+The command line (and the grid that fills the tree) is `experiments/tables.py`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from experiments.stats import Paired, paired_difference
+from fed_uml.results import read_results
+
+log = logging.getLogger(__name__)
+
+
+TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Table 1: accuracy (%), unpaired multimodal methods", ("unimodal", "isca", "uml")),
+    ("Table 2: accuracy (%), domain adaptation with heterogeneous encoders", ("dann", "cdan", "mcc", "mdd")),
+)
+OTHER_TABLE = "Other methods: accuracy (%)"
+METHOD_LABELS = {
+    "unimodal": "Unimodal baseline",
+    "isca": "ISCA",
+    "uml": "UML (proposed)",
+    "dann": "DANN",
+    "cdan": "CDAN",
+    "mcc": "MCC",
+    "mdd": "MDD",
+}
+# Every other method is compared with this row, seed by seed.
+BASELINE = "unimodal"
+METRICS = ("accuracy", "accuracy_before_calibration", "accuracy_after_calibration")
+# Config entries that may differ between the seeds of one cell without making them different experiments.
+_IGNORED_CONFIG = {"seed", "results_dir", "num_threads", "device"}
+
+
+# ----------------------------------------------------------------------------- collecting runs
+
+
+@dataclass
+class Run:
+    path: Path
+    method: str
+    dataset: str
+    modalities: tuple[str, ...]
+    seed: int
+    federated: bool
+    accuracy: dict[str, float]  # modality -> the chosen metric
+    created: str = ""
+    signature: str = ""
+
+    @property
+    def row(self) -> str:
+        return f"{self.method} (federated)" if self.federated else self.method
+
+    @property
+    def mean(self) -> float:
+        return sum(self.accuracy.values()) / len(self.accuracy)
+
+
+def _signature(config: dict) -> str:
+    """The run's config without the entries that legitimately differ between seeds."""
+
+    def strip(node):
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in sorted(node.items()) if k not in _IGNORED_CONFIG}
+        return node
+
+    return json.dumps(strip(dict(config or {})), sort_keys=True, default=str)
+
+
+def collect_runs(root: str | Path, metric: str = "accuracy") -> list[Run]:
+    """Every results.json under `root` (recursively), one Run each; a later duplicate replaces an earlier one."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"no such results directory: {root}")
+    found: dict[tuple, Run] = {}
+    for path in sorted(root.rglob("results.json")):
+        data = read_results(path)
+        mods = data["modalities"]
+        run = Run(
+            path=path,
+            method=str(data["method"]),
+            dataset=str(data["dataset"]),
+            modalities=tuple(mods),
+            seed=int(data["seed"]),
+            federated=bool(data["federated"]),
+            accuracy={k: float(v[metric]) for k, v in mods.items()},
+            created=str(data.get("created", "")),
+            signature=_signature(data.get("config", {})),
+        )
+        key = (run.dataset, run.modalities, run.row, run.seed)
+        if key in found:
+            old = found[key]
+            keep, drop = (run, old) if run.created >= old.created else (old, run)
+            log.warning("two runs of %s on %s with seed %d: using %s, ignoring %s",
+                        run.row, run.dataset, run.seed, keep.path, drop.path)
+            run = keep
+        found[key] = run
+    return list(found.values())
+
+
+# ----------------------------------------------------------------------------- summarising
+
+
+@dataclass
+class Cell:
+    values: list[float] = field(default_factory=list)  # fractions in [0, 1], one per seed
+    seeds: list[int] = field(default_factory=list)  # the seed of each value
+
+    def by_seed(self) -> dict[int, float]:
+        return dict(zip(self.seeds, self.values))
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return 100 * statistics.fmean(self.values) if self.values else math.nan
+
+    @property
+    def std(self) -> float:
+        return 100 * statistics.stdev(self.values) if self.n > 1 else math.nan
+
+    def text(self, digits: int = 2) -> str:
+        if not self.values:
+            return "-"
+        if self.n == 1:
+            return f"{self.mean:.{digits}f}"
+        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+
+
+@dataclass
+class Table:
+    title: str
+    groups: list[tuple[str, tuple[str, ...]]]  # (data-set label, modalities)
+    rows: list[str]  # method row keys
+    cells: dict[tuple[str, str, str], Cell]  # (row, group label, modality or "Mean") -> cell
+    seeds: dict[tuple[str, str], list[int]]  # (row, group label) -> seeds
+
+    def header(self) -> list[str]:
+        cols = ["Method"]
+        for label, mods in self.groups:
+            cols += [f"{label} {m}" for m in mods] + [f"{label} Mean"]
+        return cols
+
+    def to_markdown(self, digits: int = 2) -> str:
+        head = self.header()
+        lines = [f"### {self.title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for row in self.rows:
+            cells = [row_label(row)]
+            for label, mods in self.groups:
+                cells += [self.cells.get((row, label, m), Cell()).text(digits) for m in (*mods, "Mean")]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", self.footnote()]
+        paired = self.paired_rows()
+        if paired:
+            lines += ["", f"Paired difference, method − {row_label(BASELINE)} on the same seeds and test sets "
+                      "(points, mean [95% t interval]):", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            for row, diffs in paired:
+                lines.append("| " + " | ".join([row_label(row)] + [d.text(digits=digits) for d in diffs]) + " |")
+        return "\n".join(lines)
+
+    def paired_rows(self) -> list[tuple[str, list[Paired]]]:
+        """Per non-baseline row, the paired difference to the baseline row of the same kind
+        (centralized or federated) in every column, over the seeds both have."""
+        out = []
+        for row in self.rows:
+            if _base_method(row) == BASELINE:
+                continue
+            base_row = BASELINE + (" (federated)" if row.endswith(" (federated)") else "")
+            if not any(k[0] == base_row for k in self.cells):
+                continue
+            diffs = []
+            for label, mods in self.groups:
+                for m in (*mods, "Mean"):
+                    a, b = self.cells.get((row, label, m), Cell()), self.cells.get((base_row, label, m), Cell())
+                    diffs.append(paired_difference(a.by_seed(), b.by_seed()))
+            out.append((row, diffs))
+        return out
+
+    def paired_csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        head = ["method", "baseline"]
+        for label, mods in self.groups:
+            for m in (*mods, "Mean"):
+                head += [f"{label} {m} diff", f"{label} {m} ci_low", f"{label} {m} ci_high", f"{label} {m} n"]
+        writer.writerow(head)
+        for row, diffs in self.paired_rows():
+            line = [row_label(row), row_label(BASELINE)]
+            for d in diffs:
+                line += [_num(100 * d.mean), _num(100 * d.low), _num(100 * d.high), d.n]
+            writer.writerow(line)
+        return buf.getvalue()
+
+    def footnote(self) -> str:
+        counts = {len(s) for s in self.seeds.values()}
+        seeds = sorted({x for s in self.seeds.values() for x in s})
+        text = "Mean ± sample std over seeds"
+        if len(counts) == 1:
+            text += f" ({counts.pop()} per cell: seeds {', '.join(map(str, seeds))})."
+        else:
+            detail = "; ".join(f"{row_label(r)} on {g}: {len(s)}" for (r, g), s in sorted(self.seeds.items()))
+            text += f"; seeds per cell differ ({detail})."
+        return text
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        head = ["method"]
+        for label, mods in self.groups:
+            for m in (*mods, "Mean"):
+                head += [f"{label} {m} mean", f"{label} {m} std"]
+            head.append(f"{label} n")
+        writer.writerow(head)
+        for row in self.rows:
+            line = [row_label(row)]
+            for label, mods in self.groups:
+                for m in (*mods, "Mean"):
+                    c = self.cells.get((row, label, m), Cell())
+                    line += [_num(c.mean), _num(c.std)]
+                line.append(len(self.seeds.get((row, label), [])))
+            writer.writerow(line)
+        return buf.getvalue()
+
+
+def _num(x: float) -> str:
+    return "" if math.isnan(x) else f"{x:.4f}"
+
+
+def row_label(row: str) -> str:
+    base, fed = (row[: -len(" (federated)")], " (federated)") if row.endswith(" (federated)") else (row, "")
+    return METHOD_LABELS.get(base, base) + fed
+
+
+def _base_method(row: str) -> str:
+    return row[: -len(" (federated)")] if row.endswith(" (federated)") else row
+
+
+def _group_labels(runs: Iterable[Run]) -> dict[tuple[str, tuple[str, ...]], str]:
+    """Column-group label per (data set, modalities): the data-set name, plus the modalities if ambiguous."""
+    keys = sorted({(r.dataset, r.modalities) for r in runs})
+    per_dataset = defaultdict(list)
+    for ds, mods in keys:
+        per_dataset[ds].append(mods)
+    return {
+        (ds, mods): ds if len(per_dataset[ds]) == 1 else f"{ds} [{'+'.join(mods)}]" for ds, mods in keys
+    }
+
+
+def build_tables(runs: Sequence[Run]) -> list[Table]:
+    """Tables 1 and 2 (and one for other methods) from the runs; empty tables are left out."""
+    labels = _group_labels(runs)
+    groups = [(labels[k], k[1]) for k in sorted(labels, key=lambda k: labels[k])]
+    cells: dict[tuple[str, str, str], Cell] = defaultdict(Cell)
+    seeds: dict[tuple[str, str], list[int]] = defaultdict(list)
+    signatures: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for r in sorted(runs, key=lambda r: r.seed):
+        g = labels[(r.dataset, r.modalities)]
+        for m, acc in r.accuracy.items():
+            cells[(r.row, g, m)].values.append(acc)
+            cells[(r.row, g, m)].seeds.append(r.seed)
+        cells[(r.row, g, "Mean")].values.append(r.mean)
+        cells[(r.row, g, "Mean")].seeds.append(r.seed)
+        seeds[(r.row, g)].append(r.seed)
+        signatures[(r.row, g)].add(r.signature)
+    for (row, g), sigs in signatures.items():
+        if len(sigs) > 1:
+            log.warning("%s on %s: the seeds were run with different settings (%d distinct configs)",
+                        row_label(row), g, len(sigs))
+    present = sorted({r.row for r in runs})
+    known = {m for _, methods in TABLES for m in methods}
+    tables = []
+    for title, methods in TABLES:
+        rows = [row for m in methods for row in (m, f"{m} (federated)") if row in present]
+        if rows:
+            tables.append(_restrict(title, rows, groups, cells, seeds))
+    other = [row for row in present if _base_method(row) not in known]
+    if other:
+        tables.append(_restrict(OTHER_TABLE, other, groups, cells, seeds))
+    return tables
+
+
+def _restrict(title, rows, groups, cells, seeds) -> Table:
+    used = [(label, mods) for label, mods in groups if any((r, label) in seeds for r in rows)]
+    baselines = {BASELINE, f"{BASELINE} (federated)"}  # kept for the paired differences of every table
+    return Table(
+        title, used, rows,
+        {k: v for k, v in cells.items() if k[0] in rows or k[0] in baselines},
+        {k: v for k, v in seeds.items() if k[0] in rows},
+    )
+
+
+def runs_csv(runs: Sequence[Run], metric: str) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["path", "method", "dataset", "federated", "seed", "modality", metric])
+    for r in sorted(runs, key=lambda r: (r.dataset, r.row, r.seed)):
+        for m, acc in r.accuracy.items():
+            writer.writerow([str(r.path), r.method, r.dataset, r.federated, r.seed, m, f"{acc:.6f}"])
+    return buf.getvalue()
+
+
+def make_tables(root: str | Path, out: str | Path | None = None, metric: str = "accuracy",
+                digits: int = 2) -> str:
+    """The Markdown of all tables for the runs under `root`; with `out`, also write the files:
+    tables.md, table1.md/.csv, table2.md/.csv (table3.* for other methods), table<N>_paired.csv
+    (the paired differences to the baseline) and runs.csv."""
+    runs = collect_runs(root, metric)
+    if not runs:
+        raise FileNotFoundError(f"no results.json under {root}")
+    tables = build_tables(runs)
+    note = f"Metric: `{metric}`; {len(runs)} runs under `{root}`."
+    markdown = "\n\n".join([note] + [t.to_markdown(digits) for t in tables]) + "\n"
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "tables.md").write_text(markdown)
+        for i, t in enumerate(tables, start=1):
+            (out / f"table{i}.md").write_text(t.to_markdown(digits) + "\n")
+            (out / f"table{i}.csv").write_text(t.to_csv())
+            if t.paired_rows():
+                (out / f"table{i}_paired.csv").write_text(t.paired_csv())
+        (out / "runs.csv").write_text(runs_csv(runs, metric))
+    return markdown
