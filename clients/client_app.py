@@ -15,11 +15,13 @@ that finds no private state after round 0 fails (`_private`).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
 from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
+from flwr.common.logger import FLOWER_LOGGER
 
 from fed_uml.federated import protocol, roles
 from fed_uml.federated.audit import audit_mod
@@ -35,6 +37,17 @@ from fed_uml.federated.protocol import (
 from fed_uml.federated.transfer import from_wire, to_wire
 
 app = ClientApp(mods=[audit_mod])
+
+
+class _ActorShutdownIsNotAWarning(logging.Filter):
+    """Drops Flower's "Manually terminating ClientAppActor" warning: the simulation ends every
+    Ray actor that way at the end of every run, so it says nothing about the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Manually terminating")
+
+
+FLOWER_LOGGER.addFilter(_ActorShutdownIsNotAWarning())
 _PRIVATE = "private"  # the key of the private state in context.state (never sent)
 
 

@@ -39,6 +39,7 @@ from fed_uml.results import deploys_calibrated, make_results, write_json_atomic
 from server import FederationError
 from server.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from server.messaging import Messenger
+from server.report import plot_curves, progress, summary_table
 from server.roster import Roster, wait_for_nodes
 from server.strategy import BackboneFedAvg
 from server.summary import calibration_results, evaluation_metrics, train_metrics
@@ -90,6 +91,7 @@ class FederatedRun:
         self.roster = Roster(self.modalities, int(cfg["dataset"]["num_classes"]), self.method)
         self.messenger = Messenger(grid, float(fed["round_timeout"]), self.roster.name)
         self.history: list[dict] = []
+        self._t_rounds, self._first_round = time.perf_counter(), 1  # for the progress line
         self.checkpoint_path = self.results_dir / "checkpoint.pt"
 
     @property
@@ -143,7 +145,8 @@ class FederatedRun:
         record["seconds"] = time.perf_counter() - t0
         record["bytes_sent_per_institution"] = bytes_sent
         self.history.append(record)
-        log.info("round %d/%d: %s", server_round, self.num_rounds,
+        log.info("%s: %s", progress(server_round, self.num_rounds, time.perf_counter() - self._t_rounds,
+                                    server_round - self._first_round + 1),
                  " ".join(f"{k}={v:.3f}" for k, v in record.items() if "/" in k))
 
     def _everyone(self, backbones: GroupBackbones) -> dict[int, ArrayRecord]:
@@ -192,6 +195,7 @@ class FederatedRun:
             tensors = {g: init for g in self.roster.groups()}
         backbones = GroupBackbones(tensors, self.dtype)
         every = int(self.fed["evaluate_every"])
+        self._t_rounds, self._first_round = time.perf_counter(), done + 1
         for server_round in range(done + 1, self.num_rounds + 1):
             self.train_round(server_round, backbones)
             if every and (server_round % every == 0 or server_round == self.num_rounds):
@@ -216,13 +220,12 @@ class FederatedRun:
             run_id=self.run_id,
         )
         path = write_json_atomic(self.results_dir / "results.json", results)
-        for mod, m in modalities.items():
-            log.info("%s: accuracy %.4f (before calibration %.4f, after %.4f) over %d institution(s)", mod,
-                     m["accuracy"], m["accuracy_before_calibration"], m["accuracy_after_calibration"],
-                     m["institutions"])
+        curves = plot_curves(self.history, modalities, self.num_rounds, self.results_dir / "curves.png")
+        log.info("federated %s after %d rounds, %.0f s:\n%s", self.method, self.num_rounds, time.perf_counter() - t0,
+                 summary_table(modalities, deploys_calibrated(self.cfg["method"])))
         missing = sorted(i["name"] for i in per_inst if not i["model_saved"])
         log.info("institutions that wrote their model to their own disk: %s", ", ".join(results["models_written"]))
         if missing:
             log.warning("institutions that wrote no model: %s (see their logs)", ", ".join(missing))
-        log.info("wrote %s", path)
+        log.info("wrote %s%s", path, f" and {curves.name}" if curves else "")
         return results

@@ -8,6 +8,7 @@ and only ever sees backbone tensors and scalar metrics. Writes `results.json`,
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 from flwr.app import Context
@@ -17,6 +18,11 @@ from fed_uml.federated.config import config_from_run_config
 from server.rounds import FederatedRun
 
 app = ServerApp()
+
+# In a simulation the ServerApp shares its process with Ray's driver, which warns once, as a
+# FutureWarning, about a default that does not concern a CPU run or the project's explicit
+# client-gpus; it reads as an error to a newcomer. Only that message is silenced.
+warnings.filterwarnings("ignore", message="Tip: In future versions of Ray", category=FutureWarning)
 
 
 def default_results_dir(run_id: int) -> Path:

@@ -56,12 +56,18 @@ def test_simulation_of_8_institutions_sends_only_backbone_tensors(flower_runtime
     overrides = TINY.split() + ["federated.num_rounds=2", "federated.evaluate_every=1"]
     results_dir, audit, state_dir = tmp_path / "results", tmp_path / "audit.jsonl", tmp_path / "state"
     flower_runtime.start_superlink(simulation=True)
-    flower_runtime.run(
+    proc = flower_runtime.run(
         run_config_from_overrides(overrides, **{"results-dir": str(results_dir), "audit-log": str(audit),
                                                 "state-dir": str(state_dir)}),
         {"num-supernodes": 8, "client-resources-num-cpus": 1},
     )
     results = json.loads((results_dir / "results.json").read_text())
+    # what the person at `flwr run` sees: progress per round, the summary table, curves.png, no Ray noise
+    out = proc.stdout + proc.stderr
+    assert "round 1/2, " in out and " left: " in out and "round 2/2, " in out and "last round: " in out
+    assert "modality  accuracy  before cal.  after cal.  institutions  train  test" in out
+    assert "FutureWarning" not in out and "Manually terminating" not in out
+    assert (results_dir / "curves.png").stat().st_size > 1000
     assert results["federated"] is True and results["method"] == "uml"
     assert sorted(i["name"] for i in results["institutions"]) == [f"{m}-{i}" for m in ("rgb", "sar") for i in range(4)]
     for inst in results["institutions"]:
