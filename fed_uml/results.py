@@ -4,7 +4,8 @@ Schema (keys every results file has):
     method, dataset, seed, federated (bool), modalities -> {modality: {accuracy,
     accuracy_before_calibration, accuracy_after_calibration, n_train, n_test}},
     mean_accuracy, config (the resolved config), wall_seconds, created (UTC ISO time).
-Federated runs add `history` (per round) and `institutions` (per institution).
+Federated runs add `history` (per round), `institutions` (per institution) and `timing` (server start,
+start of the first round as Unix times, calibration seconds: what the benchmarks read).
 """
 
 from __future__ import annotations

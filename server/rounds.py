@@ -84,6 +84,8 @@ class FederatedRun:
             raise ValueError(f"method={self.method!r} has no federated version; choose one of {FEDERATED_METHODS}")
         self.modalities = list(cfg["dataset"]["modalities"])
         self.strategy = BackboneFedAvg(weighting=fed["weighting"], fraction_train=float(fed["fraction_train"]),
+                                       fraction_evaluate=float(fed["fraction_evaluate"]),
+                                       fraction_calibrate=float(fed["fraction_calibrate"]),
                                        seed=int(cfg["seed"]))
         self.dtype = str(fed["transfer_dtype"])
         self.num_rounds = int(fed["num_rounds"])
@@ -92,6 +94,7 @@ class FederatedRun:
         self.messenger = Messenger(grid, float(fed["round_timeout"]), self.roster.name)
         self.history: list[dict] = []
         self._t_rounds, self._first_round = time.perf_counter(), 1  # for the progress line
+        self.timing: dict[str, float] = {"server_start_unix": time.time()}
         self.checkpoint_path = self.results_dir / "checkpoint.pt"
 
     @property
@@ -116,6 +119,7 @@ class FederatedRun:
 
     def train_round(self, server_round: int, backbones: GroupBackbones) -> None:
         t0 = time.perf_counter()
+        self.timing.setdefault("first_round_unix", time.time())  # start-up ends here (benchmarks)
         groups = self.roster.groups(self._connected(server_round))
         chosen = {g: self.strategy.sample(nodes) for g, nodes in groups.items() if nodes}
         sent = {n: backbones.wire(g) for g, nodes in chosen.items() for n in nodes}
@@ -149,13 +153,21 @@ class FederatedRun:
                                     server_round - self._first_round + 1),
                  " ".join(f"{k}={v:.3f}" for k, v in record.items() if "/" in k))
 
-    def _everyone(self, backbones: GroupBackbones) -> dict[int, ArrayRecord]:
-        """Every connected institution with the backbone of its group."""
+    def _everyone(self, backbones: GroupBackbones, fraction: float = 1.0) -> dict[int, ArrayRecord]:
+        """Every connected institution with the backbone of its group; with `fraction` < 1 that
+        fraction of each modality's institutions (at least one each), drawn by the strategy."""
         connected = set(self.grid.get_node_ids())
-        return {n: backbones.wire(g) for g, nodes in self.roster.groups().items() for n in nodes if n in connected}
+        everyone = {n: backbones.wire(g) for g, nodes in self.roster.groups().items() for n in nodes if n in connected}
+        if fraction >= 1:
+            return everyone
+        by_modality: dict[str, list[int]] = {}
+        for n in everyone:
+            by_modality.setdefault(self.roster.modality(n), []).append(n)
+        chosen = {n for nodes in by_modality.values() for n in self.strategy.sample(nodes, fraction)}
+        return {n: wire for n, wire in everyone.items() if n in chosen}
 
     def evaluate_round(self, server_round: int, backbones: GroupBackbones) -> None:
-        replies = self.messenger.send(self._everyone(backbones), protocol.EVALUATE,
+        replies = self.messenger.send(self._everyone(backbones, self.strategy.fraction_evaluate), protocol.EVALUATE,
                                       EvaluateInstruction(server_round=server_round), server_round)
         metrics = evaluation_metrics(
             (self.roster.modality(n), EvaluateReport.from_content(r.content)) for n, r in replies.items())
@@ -168,7 +180,8 @@ class FederatedRun:
         instruction = CalibrateInstruction(server_round=self.num_rounds,
                                            calibration_epochs=int(self.cfg["calibration"]["epochs"]),
                                            results_dir=str(self.results_dir))
-        replies = self.messenger.send(self._everyone(backbones), protocol.CALIBRATE, instruction, self.num_rounds)
+        replies = self.messenger.send(self._everyone(backbones, self.strategy.fraction_calibrate), protocol.CALIBRATE,
+                                      instruction, self.num_rounds)
         reports = [(self.roster.members[n], CalibrateReport.from_content(r.content))
                    for n, r in sorted(replies.items())]
         return calibration_results(reports, self.modalities, deploys_calibrated(self.cfg["method"]))
@@ -206,7 +219,9 @@ class FederatedRun:
                 log.warning("stopping after round %d as requested (federated.stop_after_round); continue with "
                             "resume=true and the same results-dir", server_round)
                 return {}
+        t_cal = time.perf_counter()
         modalities, per_inst = self.calibrate(backbones)
+        self.timing["calibration_seconds"] = time.perf_counter() - t_cal
         torch.save(backbones.tensors, self.results_dir / "backbone.pt")
         results = make_results(
             self.method, self.cfg["dataset"]["name"], self.cfg["seed"], True, modalities, self.cfg,
@@ -218,6 +233,7 @@ class FederatedRun:
             models_written=sorted(i["name"] for i in per_inst if i["model_saved"]),
             failures=self.failures,
             run_id=self.run_id,
+            timing=self.timing,
         )
         path = write_json_atomic(self.results_dir / "results.json", results)
         curves = plot_curves(self.history, modalities, self.num_rounds, self.results_dir / "curves.png")

@@ -2,6 +2,9 @@
 
 Sampling: each round `fraction_train` of an averaging group's institutions is drawn (at least
 one) with the strategy's own seeded generator, whose state goes into the server's checkpoint.
+Evaluation and the final calibration draw `fraction_evaluate` / `fraction_calibrate` of each
+modality's institutions the same way (1.0, the default: every institution; calibrating every
+institution at the end is what gives each its deployed model).
 
 Averaging: institutions send only backbone parameters, so plain FedAvg over what arrives is
 already backbone-only averaging. Two additions: replies travelling in float16 are averaged in
@@ -26,21 +29,27 @@ WEIGHTINGS = ("examples", "modality")
 
 
 class BackboneFedAvg(FedAvg):
-    def __init__(self, weighting: str = "examples", fraction_train: float = 1.0, seed: int = 0, **kwargs):
+    def __init__(self, weighting: str = "examples", fraction_train: float = 1.0, seed: int = 0,
+                 fraction_evaluate: float = 1.0, fraction_calibrate: float = 1.0, **kwargs):
         if weighting not in WEIGHTINGS:
             raise ValueError(f"federated.weighting must be one of {WEIGHTINGS}, got {weighting!r}")
-        if not 0 < fraction_train <= 1:  # also refuses NaN
-            raise ValueError(f"federated.fraction_train must lie in (0, 1], got {fraction_train!r}")
+        for name, fraction in (("fraction_train", fraction_train), ("fraction_evaluate", fraction_evaluate),
+                               ("fraction_calibrate", fraction_calibrate)):
+            if not 0 < fraction <= 1:  # also refuses NaN
+                raise ValueError(f"federated.{name} must lie in (0, 1], got {fraction!r}")
         kwargs.setdefault("min_train_nodes", 1)
         kwargs.setdefault("min_available_nodes", 1)
-        super().__init__(fraction_train=float(fraction_train), weighted_by_key=AGGREGATION_WEIGHT, **kwargs)
+        super().__init__(fraction_train=float(fraction_train), fraction_evaluate=float(fraction_evaluate),
+                         weighted_by_key=AGGREGATION_WEIGHT, **kwargs)
+        self.fraction_calibrate = float(fraction_calibrate)
         self.weighting = weighting
         self.rng = random.Random(int(seed))
 
     # -- sampling ------------------------------------------------------------------------------
-    def sample(self, nodes: Sequence[int]) -> list[int]:
-        """The institutions of one group that train this round: `fraction_train` of them, at least one."""
-        k = max(1, int(round(len(nodes) * self.fraction_train)))
+    def sample(self, nodes: Sequence[int], fraction: float | None = None) -> list[int]:
+        """`fraction` (default `fraction_train`) of `nodes`, at least one, drawn by the seeded generator."""
+        fraction = self.fraction_train if fraction is None else fraction
+        k = max(1, int(round(len(nodes) * fraction)))
         return self.rng.sample(list(nodes), k) if k < len(nodes) else list(nodes)
 
     # -- weighting and averaging -----------------------------------------------------------------

@@ -266,3 +266,35 @@ def test_server_never_imports_data_readers():
             "or m == 'fed_uml.federated.institution']; print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_evaluation_and_calibration_sample_each_modality(tmp_path):
+    """fraction_evaluate / fraction_calibrate draw that share of EACH modality's institutions
+    (at least one each); 1.0 keeps every institution, in the order of the groups."""
+    from fed_uml.federated.config import compose_config
+    from server.roster import Member
+    from server.rounds import FederatedRun, GroupBackbones
+
+    class Grid:  # what FederatedRun asks of Flower's Grid here
+        def get_node_ids(self):
+            return list(range(1, 41))
+
+    def run_with(**fractions):
+        overrides = [f"federated.fraction_{k}={v}" for k, v in fractions.items()]
+        run = FederatedRun(Grid(), compose_config(overrides), tmp_path)
+        for n in range(1, 41):  # 30 sar and 10 rgb institutions
+            mod, i = ("sar", n - 1) if n <= 30 else ("rgb", n - 31)
+            run.roster.members[n] = Member(n, mod, f"{mod}-{i}", 10, 5)
+        return run, GroupBackbones({"uml": {"backbone.w": torch.zeros(2)}}, "float32")
+
+    run, backbones = run_with()
+    assert list(run._everyone(backbones, run.strategy.fraction_evaluate)) == run.roster.groups()["uml"]
+    run, backbones = run_with(evaluate=0.1, calibrate=0.5)
+    evaluated = run._everyone(backbones, run.strategy.fraction_evaluate)
+    mods = [run.roster.modality(n) for n in evaluated]
+    assert mods.count("sar") == 3 and mods.count("rgb") == 1
+    calibrated = run._everyone(backbones, run.strategy.fraction_calibrate)
+    mods = [run.roster.modality(n) for n in calibrated]
+    assert mods.count("sar") == 15 and mods.count("rgb") == 5
+    with pytest.raises(ValueError, match="fraction_calibrate"):
+        run_with(calibrate=0.0)

@@ -29,13 +29,23 @@ from localrun.flower import FlowerRuntime
 
 def in_process(cfg: dict, n: int, rounds: int) -> float:
     """The federated job's compute without Flower: seconds for all rounds and calibration."""
+    return in_process_timed(cfg, n, rounds)["wall_s"]
+
+
+def in_process_timed(cfg: dict, n: int, rounds: int) -> dict:
+    """The same job in this process with the project's own `Institution` code, timed by stage:
+    `fixed_s` (building every institution: settings, data share, initial state),
+    `round_s` (each round's training and averaging), `calibration_s`, `wall_s`."""
     t0 = time.perf_counter()
     fed = cfg["federated"]
     insts = [Institution(cfg, ident) for ident in
              institution_layout(n, cfg["dataset"]["modalities"], fed["institutions_per_modality"])]
     backbone = initial_backbone(cfg)
     private = {i.ident.name: None for i in insts}
+    fixed = time.perf_counter() - t0
+    round_s = []
     for r in range(1, rounds + 1):
+        t_round = time.perf_counter()
         total, acc = 0, None
         for inst in insts:
             shared, private[inst.ident.name], m = inst.fit(backbone, private[inst.ident.name], r,
@@ -45,9 +55,12 @@ def in_process(cfg: dict, n: int, rounds: int) -> float:
             scaled = {k: v * w for k, v in shared.items()}
             acc = scaled if acc is None else {k: acc[k] + v for k, v in scaled.items()}
         backbone = {k: v / total for k, v in acc.items()}
+        round_s.append(time.perf_counter() - t_round)
+    t_cal = time.perf_counter()
     for inst in insts:
         inst.calibrate(backbone, private[inst.ident.name])
-    return time.perf_counter() - t0
+    end = time.perf_counter()
+    return {"fixed_s": fixed, "round_s": round_s, "calibration_s": end - t_cal, "wall_s": end - t0}
 
 
 def with_flower(overrides: list[str], n: int, cpus: int, workdir: Path) -> tuple[float, dict]:

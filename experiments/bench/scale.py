@@ -1,46 +1,89 @@
-"""How many institutions one simulation holds: wall time and peak memory.
+"""How many institutions one simulation holds, and what the runtime costs beside the work.
 
-    python -m experiments.bench.scale --institutions 1000 [overrides...]
+    python -m experiments.bench.scale [--institutions 100,1000] [--no-in-process] [overrides...]
 
-Runs `flwr run` with `num-supernodes=N` on a private SuperLink and samples, every 0.5 s,
-the resident memory of every process of the runtime (SuperLink, ServerApp, Ray and its
-actors, found by their FLWR_HOME). By default 2 rounds, 100 training and 50 test scenes per
-class and modality (at N = 1,000: 2 training and 1 test scene per institution); later
-overrides win.
+For every N: `flwr run` with `num-supernodes=N` on a private SuperLink, sampling every
+0.5 s the resident memory of every runtime process (SuperLink, SuperExec, the simulation
+process that holds the ServerApp and Ray's driver, Ray's own services, the ClientApp actors;
+found by their FLWR_HOME); then, unless `--no-in-process`, the same rounds in this process
+with the project's own `Institution` code (`federated_overhead.in_process_timed`). It prints
+and writes (`<out>/scale.json`) per N:
+
+- per-round seconds of each, and their ratio (`per_round_ratio` = flwr / in-process);
+- the fixed cost of each (flwr: from `flwr run` to the first round's training, as the
+  ServerApp records it, `startup_s`; in-process: building the institutions) and its ratio;
+- calibration seconds, wall seconds, peak memory per kind of process and in all;
+- with `--profile`, a py-spy sampling profile of every runtime process (`pip install
+  py-spy`; attached to the SuperLink with its subprocesses): `<out>/scale-profile-<N>.txt`
+  (collapsed stacks) and, in the JSON, the share of samples per kind of process and the
+  functions where each kind spends its time (inclusive share of that kind's samples).
+
+Defaults are sized for 1,000 institutions: 2 rounds, 100 training and 50 test scenes per
+class and modality (2 training and 1 test scene per institution at N = 1,000); later
+overrides win, e.g. `federated.fraction_train=0.01` for partial participation.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import shutil
+import signal
+import subprocess
 import threading
 import time
+from collections import defaultdict
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
 import psutil
+import torch
 
 from experiments.bench.common import save, table
-from fed_uml.federated.config import run_config_from_overrides
+from experiments.bench.federated_overhead import in_process_timed
+from fed_uml.federated.config import compose_config, run_config_from_overrides
 from localrun.flower import FlowerRuntime, find_strays
+
+DEFAULT_OVERRIDES = ["federated.evaluate_every=0", "federated.min_institutions=2", "federated.num_rounds=2",
+                     "dataset.samples_per_class=100", "dataset.test_samples_per_class=50"]
+# process kind by a piece of its command line, first match wins
+KINDS = (("superlink", "flower-superlink"), ("superexec", "flower-superexec"),
+         ("simulation (ServerApp + Ray driver)", "flwr-simulation"), ("clientapp actors", "ClientAppActor"),
+         ("ray services", "ray"), ("flwr cli", "flwr"))
+
+
+def kind_of(cmdline: list[str]) -> str:
+    line = " ".join(cmdline)
+    return next((kind for kind, piece in KINDS if piece in line), "other")
 
 
 class PeakMemory(threading.Thread):
+    """Peak resident memory of the runtime's processes, in all and per kind of process."""
+
     def __init__(self, workdir: Path, interval: float = 0.5):
         super().__init__(daemon=True)
         self.workdir, self.interval, self.peak, self.peak_procs = workdir, interval, 0, 0
+        self.peak_by_kind: dict[str, int] = defaultdict(int)
         self._stop_event = threading.Event()
+
+    def sample(self) -> None:
+        total, by_kind, procs = 0, defaultdict(int), find_strays(self.workdir)
+        for p in procs:
+            try:
+                rss = p.memory_info().rss
+                by_kind[kind_of(p.cmdline())] += rss
+                total += rss
+            except psutil.Error:
+                pass
+        if total > self.peak:
+            self.peak, self.peak_procs = total, len(procs)
+        for kind, rss in by_kind.items():
+            self.peak_by_kind[kind] = max(self.peak_by_kind[kind], rss)
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            total, procs = 0, find_strays(self.workdir)
-            for p in procs:
-                try:
-                    total += p.memory_info().rss
-                except psutil.Error:
-                    pass
-            if total > self.peak:
-                self.peak, self.peak_procs = total, len(procs)
+            self.sample()
             time.sleep(self.interval)
 
     def stop(self) -> None:
@@ -48,48 +91,115 @@ class PeakMemory(threading.Thread):
         self.join()
 
 
+_PROCESS = re.compile(r'^process \d+:"(.*)"$')
+
+
+def summarize_profile(path: Path, top: int = 12) -> dict:
+    """{kind: {"share": samples of this kind / all, "functions": [(function, inclusive share of the
+    kind's samples), ...]}} from py-spy's raw output (`process PID:"cmdline";frame;... count`)."""
+    samples: dict[str, int] = defaultdict(int)
+    inclusive: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        m = _PROCESS.match(frames[0])
+        kind = kind_of(m.group(1).split()) if m else "other"
+        samples[kind] += int(count)
+        for fn in {f.split(" (")[0] for f in frames[1:]}:  # "function (file:line)" -> function
+            inclusive[kind][fn] += int(count)
+    total = sum(samples.values()) or 1
+    return {kind: {"share": samples[kind] / total,
+                   "functions": [(fn, c / samples[kind]) for fn, c in
+                                 sorted(inclusive[kind].items(), key=lambda kv: -kv[1])[:top]]}
+            for kind in sorted(samples, key=lambda k: -samples[k])}
+
+
+def with_flower(overrides: list[str], n: int, cpus: int, gpus: float, profile: Path | None = None) -> dict:
+    with TemporaryDirectory(prefix="fed-uml-scale-") as tmp:
+        tmp = Path(tmp)
+        monitor = PeakMemory(tmp)
+        with FlowerRuntime(tmp) as rt:
+            superlink = rt.start_superlink(simulation=True)
+            spy = None
+            if profile is not None:
+                if shutil.which("py-spy") is None:
+                    raise SystemExit("--profile needs py-spy: pip install py-spy")
+                spy = subprocess.Popen(["py-spy", "record", "--pid", str(superlink.popen.pid), "--subprocesses",
+                                        "--format", "raw", "--rate", "20", "--nonblocking", "--output", str(profile)],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            monitor.start()
+            t0_unix, t0 = time.time(), time.perf_counter()
+            rt.run(run_config_from_overrides(overrides, **{"results-dir": str(tmp / "results")}),
+                   {"num-supernodes": n, "client-resources-num-cpus": cpus, "client-resources-num-gpus": gpus},
+                   timeout=6 * 3600)
+            wall = time.perf_counter() - t0
+            monitor.stop()
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+                spy.wait(timeout=120)
+        res = json.loads((tmp / "results" / "results.json").read_text())
+    rounds = [h["seconds"] for h in res["history"]]
+    timing = res.get("timing", {})
+    out = {
+        "answered": len(res["institutions"]),
+        "rounds": res["rounds"],
+        "participants_per_round": sum(h["participants"] for h in res["history"]) / max(len(rounds), 1),
+        "flwr_wall_s": wall,
+        "flwr_startup_s": timing.get("first_round_unix", float("nan")) - t0_unix,
+        "flwr_round_s": sum(rounds) / max(len(rounds), 1),
+        "flwr_calibration_s": timing.get("calibration_seconds", float("nan")),
+        "peak_memory_gib": monitor.peak / 2**30,
+        "peak_memory_gib_by_process": {k: v / 2**30 for k, v in sorted(monitor.peak_by_kind.items())},
+        "processes_at_peak": monitor.peak_procs,
+        "failures": len(res["failures"]),
+        "mean_accuracy": res["mean_accuracy"],
+    }
+    if profile is not None and profile.exists():
+        out["profile"] = summarize_profile(profile)
+    return out
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--institutions", default="1000")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--institutions", default="100,1000")
     ap.add_argument("--client-cpus", type=int, default=1)
     ap.add_argument("--client-gpus", type=float, default=0.0)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of the in-process loop (the machine's cores)")
+    ap.add_argument("--no-in-process", action="store_true", help="only flwr run (e.g. for 10,000 institutions)")
+    ap.add_argument("--profile", action="store_true", help="py-spy profile of every runtime process")
     ap.add_argument("--out", default="benchmarks")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     rows = []
     for n in (int(x) for x in args.institutions.split(",")):
-        # Defaults sized for 1,000 institutions: 2 rounds, 2 training and 1 test scene each.
-        overrides = ["federated.evaluate_every=0", "federated.min_institutions=2", "federated.num_rounds=2",
-                     "dataset.samples_per_class=100", "dataset.test_samples_per_class=50"] + list(args.overrides)
-        with TemporaryDirectory(prefix="fed-uml-scale-") as tmp:
-            tmp = Path(tmp)
-            monitor = PeakMemory(tmp)
-            with FlowerRuntime(tmp) as rt:
-                rt.start_superlink(simulation=True)
-                monitor.start()
-                t0 = time.perf_counter()
-                rt.run(run_config_from_overrides(overrides, **{"results-dir": str(tmp / "results")}),
-                       {"num-supernodes": n, "client-resources-num-cpus": args.client_cpus,
-                        "client-resources-num-gpus": args.client_gpus}, timeout=6 * 3600)
-                wall = time.perf_counter() - t0
-                monitor.stop()
-            res = json.loads((tmp / "results" / "results.json").read_text())
-        row = {
-            "institutions": n,
-            "answered": len(res["institutions"]),
-            "rounds": res["rounds"],
-            "wall_seconds": wall,
-            "server_seconds": res["wall_seconds"],
-            "mean_round_seconds": sum(h["seconds"] for h in res["history"]) / max(len(res["history"]), 1),
-            "peak_memory_gib": monitor.peak / 2**30,
-            "processes_at_peak": monitor.peak_procs,
-            "failures": len(res["failures"]),
-            "mean_accuracy": res["mean_accuracy"],
-        }
+        overrides = DEFAULT_OVERRIDES + list(args.overrides)
+        profile = Path(args.out) / f"scale-profile-{n}.txt" if args.profile else None
+        if profile is not None:
+            profile.parent.mkdir(parents=True, exist_ok=True)
+        row = {"institutions": n, **with_flower(overrides, n, args.client_cpus, args.client_gpus, profile)}
+        if not args.no_in_process:
+            torch.set_num_threads(args.threads)
+            local = in_process_timed(compose_config(overrides), n, int(row["rounds"]))
+            per_round = sum(local["round_s"]) / len(local["round_s"])
+            row.update({
+                "in_process_wall_s": local["wall_s"], "in_process_fixed_s": local["fixed_s"],
+                "in_process_round_s": per_round, "in_process_calibration_s": local["calibration_s"],
+                "per_round_ratio": row["flwr_round_s"] / per_round,
+                "fixed_cost_ratio": row["flwr_startup_s"] / local["fixed_s"],
+            })
         rows.append(row)
-        print(table([row], list(row)), flush=True)
-    save("scale", {"rows": rows, "overrides": args.overrides, "client_cpus": args.client_cpus,
-                   "client_gpus": args.client_gpus}, args.out)
+        shown = {k: v for k, v in row.items() if k not in ("peak_memory_gib_by_process", "profile")}
+        print(table([shown], list(shown)), flush=True)
+        print("  peak memory by process (GiB): " + ", ".join(
+            f"{k} {v:.2f}" for k, v in row["peak_memory_gib_by_process"].items()), flush=True)
+        for kind, p in row.get("profile", {}).items():
+            print(f"  profile {kind}: {100 * p['share']:.0f}% of samples; " + ", ".join(
+                f"{fn} {100 * s:.0f}%" for fn, s in p["functions"][:6]), flush=True)
+    path = save("scale", {"rows": rows, "overrides": args.overrides, "client_cpus": args.client_cpus,
+                          "client_gpus": args.client_gpus}, args.out)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ RUN_CONFIG_KEYS: dict[str, str] = {
     "dirichlet-alpha": "federated.dirichlet_alpha",
     "weighting": "federated.weighting",
     "fraction-train": "federated.fraction_train",
+    "fraction-evaluate": "federated.fraction_evaluate",
+    "fraction-calibrate": "federated.fraction_calibrate",
     "min-institutions": "federated.min_institutions",
     "evaluate-every": "federated.evaluate_every",
     "round-timeout": "federated.round_timeout",
@@ -54,7 +56,8 @@ GROUP_DEPENDENT = ("modalities", "data-root", "results-dir", "audit-log", "state
 RUN_CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
     "seed": int, "num-server-rounds": int, "local-epochs": int, "local-steps": int, "min-institutions": int,
     "evaluate-every": int, "calibration-epochs": int, "num-threads": int, "dirichlet-alpha": (int, float),
-    "fraction-train": (int, float), "round-timeout": (int, float), "resume": bool,
+    "fraction-train": (int, float), "fraction-evaluate": (int, float), "fraction-calibrate": (int, float),
+    "round-timeout": (int, float), "resume": bool,
     "institutions-per-modality": (int, str),
 }
 # A config-group choice names a yaml file in conf/<group>/: no path, no Hydra grammar.
