@@ -20,8 +20,9 @@ def test_profile_summary_shares_per_process_kind(tmp_path):
     raw.write_text(
         'process 10:"/v/bin/flwr-simulation --x";main (a.py:1);send (b.py:2) 30\n'
         'process 10:"/v/bin/flwr-simulation --x";main (a.py:1);aggregate (c.py:3) 10\n'
-        'process 11:"ray::ClientAppActor.run";run (d.py:4);train_unpaired (loop.py:5) 45\n'
-        'process 11:"ray::ClientAppActor.run";run (d.py:4);load (e.py:6);load (e.py:7) 15\n'
+        'process 9:"flower-superlink --x";process 11:"ray::ClientAppActor.run";'
+        'run (d.py:4);train_unpaired (loop.py:5) 45\n'
+        'process 11:"/v/ray/_private/workers/default_worker.py";run (d.py:4);load (e.py:6);load (e.py:7) 15\n'
         "not a stack line\n")
     s = summarize_profile(raw)
     assert list(s) == ["clientapp actors", "simulation (ServerApp + Ray driver)"]

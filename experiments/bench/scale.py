@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -50,6 +52,7 @@ DEFAULT_OVERRIDES = ["federated.evaluate_every=0", "federated.min_institutions=2
 # process kind by a piece of its command line, first match wins
 KINDS = (("superlink", "flower-superlink"), ("superexec", "flower-superexec"),
          ("simulation (ServerApp + Ray driver)", "flwr-simulation"), ("clientapp actors", "ClientAppActor"),
+         ("clientapp actors", "default_worker.py"),  # a Ray worker process hosts the actors
          ("ray services", "ray"), ("flwr cli", "flwr"))
 
 
@@ -104,10 +107,11 @@ def summarize_profile(path: Path, top: int = 12) -> dict:
         if not stack or not count.isdigit():
             continue
         frames = stack.split(";")
-        m = _PROCESS.match(frames[0])
-        kind = kind_of(m.group(1).split()) if m else "other"
+        # with --subprocesses a stack starts with its chain of processes: the last one ran it
+        chain = [m for m in map(_PROCESS.match, frames) if m]
+        kind = kind_of(chain[-1].group(1).split()) if chain else "other"
         samples[kind] += int(count)
-        for fn in {f.split(" (")[0] for f in frames[1:]}:  # "function (file:line)" -> function
+        for fn in {f.split(" (")[0] for f in frames if not _PROCESS.match(f)}:  # "function (file:line)" -> function
             inclusive[kind][fn] += int(count)
     total = sum(samples.values()) or 1
     return {kind: {"share": samples[kind] / total,
@@ -124,9 +128,11 @@ def with_flower(overrides: list[str], n: int, cpus: int, gpus: float, profile: P
             superlink = rt.start_superlink(simulation=True)
             spy = None
             if profile is not None:
-                if shutil.which("py-spy") is None:
+                py_spy = shutil.which("py-spy", path=os.pathsep.join([str(Path(sys.executable).parent),
+                                                                      os.environ.get("PATH", "")]))
+                if py_spy is None:
                     raise SystemExit("--profile needs py-spy: pip install py-spy")
-                spy = subprocess.Popen(["py-spy", "record", "--pid", str(superlink.popen.pid), "--subprocesses",
+                spy = subprocess.Popen([py_spy, "record", "--pid", str(superlink.popen.pid), "--subprocesses",
                                         "--format", "raw", "--rate", "20", "--nonblocking", "--output", str(profile)],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             monitor.start()
