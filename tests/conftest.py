@@ -75,3 +75,28 @@ def _tree_state(path: Path):
     if not path.exists():
         return None
     return sorted((str(p), p.stat().st_mtime_ns) for p in path.rglob("*"))
+
+
+@pytest.fixture
+def optimizer_steps(monkeypatch):
+    """The optimiser steps the training loop actually takes: one count per optimiser it makes
+    (per model trained), in order."""
+    from fed_uml.training import loop
+
+    counts: list[int] = []
+    make = loop.make_optimizer
+
+    def counting(params, settings):
+        opt = make(params, settings)
+        counts.append(0)
+        index, step = len(counts) - 1, opt.step
+
+        def counted(*a, **k):
+            counts[index] += 1
+            return step(*a, **k)
+
+        opt.step = counted
+        return opt
+
+    monkeypatch.setattr(loop, "make_optimizer", counting)
+    return counts

@@ -8,29 +8,6 @@ from fed_uml.methods import get_method
 from tests.conftest import tiny_config
 
 
-@pytest.fixture
-def step_counter(monkeypatch):
-    """Counts the optimiser steps actually taken, per model being trained (a list per call)."""
-    counts: list[int] = []
-    make = loop.make_optimizer
-
-    def counting(params, settings):
-        opt = make(params, settings)
-        counts.append(0)
-        index = len(counts) - 1
-        original = opt.step
-
-        def step(*a, **k):
-            counts[index] += 1
-            return original(*a, **k)
-
-        opt.step = step
-        return opt
-
-    monkeypatch.setattr(loop, "make_optimizer", counting)
-    return counts
-
-
 def _asymmetric(method, epochs=2, **method_settings):
     # sar: 2 scenes per class (20 images), rgb: 6 per class (60 images), batches of 8
     cfg = tiny_config(method, epochs=epochs, samples_per_class={"sar": 2, "rgb": 6}, test_samples_per_class=1)
@@ -38,21 +15,21 @@ def _asymmetric(method, epochs=2, **method_settings):
     return cfg, load_dataset(cfg["dataset"])
 
 
-def test_unimodal_takes_the_steps_its_modality_gets_inside_uml(step_counter):
+def test_unimodal_takes_the_steps_its_modality_gets_inside_uml(optimizer_steps):
     cfg, data = _asymmetric("uml")
     uml = get_method("uml")(data, cfg)
-    assert step_counter == [2 * 8]  # an epoch = ceil(60 / 8) steps, each with a batch of every modality
-    step_counter.clear()
+    assert optimizer_steps == [2 * 8]  # an epoch = ceil(60 / 8) steps, each with a batch of every modality
+    optimizer_steps.clear()
     cfg, data = _asymmetric("unimodal")
     uni = get_method("unimodal")(data, cfg)
-    assert step_counter == [16, 16]  # sar, then rgb: both as many steps as inside UML
+    assert optimizer_steps == [16, 16]  # sar, then rgb: both as many steps as inside UML
     assert {k: m["optimizer_steps"] for k, m in uni.items()} == {k: m["optimizer_steps"] for k, m in uml.items()}
 
 
-def test_the_old_epoch_rule_stays_a_setting(step_counter):
+def test_the_old_epoch_rule_stays_a_setting(optimizer_steps):
     cfg, data = _asymmetric("unimodal", budget="epochs")
     out = get_method("unimodal")(data, cfg)
-    assert step_counter == [2 * 3, 2 * 8]  # sar: ceil(20 / 8) steps an epoch
+    assert optimizer_steps == [2 * 3, 2 * 8]  # sar: ceil(20 / 8) steps an epoch
     assert out["sar"]["optimizer_steps"] == 6
     cfg, data = _asymmetric("unimodal", budget="steps")
     with pytest.raises(ValueError, match="method.budget must be one of"):
@@ -91,7 +68,7 @@ def test_cosine_schedule_spans_the_matched_budget():
 
 
 @pytest.mark.parametrize("method", ["uml", "unimodal"])
-def test_federated_institutions_take_the_same_steps_under_both_methods(method, step_counter):
+def test_federated_institutions_take_the_same_steps_under_both_methods(method, optimizer_steps):
     """Federated UML and the federated baseline train an institution identically: L passes
     over its own data (or `federated.local_steps` steps), whichever method the server runs."""
     from fed_uml.federated.backbone import initial_backbone
@@ -108,8 +85,8 @@ def test_federated_institutions_take_the_same_steps_under_both_methods(method, s
         _, _, metrics = inst.fit(backbone, None, server_round=1, local_epochs=2)
         steps[ident.name] = metrics["optimizer-steps"]
     assert steps == {"sar-0": 2 * 2, "sar-1": 2 * 2, "rgb-0": 2 * 4, "rgb-1": 2 * 4}
-    assert step_counter == [4, 8, 4, 8]
+    assert optimizer_steps == [4, 8, 4, 8]
     cfg["federated"]["local_steps"] = 5
     inst = Institution(cfg, institution_layout(4, ["sar", "rgb"], 0)[0])
     assert inst.fit(backbone, None, server_round=2, local_epochs=2)[2]["optimizer-steps"] == 5
-    assert step_counter[-1] == 5
+    assert optimizer_steps[-1] == 5

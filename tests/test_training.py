@@ -9,7 +9,6 @@ import torch
 
 import fed_uml.methods.uml as uml_method
 import fed_uml.methods.unimodal as unimodal_method
-import fed_uml.training.loop as loop
 from fed_uml.centralized import run_centralized
 from fed_uml.modality import ArrayDataset
 from fed_uml.models import create_model
@@ -25,28 +24,6 @@ def _data(n=24, c=2, seed=0):
 def _model():
     torch.manual_seed(0)
     return create_model("small_cnn", {"sar": 2, "rgb": 3}, num_classes=3, width=4)
-
-
-@pytest.fixture
-def optimizer_steps(monkeypatch):
-    """The optimiser steps the loop actually takes (one count per optimiser it makes)."""
-    counts: list[int] = []
-    make = loop.make_optimizer
-
-    def counting(params, settings):
-        opt = make(params, settings)
-        counts.append(0)
-        index, step = len(counts) - 1, opt.step
-
-        def counted(*a, **k):
-            counts[index] += 1
-            return step(*a, **k)
-
-        opt.step = counted
-        return opt
-
-    monkeypatch.setattr(loop, "make_optimizer", counting)
-    return counts
 
 
 def test_training_is_repeatable_and_changes_weights(optimizer_steps):
