@@ -84,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
         p.add_argument("--root", default="results/compare", help="results root (default results/compare)")
         p.add_argument("--out", default=None, help="tables directory (default ROOT/tables)")
-        p.add_argument("--metric", default="accuracy", choices=METRICS)
+        p.add_argument("--metric", default=None, choices=METRICS,
+                       help="default: each run's headline metric (accuracy; macro mAP for multi-label runs)")
         p.add_argument("--force", action="store_true", help="rerun runs whose results.json exists")
         p.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. dataset=synthetic")
         args = p.parse_args(argv[1:])
@@ -98,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 description="Tables 1 and 2 (mean ± std over seeds) from results.json files.")
     p.add_argument("root", help="directory searched recursively for results.json")
     p.add_argument("--out", default=None, help="write tables.md, table<i>.md/.csv and runs.csv here")
-    p.add_argument("--metric", default="accuracy", choices=METRICS)
+    p.add_argument("--metric", default=None, choices=METRICS,
+                   help="default: each run's headline metric (accuracy; macro mAP for multi-label runs)")
     p.add_argument("--digits", type=int, default=2)
     args = p.parse_args(argv)
     print(make_tables(args.root, args.out, args.metric, args.digits))

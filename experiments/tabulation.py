@@ -8,9 +8,11 @@ paired difference of every method to the unimodal baseline, per seed on the same
 as mean [95% t interval] in points (CSV: table<N>_paired.csv). Table 1 holds the
 unpaired multimodal methods (unimodal baseline, ISCA, UML), Table 2 the domain-adaptation
 methods with heterogeneous encoders (DANN, CDAN, MCC, MDD); any other method goes to a third
-table. Federated runs appear as "<method> (federated)" rows. Which accuracy is tabulated:
-`accuracy` (the deployed model, the default), `accuracy_before_calibration` or
-`accuracy_after_calibration`.
+table. Federated runs appear as "<method> (federated)" rows. Which metric is tabulated: by
+default each run's headline metric (`primary_metric` in results.json: `accuracy` of the
+deployed model for single-label runs, macro mAP `map_macro` for multi-label BigEarthNet), or
+any metric of `METRICS` (`accuracy`, `map_macro`, `map_micro`, `f1_macro`, each also
+`_before_calibration` / `_after_calibration`); the titles name it.
 
 The command line (and the grid that fills the tree) is `experiments/tables.py`.
 """
@@ -29,16 +31,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from experiments.stats import Paired, paired_difference
-from fed_uml.results import read_results
+from fed_uml.results import CALIBRATION_SUFFIXES, TASK_METRICS, read_results
 
 log = logging.getLogger(__name__)
 
 
 TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Table 1: accuracy (%), unpaired multimodal methods", ("unimodal", "isca", "uml")),
-    ("Table 2: accuracy (%), domain adaptation with heterogeneous encoders", ("dann", "cdan", "mcc", "mdd")),
+    ("Table 1: {metric} (%), unpaired multimodal methods", ("unimodal", "isca", "uml")),
+    ("Table 2: {metric} (%), domain adaptation with heterogeneous encoders", ("dann", "cdan", "mcc", "mdd")),
 )
-OTHER_TABLE = "Other methods: accuracy (%)"
+OTHER_TABLE = "Other methods: {metric} (%)"
 METHOD_LABELS = {
     "unimodal": "Unimodal baseline",
     "isca": "ISCA",
@@ -50,7 +52,16 @@ METHOD_LABELS = {
 }
 # Every other method is compared with this row, seed by seed.
 BASELINE = "unimodal"
-METRICS = ("accuracy", "accuracy_before_calibration", "accuracy_after_calibration")
+METRICS = tuple(f"{m}{s}" for task in TASK_METRICS.values() for m in task for s in ("", *CALIBRATION_SUFFIXES))
+METRIC_LABELS = {"accuracy": "accuracy", "map_macro": "macro mAP", "map_micro": "micro mAP", "f1_macro": "macro F1"}
+
+
+def metric_label(metric: str) -> str:
+    """`macro mAP`, `accuracy before calibration`, ...: how a title names a metric."""
+    for suffix in CALIBRATION_SUFFIXES:
+        if metric.endswith(suffix):
+            return f"{METRIC_LABELS[metric[: -len(suffix)]]} {suffix[1:].replace('_', ' ')}"
+    return METRIC_LABELS.get(metric, metric)
 # Config entries that may differ between the seeds of one cell without making them different experiments.
 _IGNORED_CONFIG = {"seed", "results_dir", "num_threads", "device"}
 
@@ -66,9 +77,10 @@ class Run:
     modalities: tuple[str, ...]
     seed: int
     federated: bool
-    accuracy: dict[str, float]  # modality -> the chosen metric
+    accuracy: dict[str, float]  # modality -> the chosen metric (accuracy, mAP, ...)
     created: str = ""
     signature: str = ""
+    metric: str = "accuracy"  # which metric `accuracy` holds
 
     @property
     def row(self) -> str:
@@ -90,9 +102,12 @@ def _signature(config: dict) -> str:
     return json.dumps(strip(dict(config or {})), sort_keys=True, default=str)
 
 
-def collect_runs(root: str | Path, metric: str = "accuracy") -> list[Run]:
-    """Every results.json under `root` (recursively), one Run each; a later duplicate replaces an earlier one."""
-    if metric not in METRICS:
+def collect_runs(root: str | Path, metric: str | None = None) -> list[Run]:
+    """Every results.json under `root` (recursively), one Run each; a later duplicate replaces an earlier one.
+
+    `metric`: None (each run's `primary_metric`) or one of `METRICS`; a run without it is an error
+    naming the file."""
+    if metric is not None and metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     root = Path(root)
     if not root.exists():
@@ -101,6 +116,12 @@ def collect_runs(root: str | Path, metric: str = "accuracy") -> list[Run]:
     for path in sorted(root.rglob("results.json")):
         data = read_results(path)
         mods = data["modalities"]
+        chosen = metric or str(data.get("primary_metric", "accuracy"))
+        lacking = [k for k, v in mods.items() if chosen not in v]
+        if lacking:
+            task = data.get("task", "single_label")
+            raise ValueError(f"{path}: no metric {chosen!r} for modalities {lacking} (a {task} run; choose "
+                             f"--metric among {sorted(mods[lacking[0]])})")
         run = Run(
             path=path,
             method=str(data["method"]),
@@ -108,9 +129,10 @@ def collect_runs(root: str | Path, metric: str = "accuracy") -> list[Run]:
             modalities=tuple(mods),
             seed=int(data["seed"]),
             federated=bool(data["federated"]),
-            accuracy={k: float(v[metric]) for k, v in mods.items()},
+            accuracy={k: float(v[chosen]) for k, v in mods.items()},
             created=str(data.get("created", "")),
             signature=_signature(data.get("config", {})),
+            metric=chosen,
         )
         key = (run.dataset, run.modalities, run.row, run.seed)
         if key in found:
@@ -295,14 +317,16 @@ def build_tables(runs: Sequence[Run]) -> list[Table]:
                         row_label(row), g, len(sigs))
     present = sorted({r.row for r in runs})
     known = {m for _, methods in TABLES for m in methods}
+    used = sorted({r.metric for r in runs})
+    label = metric_label(used[0]) if len(used) == 1 else " / ".join(metric_label(m) for m in used)
     tables = []
     for title, methods in TABLES:
         rows = [row for m in methods for row in (m, f"{m} (federated)") if row in present]
         if rows:
-            tables.append(_restrict(title, rows, groups, cells, seeds))
+            tables.append(_restrict(title.format(metric=label), rows, groups, cells, seeds))
     other = [row for row in present if _base_method(row) not in known]
     if other:
-        tables.append(_restrict(OTHER_TABLE, other, groups, cells, seeds))
+        tables.append(_restrict(OTHER_TABLE.format(metric=label), other, groups, cells, seeds))
     return tables
 
 
@@ -316,17 +340,17 @@ def _restrict(title, rows, groups, cells, seeds) -> Table:
     )
 
 
-def runs_csv(runs: Sequence[Run], metric: str) -> str:
+def runs_csv(runs: Sequence[Run], metric: str | None = None) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["path", "method", "dataset", "federated", "seed", "modality", metric])
+    writer.writerow(["path", "method", "dataset", "federated", "seed", "modality", "metric", "value"])
     for r in sorted(runs, key=lambda r: (r.dataset, r.row, r.seed)):
         for m, acc in r.accuracy.items():
-            writer.writerow([str(r.path), r.method, r.dataset, r.federated, r.seed, m, f"{acc:.6f}"])
+            writer.writerow([str(r.path), r.method, r.dataset, r.federated, r.seed, m, r.metric, f"{acc:.6f}"])
     return buf.getvalue()
 
 
-def make_tables(root: str | Path, out: str | Path | None = None, metric: str = "accuracy",
+def make_tables(root: str | Path, out: str | Path | None = None, metric: str | None = None,
                 digits: int = 2) -> str:
     """The Markdown of all tables for the runs under `root`; with `out`, also write the files:
     tables.md, table1.md/.csv, table2.md/.csv (table3.* for other methods), table<N>_paired.csv
@@ -335,7 +359,8 @@ def make_tables(root: str | Path, out: str | Path | None = None, metric: str = "
     if not runs:
         raise FileNotFoundError(f"no results.json under {root}")
     tables = build_tables(runs)
-    note = f"Metric: `{metric}`; {len(runs)} runs under `{root}`."
+    used = ", ".join(f"`{m}`" for m in sorted({r.metric for r in runs}))
+    note = f"Metric: {used}{'' if metric else ' (each run task’s headline metric)'}; {len(runs)} runs under `{root}`."
     markdown = "\n\n".join([note] + [t.to_markdown(digits) for t in tables]) + "\n"
     if out is not None:
         out = Path(out)

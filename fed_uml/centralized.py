@@ -11,7 +11,7 @@ import torch
 
 from fed_uml.data import load_dataset
 from fed_uml.methods import get_method
-from fed_uml.results import make_results, write_json_atomic
+from fed_uml.results import TASK_METRICS, make_results, task_of_entry, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,11 @@ def run_centralized(cfg: Mapping, results_dir: str | Path | None = None) -> dict
         method, cfg["dataset"]["name"], cfg["seed"], False, per_modality, cfg, time.perf_counter() - t0
     )
     for k, m in per_modality.items():
-        log.info(
-            "%s: accuracy %.4f (before calibration %.4f, after %.4f)",
-            k, m["accuracy"], m["accuracy_before_calibration"], m["accuracy_after_calibration"],
-        )
+        for metric in TASK_METRICS[task_of_entry(m)]:
+            log.info(
+                "%s: %s %.4f (before calibration %.4f, after %.4f)", k, metric, m[metric],
+                m[f"{metric}_before_calibration"], m[f"{metric}_after_calibration"],
+            )
     if results_dir is not None:
         path = write_json_atomic(Path(results_dir) / "results.json", results)
         log.info("wrote %s", path)

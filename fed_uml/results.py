@@ -4,6 +4,10 @@ Schema (keys every results file has):
     method, dataset, seed, federated (bool), modalities -> {modality: {accuracy,
     accuracy_before_calibration, accuracy_after_calibration, n_train, n_test}},
     mean_accuracy, config (the resolved config), wall_seconds, created (UTC ISO time).
+Multi-label runs (`dataset.task=multi_label`, `fed_uml.metrics`) carry, instead of the three
+accuracies, each of the task's metrics M in `map_macro, map_micro, f1_macro` as M (the deployed
+model's), M_before_calibration and M_after_calibration, and `mean_map_macro` instead of
+`mean_accuracy`; every results file says its `task` and its `primary_metric`.
 Federated runs add `history` (per round), `institutions` (per institution) and `timing` (server start,
 start of the first round as Unix times, calibration seconds: what the benchmarks read).
 """
@@ -18,7 +22,41 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-SCHEMA_KEYS = ("method", "dataset", "seed", "federated", "modalities", "mean_accuracy", "config", "wall_seconds")
+SCHEMA_KEYS = ("method", "dataset", "seed", "federated", "modalities", "config", "wall_seconds")
+
+# The tasks (`dataset.task`) and the metrics each reports, in the order results and tables show
+# them (computed by `fed_uml.metrics`).
+TASKS = ("single_label", "multi_label")
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "single_label": ("accuracy",),
+    "multi_label": ("map_macro", "map_micro", "f1_macro"),
+}
+# The headline metric of a task: `mean_<metric>` in results.json, the tables' default.
+PRIMARY_METRIC = {"single_label": "accuracy", "multi_label": "map_macro"}
+CALIBRATION_SUFFIXES = ("_before_calibration", "_after_calibration")
+
+
+def check_task(task: str, setting: str = "dataset.task") -> str:
+    """`task` if it is one of `TASKS`; otherwise an error naming the setting."""
+    if task not in TASKS:
+        raise ValueError(f"setting {setting} must be one of {TASKS}, got {task!r}")
+    return task
+
+
+def task_of_entry(entry: Mapping) -> str:
+    """The task of one per-modality results entry, from the metrics it holds."""
+    return "multi_label" if "map_macro" in entry else "single_label"
+
+
+def entry_metrics(entry: Mapping) -> tuple[str, ...]:
+    """Every metric key of a per-modality entry: M, M_before_calibration, M_after_calibration per metric."""
+    return tuple(f"{m}{s}" for m in TASK_METRICS[task_of_entry(entry)] for s in ("", *CALIBRATION_SUFFIXES))
+
+
+def mean_metric(entries: list, metric: str) -> float:
+    """The plain mean of `metric` over per-modality entries (NaN if none)."""
+    values = [float(e[metric]) for e in entries]
+    return sum(values) / len(values) if values else math.nan
 
 
 def write_json_atomic(path: str | Path, payload) -> Path:
@@ -57,14 +95,20 @@ def make_results(
     wall_seconds: float,
     **extra,
 ) -> dict:
-    accs = [m["accuracy"] for m in modalities.values()]
+    tasks = {task_of_entry(m) for m in modalities.values()} or {"single_label"}
+    if len(tasks) != 1:
+        raise ValueError(f"the modalities report the metrics of different tasks: {sorted(tasks)}")
+    task = tasks.pop()
+    primary = PRIMARY_METRIC[task]
     return {
         "method": method,
         "dataset": dataset,
         "seed": int(seed),
         "federated": bool(federated),
         "modalities": {k: dict(v) for k, v in modalities.items()},
-        "mean_accuracy": sum(accs) / len(accs) if accs else math.nan,
+        f"mean_{primary}": mean_metric(list(modalities.values()), primary),
+        "task": task,
+        "primary_metric": primary,
         "config": dict(config),
         "wall_seconds": float(wall_seconds),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -84,19 +128,28 @@ def deploys_calibrated(method_cfg: Mapping) -> bool:
     return bool(method_cfg["calibrate"])
 
 
-def modality_result(before: float, after: float, calibrated: bool, n_train: int, n_test: int, **extra) -> dict:
+def modality_result(before: float | Mapping[str, float], after: float | Mapping[str, float], calibrated: bool,
+                    n_train: int, n_test: int, **extra) -> dict:
     """One modality's entry of `results.json["modalities"]`, for centralized and federated runs alike.
 
-    `accuracy` is the deployed model's: after calibration when the method deploys h_k.
+    `before` and `after` are the accuracy (single-label) or the task's metrics {name: value}
+    (`TASK_METRICS`) with the training-time BN statistics and after calibration.
+    Each metric M gives M (the deployed model's: after calibration when the method deploys
+    h_k), M_before_calibration and M_after_calibration.
     """
-    return {
-        "accuracy": float(after if calibrated else before),
-        "accuracy_before_calibration": float(before),
-        "accuracy_after_calibration": float(after),
-        "n_train": int(n_train),
-        "n_test": int(n_test),
-        **extra,
-    }
+    if not isinstance(before, Mapping):
+        before, after = {"accuracy": before}, {"accuracy": after}
+    names = [m for task in TASK_METRICS.values() for m in task if m in before]
+    if set(names) != set(before) or set(before) != set(after) or not any(
+            tuple(names) == task for task in TASK_METRICS.values()):
+        raise ValueError(f"modality_result needs the metrics of one task {dict(TASK_METRICS)}, got "
+                         f"{sorted(before)} and {sorted(after)}")
+    out = {}
+    for m in names:
+        out[m] = float(after[m] if calibrated else before[m])
+        out[f"{m}_before_calibration"] = float(before[m])
+        out[f"{m}_after_calibration"] = float(after[m])
+    return {**out, "n_train": int(n_train), "n_test": int(n_test), **extra}
 
 
 def read_results(path: str | Path) -> dict:
@@ -104,6 +157,9 @@ def read_results(path: str | Path) -> dict:
     with open(path) as f:
         data = json.load(f)
     missing = [k for k in SCHEMA_KEYS if k not in data]
+    primary = data.get("primary_metric", "accuracy")
+    if f"mean_{primary}" not in data:
+        missing.append(f"mean_{primary}")
     if missing:
         raise ValueError(f"{path}: not a fed-uml results file (missing {missing})")
     return data

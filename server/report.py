@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from fed_uml.results import PRIMARY_METRIC, TASK_METRICS, task_of_entry
+
 
 def _clock(seconds: float) -> str:
     seconds = max(int(round(seconds)), 0)
@@ -27,35 +29,53 @@ def progress(server_round: int, num_rounds: int, elapsed: float, rounds_done: in
 
 
 SUMMARY_COLUMNS = ("modality", "accuracy", "before cal.", "after cal.", "institutions", "train", "test")
+# multi-label: every metric of the deployed model, then the headline metric before and after calibration
+MULTI_LABEL_COLUMNS = ("modality", "mAP macro", "mAP micro", "F1 macro", "mAP macro before cal.",
+                       "mAP macro after cal.", "institutions", "train", "test")
+
+
+def _task(modalities: Mapping[str, Mapping]) -> str:
+    return task_of_entry(next(iter(modalities.values()))) if modalities else "single_label"
 
 
 def summary_table(modalities: Mapping[str, Mapping], calibrated: bool) -> str:
-    """The per-modality results as an aligned text table (accuracy = the deployed model's)."""
-    rows = [SUMMARY_COLUMNS]
+    """The per-modality results as an aligned text table (accuracy, or for multi-label runs
+    mAP and F1, of the deployed model; its headline metric before and after calibration)."""
+    task = _task(modalities)
+    primary = PRIMARY_METRIC[task]
+    columns = SUMMARY_COLUMNS if task == "single_label" else MULTI_LABEL_COLUMNS
+    rows = [columns]
     for mod, m in modalities.items():
-        rows.append((mod, f"{m['accuracy']:.4f}", f"{m['accuracy_before_calibration']:.4f}",
-                     f"{m['accuracy_after_calibration']:.4f}", str(m.get("institutions", "")),
+        deployed = [f"{m[k]:.4f}" for k in TASK_METRICS[task]]
+        rows.append((mod, *deployed, f"{m[f'{primary}_before_calibration']:.4f}",
+                     f"{m[f'{primary}_after_calibration']:.4f}", str(m.get("institutions", "")),
                      str(m["n_train"]), str(m["n_test"])))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(SUMMARY_COLUMNS))]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.append(f"(accuracy: the deployed model, {'after' if calibrated else 'before'} BN calibration)")
+    what = "accuracy" if task == "single_label" else "mAP and F1"
+    lines.append(f"({what}: the deployed model, {'after' if calibrated else 'before'} BN calibration)")
     return "\n".join(lines)
 
 
 def plot_curves(history: Sequence[Mapping], modalities: Mapping[str, Mapping], num_rounds: int,
                 path: str | Path) -> Path | None:
-    """Evaluation accuracy per modality per round, with each modality's accuracy before and
-    after calibration marked at the last round; None when no round was evaluated."""
+    """Evaluation accuracy (multi-label runs: macro mAP) per modality per round, with each
+    modality's value before and after calibration marked at the last round; None when no round
+    was evaluated."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    names = list(modalities) or sorted({k.split("/")[0] for r in history for k in r if k.endswith("/test_accuracy")})
-    curves = {m: [(r["round"], r[f"{m}/test_accuracy"]) for r in history if f"{m}/test_accuracy" in r]
-              for m in names}
+    if modalities:
+        primary = PRIMARY_METRIC[_task(modalities)]
+    else:
+        primary = "map_macro" if any(k.endswith("/test_map_macro") for r in history for k in r) else "accuracy"
+    key = f"test_{primary}"
+    names = list(modalities) or sorted({k.split("/")[0] for r in history for k in r if k.endswith(f"/{key}")})
+    curves = {m: [(r["round"], r[f"{m}/{key}"]) for r in history if f"{m}/{key}" in r] for m in names}
     if not any(curves.values()):
         return None
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
@@ -65,12 +85,12 @@ def plot_curves(history: Sequence[Mapping], modalities: Mapping[str, Mapping], n
             ax.plot(*zip(*points), marker="." if len(points) < 40 else None, color=color, label=f"{mod} (evaluation)")
         if mod in modalities:
             m = modalities[mod]
-            ax.scatter([num_rounds], [m["accuracy_before_calibration"]], marker="o", facecolors="none",
+            ax.scatter([num_rounds], [m[f"{primary}_before_calibration"]], marker="o", facecolors="none",
                        edgecolors=color, zorder=3)
-            ax.scatter([num_rounds], [m["accuracy_after_calibration"]], marker="*", s=120, color=color, zorder=3,
+            ax.scatter([num_rounds], [m[f"{primary}_after_calibration"]], marker="*", s=120, color=color, zorder=3,
                        label=f"{mod} after BN calibration")
     ax.set_xlabel("round")
-    ax.set_ylabel("test accuracy")
+    ax.set_ylabel("test accuracy" if primary == "accuracy" else "test mAP (macro)")
     ax.set_xlim(0.5, num_rounds + 0.5)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")

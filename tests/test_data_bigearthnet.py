@@ -70,7 +70,7 @@ def test_s1_records_share_the_s2_scene_id(root):
 
 
 def test_balanced_single_label_set(root):
-    data = load_dataset(dataset_config("bigearthnet", root))
+    data = load_dataset(dataset_config("bigearthnet", root, task="single_label"))
     s1, s2 = data["s1"], data["s2"]
     assert s1.class_names == s2.class_names == ("Arable land", "Pastures", "Coniferous forest", "Marine waters")
     rule = s1.info["label_rule"]
@@ -88,7 +88,8 @@ def test_balanced_single_label_set(root):
 
 
 def test_min_per_class_and_counts_file(root, tmp_path):
-    data = load_dataset(dataset_config("bigearthnet", root, balanced={"min_per_class": 4, "undersample": False}))
+    data = load_dataset(dataset_config("bigearthnet", root, task="single_label",
+                                       balanced={"min_per_class": 4, "undersample": False}))
     assert data["s1"].class_names == ("Coniferous forest", "Marine waters")
     path = write_class_counts(data, tmp_path / "counts.json")
     saved = json.loads(path.read_text())
@@ -103,7 +104,8 @@ def test_reben_metadata_layout(root):
     assert s1[0]["image"].shape == (2, 120, 120)
     rec = s1.records[0]
     assert rec.scene == rec.files["s2"] and rec.files["name"] == rec.files["s1"]  # S1 keyed by the S2 id
-    data = load_dataset(dataset_config("bigearthnet_v2", root, image_size=32, train_splits=["train", "val"]))
+    data = load_dataset(dataset_config("bigearthnet_v2", root, image_size=32, task="single_label",
+                                       train_splits=["train", "val"]))
     assert data["s2"].class_names == ("Coniferous forest", "Marine waters")
     assert data["s2"].train.images.shape[1:] == (12, 32, 32)
     assert not set(data["s1"].train.scene_ids) & set(data["s2"].train.scene_ids)

@@ -113,15 +113,15 @@ def test_bigearthnet_v1_as_s1_and_labels():
 
 @needs_data
 def test_bigearthnet_loader_on_the_sample():
-    data = load_dataset(dataset_config("bigearthnet", ROOT))
+    data = load_dataset(dataset_config("bigearthnet", ROOT, task="single_label"))
     s1, s2 = data["s1"], data["s2"]
     assert s1.class_names == s2.class_names
     assert s1.channels == 2 and s2.channels == 12
     assert not set(s1.train.scene_ids) & set(s2.train.scene_ids)
     assert s2.info["label_rule"]["splits"]["train"]["s2"]["patches"] == 16
     # Paired, all single-label patches of train+val+test, no balancing: S1 and S2 of one pair.
-    paired = load_dataset(dataset_config("bigearthnet", ROOT, unpaired=False, train_splits=["train", "val"],
-                                         balanced={"undersample": False}))
+    paired = load_dataset(dataset_config("bigearthnet", ROOT, task="single_label", unpaired=False,
+                                         train_splits=["train", "val"], balanced={"undersample": False}))
     assert paired["s1"].train.scene_ids == paired["s2"].train.scene_ids
     assert len(paired["s2"].train) == 10  # 4 single-label patches in train, 6 in val
 

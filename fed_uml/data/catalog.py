@@ -7,9 +7,11 @@ import the catalog (no import cycle, no registration by side effect); users add 
 with `register_dataset(name, loader)`, which refuses a name already taken.
 
 `load_dataset(cfg, normalize=True)` looks up `dataset.name`, checks that the modalities
-agree on the label set and, unless `normalize=False`, standardises each modality per band
-with the statistics of its own training images (`fed_uml.data.normalize.standardize`). A
-federated institution loads with `normalize=False` and standardises its own share.
+agree on the label set and that their targets are those of `dataset.task` (class
+indices (N,) for single_label, the default; multi-hot (N, C) for multi_label) and,
+unless `normalize=False`, standardises each modality per band with the statistics of its
+own training images (`fed_uml.data.normalize.standardize`). A federated institution loads
+with `normalize=False` and standardises its own share.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from fed_uml.data.real import load_real
 from fed_uml.data.sen12ms import SEN12MS
 from fed_uml.data.synthetic import load_synthetic
 from fed_uml.modality import ModalityData
+from fed_uml.results import check_task
 
 Loader = Callable[[Mapping], dict[str, ModalityData]]
 
@@ -70,10 +73,15 @@ def load_dataset(cfg: Mapping, normalize: bool = True) -> dict[str, ModalityData
     name = cfg.get("name")
     if name not in _LOADERS:
         raise ValueError(f"unknown dataset {name!r} (setting dataset.name); available: {available_datasets()}")
+    task = check_task(str(cfg.get("task") or "single_label"))
     data = _LOADERS[name](cfg)
     classes = {d.class_names for d in data.values()}
     if len(classes) != 1:
         raise ValueError(f"dataset {name!r}: modalities disagree on the label set")
+    got = {"multi_label" if d.train.labels.ndim == 2 else "single_label" for d in data.values()}
+    if got != {task}:
+        raise ValueError(f"dataset {name!r} gives {'/'.join(sorted(got))} targets, but setting dataset.task is "
+                         f"{task!r} (multi_label needs a multi-label data set: bigearthnet, bigearthnet_v2)")
     if normalize:
         data = {k: standardize(d) for k, d in data.items()}
     return data

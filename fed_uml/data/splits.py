@@ -26,6 +26,14 @@ Balanced single-label rule (multi-label data sets: BigEarthNet v1 and v2)
        size of its smallest non-empty class (random, seeded), so classes are balanced.
     The counts after every step go to `ModalityData.info["label_rule"]` and
     `info["class_counts"]`, are logged, and `write_class_counts` writes them to JSON or CSV.
+    This is `dataset.task=single_label`; with `dataset.task=multi_label` (the default for
+    BigEarthNet) every patch keeps all its labels (`fed_uml.data.real.labels.multi_label_set`).
+
+Multi-label stratification
+    A multi-label patch has no single class to stratify by, so `stratify_by_rarest_label`
+    gives it a stratum, its rarest label (by training frequency), in `SceneRecord.label`;
+    the deal, the per-class quotas (`samples_per_class` then counts patches per stratum) and
+    the federated Dirichlet partition (`fed_uml.federated.partition`) use that stratum.
 """
 
 from __future__ import annotations
@@ -146,6 +154,25 @@ def single_label(records: Sequence[SceneRecord], rule: str = "exactly_one") -> t
     return kept, report
 
 
+def label_frequency(records, num_classes: int) -> np.ndarray:
+    """How many of `records` carry each class (multi-label `labels`)."""
+    counts = np.zeros(num_classes, dtype=np.int64)
+    for r in records:
+        for c in r.labels:
+            counts[c] += 1
+    return counts
+
+
+def rarest_label(labels: Sequence[int], frequency: Sequence[int]) -> int:
+    """The label of `labels` with the smallest `frequency` (ties: the lower class index)."""
+    return min(labels, key=lambda c: (frequency[c], c))
+
+
+def stratify_by_rarest_label(records: Sequence[SceneRecord], frequency: Sequence[int]) -> list[SceneRecord]:
+    """Each multi-label record with its stratum, the rarest of its labels, as `label`."""
+    return [replace(r, label=rarest_label(r.labels, frequency)) for r in records]
+
+
 def retain_classes(train_records: Sequence[SceneRecord], num_classes: int, min_per_class: int) -> list[int]:
     """Class indices with at least `min_per_class` training scenes, in their original order."""
     counts = np.bincount([r.label for r in train_records], minlength=num_classes)
@@ -158,8 +185,13 @@ def relabel(records: Sequence[SceneRecord], keep: Sequence[int]) -> list[SceneRe
     return [replace(r, label=index[r.label]) for r in records if r.label in index]
 
 
-def class_counts(labels: Sequence[int], class_names: Sequence[str]) -> dict[str, int]:
-    counts = np.bincount(np.asarray(list(labels), dtype=np.int64), minlength=len(class_names))
+def class_counts(labels, class_names: Sequence[str]) -> dict[str, int]:
+    """Samples per class: of class indices (N,), or positives per class of multi-hot rows (N, C)."""
+    arr = np.asarray(labels.tolist() if hasattr(labels, "tolist") else list(labels), dtype=np.int64)
+    if arr.ndim == 2:
+        counts = arr.sum(axis=0)
+    else:
+        counts = np.bincount(arr, minlength=len(class_names))
     return {c: int(counts[i]) for i, c in enumerate(class_names)}
 
 

@@ -30,7 +30,7 @@ from fed_uml.modality import ModalityData
 from fed_uml.model_file import deployed_as_trained, model_filename, save_model
 from fed_uml.models import UMLModel, private_state, shared_state
 from fed_uml.results import deploys_calibrated
-from fed_uml.training import evaluate, train_unpaired
+from fed_uml.training import evaluate_task, train_unpaired
 
 log = logging.getLogger(__name__)
 
@@ -129,24 +129,27 @@ class Institution:
             start_epoch=(server_round - 1) * epochs, total_epochs=rounds * epochs, steps_per_epoch=steps,
         )
         last = history[-1] if history else {}
+        multi_label = self.train.labels.ndim == 2  # no training accuracy for multi-hot targets
         report = TrainReport(
             num_examples=len(self.train),
             optimizer_steps=sum(r["steps"] for r in history),
             train_loss=float(last.get(f"{self.ident.modality}/loss", float("nan"))),
-            train_accuracy=float(last.get(f"{self.ident.modality}/train_accuracy", float("nan"))),
+            train_accuracy=None if multi_label else float(
+                last.get(f"{self.ident.modality}/train_accuracy", float("nan"))),
         )
         return shared_state(model), private_state(model), report
 
     def evaluate(self, backbone, private) -> EvaluateReport:
+        """Test accuracy (single-label) or the multi-label metrics (`scores`) of the model on the local test share."""
         model = self.model(backbone, private)
-        return EvaluateReport(num_examples=len(self.test),
-                              accuracy=evaluate(model, self.test, self.ident.modality, device=self.settings.device))
+        metrics = evaluate_task(model, self.test, self.ident.modality, device=self.settings.device)
+        return EvaluateReport(num_examples=len(self.test), accuracy=metrics.pop("accuracy", None), scores=metrics)
 
     def calibrate(self, backbone, private, model_dir: str | Path | None = None,
                   epochs: int | None = None) -> CalibrateReport:
         """Algorithm 1 (`epochs` passes; the ClientApp passes the server's `CalibrateInstruction`,
         in-process the default is `calibration.epochs`) on the local training data; test
-        accuracy before and after.
+        metrics (accuracy, or the multi-label `scores`) before and after.
 
         With `model_dir` (node-local), the deployed model (h_k, or the model as trained where
         the method deploys that) is written to `model_dir/model-<modality>.pt`; only the
@@ -171,10 +174,14 @@ class Institution:
                 log.info("institution %s: wrote its model to %s", self.ident.name, path)
             except OSError as e:
                 log.warning("institution %s: cannot write its model to %s: %s", self.ident.name, path, e)
+        before = evaluate_task(model, self.test, self.ident.modality, device=self.settings.device)
+        after = evaluate_task(h, self.test, device=self.settings.device)
         return CalibrateReport(
             num_examples=len(self.test),
             n_train=len(self.train),
-            accuracy_before_calibration=evaluate(model, self.test, self.ident.modality, device=self.settings.device),
-            accuracy_after_calibration=evaluate(h, self.test, device=self.settings.device),
+            accuracy_before_calibration=before.pop("accuracy", None),
+            accuracy_after_calibration=after.pop("accuracy", None),
             model_saved=saved,
+            scores_before=before,
+            scores_after=after,
         )

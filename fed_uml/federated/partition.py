@@ -2,6 +2,12 @@
 
 Every institution computes its own share from the same seed, so no coordination (and no
 exchange of indices) is needed.
+
+Multi-label data (multi-hot labels (N, C), `dataset.task=multi_label`): the Dirichlet skew is
+drawn per stratum, each sample's RAREST label (by its frequency in `labels`, ties to the lower
+class index; `strata`), the rule the unpaired deal uses (`fed_uml.data.splits`), so the rare
+classes are what is skewed and dealt first rather than hidden behind the frequent ones. Every
+institution of a modality holds the same full labels, so they all compute the same strata.
 """
 
 from __future__ import annotations
@@ -9,6 +15,24 @@ from __future__ import annotations
 import numpy as np
 
 SCHEMES = ("iid", "dirichlet")
+
+
+def strata(labels: np.ndarray) -> np.ndarray:
+    """Class indices (N,) as they are; for multi-hot rows (N, C) each row's rarest label
+    (frequency over the rows; ties: the lower class index). A row without a label is an error."""
+    labels = np.asarray(labels)
+    if labels.ndim == 1:
+        return labels
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be (N,) class indices or (N, C) multi-hot, got shape {labels.shape}")
+    positive = labels > 0
+    empty = np.flatnonzero(~positive.any(axis=1))
+    if len(empty):
+        raise ValueError(f"multi-hot labels: sample {int(empty[0])} has no label")
+    frequency = positive.sum(axis=0)
+    # the smallest frequency among a row's labels; the first such class (argmin takes the lowest index)
+    masked = np.where(positive, frequency[None, :], np.iinfo(np.int64).max)
+    return masked.argmin(axis=1)
 
 
 def split_indices(
@@ -22,11 +46,12 @@ def split_indices(
 ) -> np.ndarray:
     """Indices of `labels` that institution `part` of `num_parts` holds (sorted).
 
+    `labels`: class indices (N,), or multi-hot rows (N, C), stratified by `strata`.
     iid: a seeded random permutation cut into near-equal parts.
     dirichlet: for each class, the shares of the parts are drawn from Dir(alpha); small
     alpha gives strong label skew. Redrawn (seeded) until every part has `min_size` samples.
     """
-    labels = np.asarray(labels)
+    labels = strata(labels)
     n = len(labels)
     if not 0 <= part < num_parts:
         raise ValueError(f"part {part} not in [0, {num_parts})")

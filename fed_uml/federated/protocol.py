@@ -69,13 +69,44 @@ ACCURACY = "accuracy"
 ACCURACY_BEFORE_CALIBRATION = "accuracy-before-calibration"
 ACCURACY_AFTER_CALIBRATION = "accuracy-after-calibration"
 MODEL_SAVED = "model-saved"
+# The multi-label metrics (dataset.task=multi_label, fed_uml.results.TASK_METRICS) in the
+# evaluate and calibrate reports, where single-label runs send the accuracy; the calibrate
+# report sends each with one of the suffixes.
+MAP_MACRO = "map-macro"
+MAP_MICRO = "map-micro"
+F1_MACRO = "f1-macro"
+SCORE_KEYS = {"map_macro": MAP_MACRO, "map_micro": MAP_MICRO, "f1_macro": F1_MACRO}  # metric -> wire key
+BEFORE_CALIBRATION = "-before-calibration"
+AFTER_CALIBRATION = "-after-calibration"
 # Set by the server on a train reply before averaging (never sent by an institution).
 AGGREGATION_WEIGHT = "aggregation-weight"
 
+# -- privacy: only in runs with secure aggregation or differential privacy (README "Privacy") --
+# Extra records of a train message; a plain run's messages carry neither.
+CLIPPING = "clipping"  # ConfigRecord: clip the backbone update (ClipInstruction)
+SECURE = "secure-aggregation"  # ConfigRecord: this institution's SecAgg+ input (SecureInstruction)
+CLIPPING_NORM = "clipping-norm"
+ADAPTIVE_CLIPPING = "adaptive-clipping"
+SECURE_WEIGHT = "secure-weight"
+SECURE_CLIPPING_RANGE = "secure-clipping-range"
+# In a train report: whether the update was within the clipping norm (1/0; under secure
+# aggregation it travels inside the masked sum instead), and under secure aggregation how many
+# elements of the pre-scaled update lay outside [-c, c] (quantisation clipped them).
+DP_UNCLIPPED = "dp-unclipped"
+SECURE_RANGE_EXCEEDED = "secure-range-exceeded"
 
-def _key(name: str, decode: Callable[[Any], Any], encode: Callable[[Any], Any] | None = None):
-    """A record field and its wire key; `decode` types a wire value, `encode` makes one."""
-    return field(metadata={"key": name, "decode": decode, "encode": encode})
+
+def _key(name: str, decode: Callable[[Any], Any], encode: Callable[[Any], Any] | None = None,
+         optional: bool = False):
+    """A record field and its wire key; `decode` types a wire value, `encode` makes one.
+    `optional`: the value may be None (a metric the run's task does not have), which the wire
+    form leaves out and a missing key reads as."""
+    return field(metadata={"key": name, "decode": decode, "encode": encode, "optional": optional})
+
+
+def _scores(suffix: str = ""):
+    """A {metric: value} field of multi-label metrics, each on the wire as SCORE_KEYS[metric] + suffix."""
+    return field(default_factory=dict, metadata={"scores": suffix})
 
 
 class _Record(Mapping):
@@ -88,6 +119,11 @@ class _Record(Mapping):
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
+            if "scores" in f.metadata:
+                out.update({SCORE_KEYS[name] + f.metadata["scores"]: float(v) for name, v in value.items()})
+                continue
+            if value is None and f.metadata["optional"]:
+                continue
             encode = f.metadata["encode"]
             out[f.metadata["key"]] = encode(value) if encode else value
         return out
@@ -97,7 +133,15 @@ class _Record(Mapping):
         """The record from its wire form; a missing key names the message and the key."""
         values = {}
         for f in fields(cls):
+            if "scores" in f.metadata:
+                suffix = f.metadata["scores"]
+                values[f.name] = {name: float(record[k + suffix]) for name, k in SCORE_KEYS.items()
+                                  if k + suffix in record}
+                continue
             key = f.metadata["key"]
+            if key not in record and f.metadata["optional"]:
+                values[f.name] = None
+                continue
             if key not in record:
                 raise ValueError(f"{cls.__name__}: the message has no {key!r} (it has {sorted(record)})")
             values[f.name] = f.metadata["decode"](record[key])
@@ -117,6 +161,11 @@ class _Record(Mapping):
             content[ARRAYS] = arrays
         return content
 
+    def add_to(self, content: RecordDict) -> RecordDict:
+        """`content` with this record added (an extra record of a message)."""
+        content[self.record_name] = self.record_type(self.to_dict())
+        return content
+
     # read as the wire mapping
     def __getitem__(self, key: str):
         return self.to_dict()[key]
@@ -125,7 +174,7 @@ class _Record(Mapping):
         return iter(self.to_dict())
 
     def __len__(self) -> int:
-        return len(fields(self))
+        return len(self.to_dict())
 
 
 class _Instruction(_Record):
@@ -169,6 +218,28 @@ class CalibrateInstruction(_Instruction):
     results_dir: str = _key(RESULTS_DIR, str)
 
 
+@dataclass(frozen=True)
+class ClipInstruction(_Instruction):
+    """Differential privacy: clip the backbone update (returned minus received, all tensors
+    together) to L2 norm `clipping_norm` before it leaves; with `adaptive`, say whether it was
+    within it (`DP_UNCLIPPED`)."""
+
+    record_name = CLIPPING
+    clipping_norm: float = _key(CLIPPING_NORM, float)
+    adaptive: bool = _key(ADAPTIVE_CLIPPING, lambda v: bool(int(v)), int)
+
+
+@dataclass(frozen=True)
+class SecureInstruction(_Instruction):
+    """Secure aggregation: send the update pre-scaled by `weight` (this institution's
+    aggregation weight over the group's largest, in (0, 1]) into the SecAgg+ masked sum;
+    `clipping_range` is the quantisation range c its elements must lie in."""
+
+    record_name = SECURE
+    weight: float = _key(SECURE_WEIGHT, float)
+    clipping_range: float = _key(SECURE_CLIPPING_RANGE, float)
+
+
 # -- institution -> server ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Description(_Record):
@@ -188,20 +259,24 @@ class TrainReport(_Report):
     num_examples: int = _key(NUM_EXAMPLES, int)  # local training examples: the FedAvg weight
     optimizer_steps: int = _key(OPTIMIZER_STEPS, int)
     train_loss: float = _key(TRAIN_LOSS, float)
-    train_accuracy: float = _key(TRAIN_ACCURACY, float)
+    train_accuracy: float | None = _key(TRAIN_ACCURACY, float, optional=True)  # None: multi-label
 
 
 @dataclass(frozen=True)
 class EvaluateReport(_Report):
     num_examples: int = _key(NUM_EXAMPLES, int)  # local test examples
-    accuracy: float = _key(ACCURACY, float)
+    accuracy: float | None = _key(ACCURACY, float, optional=True)  # single-label; None for multi-label
+    scores: Mapping[str, float] = _scores()  # multi-label: map_macro, map_micro, f1_macro
 
 
 @dataclass(frozen=True)
 class CalibrateReport(_Report):
     num_examples: int = _key(NUM_EXAMPLES, int)  # local test examples
     n_train: int = _key(N_TRAIN, int)
-    accuracy_before_calibration: float = _key(ACCURACY_BEFORE_CALIBRATION, float)
-    accuracy_after_calibration: float = _key(ACCURACY_AFTER_CALIBRATION, float)
+    # single-label; None for multi-label, which sends `scores_before` and `scores_after` instead
+    accuracy_before_calibration: float | None = _key(ACCURACY_BEFORE_CALIBRATION, float, optional=True)
+    accuracy_after_calibration: float | None = _key(ACCURACY_AFTER_CALIBRATION, float, optional=True)
     # whether it wrote its model to its own disk (the model itself never leaves it); 1 or 0 on the wire
     model_saved: bool = _key(MODEL_SAVED, lambda v: bool(int(v)), int)
+    scores_before: Mapping[str, float] = _scores(BEFORE_CALIBRATION)
+    scores_after: Mapping[str, float] = _scores(AFTER_CALIBRATION)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fed_uml.methods.runner import evaluate_with_calibration, train_settings
+from fed_uml.metrics import task_of
 from fed_uml.modality import ModalityData
 from fed_uml.models import UMLModel, backbone_stages, model_from_config
 from fed_uml.models.registry import get_stage_builder
@@ -209,6 +210,24 @@ class DomainDiscriminator(nn.Module):
 def entropy(probs: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Per-row Shannon entropy -sum_c p_c log(p_c + eps) (the eps of the CDAN/MCC code)."""
     return -(probs * torch.log(probs + eps)).sum(dim=1)
+
+
+def is_multi_label(data: Mapping[str, ModalityData]) -> bool:
+    """Whether the data are multi-label (multi-hot targets, `fed_uml.metrics.task_of`)."""
+    return task_of(next(iter(data.values())).train.labels) == "multi_label"
+
+
+def class_probabilities(logits: torch.Tensor, multi_label: bool = False) -> torch.Tensor:
+    """The classifier's class probabilities: softmax over classes (single-label) or one
+    sigmoid per class (multi-label: every class is its own yes/no decision)."""
+    return torch.sigmoid(logits) if multi_label else F.softmax(logits, dim=1)
+
+
+def label_set_entropy(probs: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Per-row entropy of the predicted label set under independent per-class Bernoulli outputs:
+    sum_c -(p_c log(p_c + eps) + (1 - p_c) log(1 - p_c + eps)) (C log 2 for p = 1/2 everywhere,
+    0 for confident outputs). The multi-label form of `entropy` (CDAN+E's conditioning)."""
+    return -(probs * torch.log(probs + eps) + (1 - probs) * torch.log(1 - probs + eps)).sum(dim=1)
 
 
 def domain_classification_loss(logits: torch.Tensor, domains: torch.Tensor,

@@ -25,6 +25,12 @@ CDAN+E, where the references differ:
   gradient flow through H(g) into the classifier (a hook on the entropy), which we do not follow: it
   would make the adversarial term train the shared classifier through the confidence weights.
 
+Multi-label data (multi-hot targets, `dataset.task=multi_label`): the classifier's outputs are
+one sigmoid per class, so the conditioning is g = sigmoid(h(f)) (each entry the probability of
+one label; T keeps its form, entry c*D + d = g_c f_d), and CDAN+E's entropy is that of the
+predicted label set under independent per-class outputs, H(g) = sum_c h_b(g_c) with h_b the
+binary entropy (`alignment.label_set_entropy`: C log 2 when every g_c = 1/2, 0 when confident).
+
 Adaptation (see also dann.py): heterogeneous encoders, one shared classifier, both
 modalities labelled; a K-way domain discriminator for K modalities (binary for K = 2); the
 runner's optimiser and budget; D (1024-unit, ReLU + dropout, no BN) trained by the same
@@ -43,7 +49,6 @@ import math
 from collections.abc import Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fed_uml.methods.alignment import (
@@ -51,11 +56,14 @@ from fed_uml.methods.alignment import (
     AlignmentObjective,
     DomainDiscriminator,
     GRLSchedule,
+    class_probabilities,
     classifier_in_features,
     classify,
     domain_classification_loss,
     entropy,
     grad_reverse,
+    is_multi_label,
+    label_set_entropy,
     method_params,
     require_modalities,
     run_aligned,
@@ -99,9 +107,10 @@ class RandomizedMultilinearMap(nn.Module):
         return (f @ self.r_f) * (g @ self.r_g) / math.sqrt(self.output_dim)
 
 
-def entropy_weights(probs: torch.Tensor, domains: torch.Tensor) -> torch.Tensor:
-    """CDAN+E's sample weights 1 + exp(-H(g)), normalised to mean 1 within each domain (thuml/CDAN `loss.CDAN`)."""
-    w = 1.0 + torch.exp(-entropy(probs))
+def entropy_weights(probs: torch.Tensor, domains: torch.Tensor, multi_label: bool = False) -> torch.Tensor:
+    """CDAN+E's sample weights 1 + exp(-H(g)), normalised to mean 1 within each domain (thuml/CDAN `loss.CDAN`);
+    for multi-label outputs H is the label-set entropy (`alignment.label_set_entropy`)."""
+    w = 1.0 + torch.exp(-(label_set_entropy(probs) if multi_label else entropy(probs)))
     out = torch.empty_like(w)
     for d in torch.unique(domains):
         m = domains == d
@@ -115,9 +124,11 @@ class CDANObjective(GRLSchedule, AlignmentObjective):
 
     def __init__(self, modalities: list[str], feature_dim: int, num_classes: int, trade_off: float = 1.0,
                  entropy_conditioning: bool = False, randomized: bool | None = None, randomized_dim: int = 1024,
-                 max_multilinear_dim: int = 4096, hidden: int = 1024, dropout: float = 0.5, **grl):
+                 max_multilinear_dim: int = 4096, hidden: int = 1024, dropout: float = 0.5,
+                 multi_label: bool = False, **grl):
         super().__init__()
         self.modalities = list(modalities)
+        self.multi_label = bool(multi_label)
         self.trade_off = float(trade_off)
         self.set_grl(**grl)
         self.entropy_conditioning = bool(entropy_conditioning)
@@ -133,11 +144,11 @@ class CDANObjective(GRLSchedule, AlignmentObjective):
 
     def forward(self, model, features, batches):  # noqa: D102
         f = torch.cat([features[k] for k in self.modalities])
-        g = F.softmax(classify(model, f), dim=1).detach()
+        g = class_probabilities(classify(model, f), self.multi_label).detach()
         domains = domain_labels(features, self.modalities)
         coeff = self.coefficient()
         logits = self.discriminator(grad_reverse(self.conditioned(f, g), coeff))
-        weights = entropy_weights(g, domains) if self.entropy_conditioning else None
+        weights = entropy_weights(g, domains, self.multi_label) if self.entropy_conditioning else None
         loss = domain_classification_loss(logits, domains, weights)
         self.record(domain_loss=loss, domain_acc=(logits.argmax(1) == domains).float().mean(), grl=coeff)
         return self.trade_off * loss
@@ -149,7 +160,9 @@ def run_cdan(data: Mapping[str, ModalityData], cfg: Mapping) -> dict[str, dict]:
     require_modalities(data, "cdan")
     p = method_params(cfg, DEFAULTS)
     num_classes = next(iter(data.values())).num_classes
+    multi_label = is_multi_label(data)
     return run_aligned(
         "cdan", data, cfg,
-        lambda model, d: CDANObjective(list(d), classifier_in_features(model), num_classes, **p),
+        lambda model, d: CDANObjective(list(d), classifier_in_features(model), num_classes, multi_label=multi_label,
+                                       **p),
     )

@@ -58,6 +58,9 @@ Our end-to-end adaptation (what differs):
 - K > 2 modalities: one discriminator per pair of modalities (the two-modality game on
   every pair, averaged); for K = 2 exactly the original game.
 
+Multi-label data: nothing of ISCA's game or whitening reads the labels; the optional MCC term
+takes its multi-label form (`mcc.multi_label_mcc_loss`, per-class two-way decisions).
+
 Hyperparameters (conf/method/isca.yaml): adv_weight (lambda_dist, 1.0), whiten_weight
 (lambda, 1.0), shared_dim (d_C; null = the encoders' width, keeping the study's classifier),
 hidden (256), label_noise (0.2; 0 disables), mcc_weight (0.0), mcc_temperature (0.55).
@@ -77,12 +80,13 @@ from fed_uml.methods.alignment import (
     classifier_in_features,
     classify,
     frozen_call,
+    is_multi_label,
     method_params,
     modality_pairs,
     require_modalities,
     run_aligned,
 )
-from fed_uml.methods.mcc import mcc_loss
+from fed_uml.methods.mcc import task_mcc_loss
 from fed_uml.methods.registry import register_method
 from fed_uml.modality import ModalityData
 from fed_uml.models import Backbone, UMLModel
@@ -133,8 +137,10 @@ class ISCAObjective(AlignmentObjective):
     the runner's optimiser (with its learning-rate schedule), the encoders and maps only by the other terms."""
 
     def __init__(self, modalities: list[str], shared_dim: int, adv_weight: float = 1.0, whiten_weight: float = 1.0,
-                 hidden: int = 256, label_noise: float = 0.2, mcc_weight: float = 0.0, mcc_temperature: float = 0.55):
+                 hidden: int = 256, label_noise: float = 0.2, mcc_weight: float = 0.0, mcc_temperature: float = 0.55,
+                 multi_label: bool = False):
         super().__init__()
+        self.multi_label = bool(multi_label)
         self.modalities = list(modalities)
         self.adv_weight, self.whiten_weight = float(adv_weight), float(whiten_weight)
         self.label_noise = float(label_noise)
@@ -196,7 +202,7 @@ class ISCAObjective(AlignmentObjective):
             total = total + critic + self.adv_weight * maps
             self.record(critic_loss=critic, map_loss=maps)
         if self.mcc_weight != 0:
-            mcc = torch.stack([mcc_loss(classify(model, features[k]), self.mcc_temperature)
+            mcc = torch.stack([task_mcc_loss(classify(model, features[k]), self.mcc_temperature, self.multi_label)
                                for k in self.modalities]).mean()
             total = total + self.mcc_weight * mcc
             self.record(mcc=mcc)
@@ -216,5 +222,6 @@ def run_isca(data: Mapping[str, ModalityData], cfg: Mapping) -> dict[str, dict]:
         dims["d"] = add_shared_component_maps(model, shared_dim)
 
     return run_aligned(
-        "isca", data, cfg, lambda model, d: ISCAObjective(list(d), dims["d"], **p), prepare_model=prepare,
+        "isca", data, cfg, lambda model, d: ISCAObjective(list(d), dims["d"], multi_label=is_multi_label(d), **p),
+        prepare_model=prepare,
     )

@@ -21,6 +21,15 @@ with heterogeneous encoders E_k and a shared classifier h. MCC has no explicit
 distribution-matching term; the shared classifier and its class-confusion penalty are
 what couples the modalities.
 
+Multi-label data (multi-hot targets, `dataset.task=multi_label`). Classes of a multi-label
+data set legitimately co-occur in one patch (coniferous and mixed forest), so penalising the
+co-occurrence of two classes in a prediction, as the softmax form does, would fight the labels.
+Each class is instead its own two-way decision "c" vs "not c", with probabilities
+(sigmoid(z_c / T), 1 - sigmoid(z_c / T)) = softmax((z_c, 0) / T); MCC is computed on each of
+these C two-class problems over the batch (same temperature, entropy weights and normalisation)
+and averaged over the classes (`multi_label_mcc_loss`). It is 0 for confident yes/no outputs
+and 1/2 for logits 0 everywhere (each two-class C~ is uniform: (2 - 1) / 2).
+
 Hyperparameters (conf/method/mcc.yaml): trade_off (w, 1.0), temperature (T, 2.5; both the
 paper's and thuml's defaults).
 """
@@ -36,6 +45,7 @@ from fed_uml.methods.alignment import (
     AlignmentObjective,
     classify,
     entropy,
+    is_multi_label,
     method_params,
     run_aligned,
 )
@@ -62,14 +72,29 @@ def mcc_loss(logits: torch.Tensor, temperature: float = 2.5) -> torch.Tensor:
     return (conf.sum() - conf.trace()) / c
 
 
+def multi_label_mcc_loss(logits: torch.Tensor, temperature: float = 2.5) -> torch.Tensor:
+    """MCC for multi-label outputs: the mean over classes of the MCC of the two-way decision
+    "c" vs "not c", logits (z_c, 0) (see the module docstring)."""
+    binary = torch.stack([logits, torch.zeros_like(logits)], dim=2)  # (B, C, 2)
+    return torch.stack([mcc_loss(binary[:, c], temperature) for c in range(logits.shape[1])]).mean()
+
+
+def task_mcc_loss(logits: torch.Tensor, temperature: float = 2.5, multi_label: bool = False) -> torch.Tensor:
+    """`mcc_loss` for single-label outputs, `multi_label_mcc_loss` for multi-label ones."""
+    return multi_label_mcc_loss(logits, temperature) if multi_label else mcc_loss(logits, temperature)
+
+
 class MCCObjective(AlignmentObjective):
-    def __init__(self, modalities: list[str], trade_off: float = 1.0, temperature: float = 2.5):
+    def __init__(self, modalities: list[str], trade_off: float = 1.0, temperature: float = 2.5,
+                 multi_label: bool = False):
         super().__init__()
         self.modalities = list(modalities)
         self.trade_off, self.temperature = float(trade_off), float(temperature)
+        self.multi_label = bool(multi_label)
 
     def forward(self, model, features, batches):  # noqa: D102
-        losses = {k: mcc_loss(classify(model, features[k]), self.temperature) for k in self.modalities}
+        losses = {k: task_mcc_loss(classify(model, features[k]), self.temperature, self.multi_label)
+                  for k in self.modalities}
         loss = torch.stack(list(losses.values())).mean()
         self.record(**{f"mcc_{k}": v for k, v in losses.items()})
         return self.trade_off * loss
@@ -79,4 +104,5 @@ class MCCObjective(AlignmentObjective):
 def run_mcc(data: Mapping[str, ModalityData], cfg: Mapping) -> dict[str, dict]:
     """MCC on every modality's predictions, heterogeneous encoders, shared classifier."""
     p = method_params(cfg, DEFAULTS)
-    return run_aligned("mcc", data, cfg, lambda model, d: MCCObjective(list(d), **p))
+    multi_label = is_multi_label(data)
+    return run_aligned("mcc", data, cfg, lambda model, d: MCCObjective(list(d), multi_label=multi_label, **p))

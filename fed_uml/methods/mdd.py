@@ -49,6 +49,14 @@ Adaptation to the study's setting, and where we differ from the ATM code:
 - the optimiser is the runner's; the code's optional entropic-confusion term (`--entropic_weight`,
   argparse default 0; train.sh 0.5 for ImageCLEF I->C, 0.1 for MNIST->USPS) is not included.
 
+Multi-label data (multi-hot targets): "same class" becomes "sharing a label". The intra-class
+term is the mean distance over the pairs i < j weighted by the number of labels they share,
+sum_{i<j} s_ij ||phi_i - phi_j|| / sum_{i<j} s_ij with s_ij = |Y_i & Y_j| (`intra_class_distance`),
+so every label's positives are pulled together; for one-hot targets s_ij = [y_i = y_j] and this
+is exactly the single-label term. The adversarial part is CDAN(+E)'s multi-label form (see
+cdan.py); `space: probabilities` uses one sigmoid per class; `softmax_features`, the default, is
+the softmax of the encoder features and does not depend on the task.
+
 Hyperparameters (conf/method/mdd.yaml): mdd_weight (0.01), intra_weight (1.0), pairing
 (index), space (softmax_features | features | probabilities), squared (false),
 trade_off (1.0; 0 trains MDD alone), entropy_conditioning (true), and the CDAN settings
@@ -64,8 +72,10 @@ import torch.nn.functional as F
 
 from fed_uml.methods.alignment import (
     AlignmentObjective,
+    class_probabilities,
     classifier_in_features,
     classify,
+    is_multi_label,
     method_params,
     modality_pairs,
     require_modalities,
@@ -107,7 +117,18 @@ def inter_domain_divergence(a: torch.Tensor, b: torch.Tensor, pairing: str = "in
 
 
 def intra_class_distance(x: torch.Tensor, labels: torch.Tensor, squared: bool = False) -> torch.Tensor:
-    """Mean distance over the same-class pairs i < j of a batch (minus the intra-class density)."""
+    """Mean distance over the same-class pairs i < j of a batch (minus the intra-class density).
+
+    Multi-hot `labels` (B, C): the pairs weighted by the number of labels they share (see the
+    module docstring); 0 for a batch without such a pair.
+    """
+    if labels.ndim == 2:
+        shared = labels.to(x.dtype) @ labels.to(x.dtype).t()
+        weight = torch.triu(shared, diagonal=1)
+        if not bool((weight > 0).any()):
+            return x.sum() * 0.0
+        d = safe_norm(x.unsqueeze(1) - x.unsqueeze(0), squared)
+        return (weight * d).sum() / weight.sum()
     same = (labels.unsqueeze(0) == labels.unsqueeze(1)).triu(diagonal=1)
     if not bool(same.any()):
         return x.sum() * 0.0
@@ -147,8 +168,9 @@ class ATMObjective(AlignmentObjective):
 
     def __init__(self, modalities: list[str], feature_dim: int, num_classes: int, mdd_weight: float = 0.01,
                  intra_weight: float = 1.0, pairing: str = "index", space: str = "softmax_features",
-                 squared: bool = False, entropy_conditioning: bool = True, **cdan):
+                 squared: bool = False, entropy_conditioning: bool = True, multi_label: bool = False, **cdan):
         super().__init__()
+        self.multi_label = bool(multi_label)
         if pairing not in PAIRINGS:
             raise ValueError(f"method.pairing must be one of {PAIRINGS}, got {pairing!r}")
         if space not in SPACES:
@@ -157,7 +179,8 @@ class ATMObjective(AlignmentObjective):
         self.mdd_weight, self.intra_weight = float(mdd_weight), float(intra_weight)
         self.pairing, self.space, self.squared = pairing, space, bool(squared)
         self.adversarial = CDANObjective(self.modalities, feature_dim, num_classes,
-                                         entropy_conditioning=entropy_conditioning, **cdan)
+                                         entropy_conditioning=entropy_conditioning, multi_label=multi_label,
+                                         **cdan)
 
     def setup(self, model, total_steps: int) -> None:  # noqa: D102
         super().setup(model, total_steps)
@@ -167,7 +190,7 @@ class ATMObjective(AlignmentObjective):
         if self.space == "softmax_features":
             return F.softmax(f, dim=1)
         if self.space == "probabilities":
-            return F.softmax(classify(model, f), dim=1)
+            return class_probabilities(classify(model, f), self.multi_label)
         return f
 
     def forward(self, model, features, batches):  # noqa: D102
@@ -190,5 +213,7 @@ def run_mdd(data: Mapping[str, ModalityData], cfg: Mapping) -> dict[str, dict]:
     p = method_params(cfg, DEFAULTS)
     num_classes = next(iter(data.values())).num_classes
     return run_aligned(
-        "mdd", data, cfg, lambda model, d: ATMObjective(list(d), classifier_in_features(model), num_classes, **p),
+        "mdd", data, cfg,
+        lambda model, d: ATMObjective(list(d), classifier_in_features(model), num_classes,
+                                      multi_label=is_multi_label(d), **p),
     )

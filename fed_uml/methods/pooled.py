@@ -10,7 +10,7 @@ from fed_uml.methods.registry import register_method
 from fed_uml.methods.runner import build_model, calibrate_from_config, train_settings
 from fed_uml.modality import ArrayDataset, ModalityData
 from fed_uml.results import deploys_calibrated, modality_result
-from fed_uml.training import evaluate, seed_everything, train_unpaired
+from fed_uml.training import evaluate_task, seed_everything, train_unpaired
 
 
 @register_method("pooled")
@@ -38,7 +38,7 @@ def run_pooled(data: Mapping[str, ModalityData], cfg: Mapping) -> dict[str, dict
     steps = sum(r["steps"] for r in history)
     out = {}
     for k, d in data.items():
-        before = evaluate(model, d.test, "pooled", device=device)
-        after = evaluate(calibrated, d.test, device=device)
+        before = evaluate_task(model, d.test, "pooled", device=device)
+        after = evaluate_task(calibrated, d.test, device=device)
         out[k] = modality_result(before, after, use_calibrated, len(train), len(d.test), optimizer_steps=steps)
     return out

@@ -2,7 +2,8 @@
 
 - `train_settings(cfg)`: the `training` config group (seed and device from the top level);
 - `build_model(cfg["model"], data)`: the configured architecture, one projection per modality;
-- `evaluate_with_calibration(model, data, cfg)`: each modality's test accuracy with the
+- `evaluate_with_calibration(model, data, cfg)`: each modality's test metrics (accuracy, or
+  mAP and F1 for multi-label data, `fed_uml.metrics`) with the
   training-time BN statistics and after BN calibration (Algorithm 1), as
   `fed_uml.results.modality_result` entries. Whether the calibrated h_k is the deployed model
   is read only from the method's config group (`fed_uml.results.deploys_calibrated`).
@@ -20,7 +21,7 @@ from fed_uml.modality import ModalityData
 from fed_uml.model_file import save_deployed_models
 from fed_uml.models import UMLModel, model_from_config
 from fed_uml.results import deploys_calibrated, modality_result
-from fed_uml.training import TrainSettings, evaluate
+from fed_uml.training import TrainSettings, evaluate_task
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +50,15 @@ def calibrate_from_config(model: UMLModel, images: Mapping[str, torch.Tensor],
 
 
 def evaluate_with_calibration(model: UMLModel, data: Mapping[str, ModalityData], cfg: Mapping) -> dict[str, dict]:
-    """Accuracy per modality with training-time BN statistics and after Algorithm 1; with
+    """The task's metrics per modality with training-time BN statistics and after Algorithm 1; with
     `cfg["results_dir"]` set, also writes each modality's deployed model there (`fed_uml.model_file`)."""
     use_calibrated = deploys_calibrated(cfg["method"])
     device = str(cfg.get("device", "cpu"))
     calibrated = calibrate_from_config(model, {k: d.train.images for k, d in data.items()}, cfg)
     out = {}
     for k, d in data.items():
-        before = evaluate(model, d.test, k, device=device)
-        after = evaluate(calibrated[k], d.test, device=device)
+        before = evaluate_task(model, d.test, k, device=device)
+        after = evaluate_task(calibrated[k], d.test, device=device)
         out[k] = modality_result(before, after, use_calibrated, len(d.train), len(d.test))
     if cfg.get("results_dir"):  # the deployed model of every modality: results_dir/model-<modality>.pt
         for path in save_deployed_models(cfg["results_dir"], model, calibrated, data, cfg, use_calibrated):

@@ -2,6 +2,10 @@
 
 Samples of different modalities never correspond; the only thing they share is the label
 set. Each modality's losses update its own projection and the shared backbone.
+
+The loss follows the task of the targets (`fed_uml.metrics.task_of`): the cross-entropy for
+class indices (N,), the binary cross-entropy on the logits for multi-hot targets (N, C)
+(multi-label BigEarthNet), averaged over samples and classes.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fed_uml.metrics import task_metrics, task_of
 from fed_uml.modality import ArrayDataset
 
 log = logging.getLogger(__name__)
@@ -117,6 +122,13 @@ def epoch_steps(datasets: Mapping[str, ArrayDataset], batch_size: int) -> int:
     return max(math.ceil(len(d) / batch_size) for d in datasets.values())
 
 
+def task_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy for class indices (N,); binary cross-entropy on the logits, averaged over
+    samples and classes, for multi-hot targets (N, C)."""
+    if targets.ndim == 2:
+        return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype))
+    return F.cross_entropy(logits, targets)
+
 
 LossHook = Callable[[nn.Module, dict, dict], torch.Tensor]
 
@@ -144,7 +156,8 @@ def train_unpaired(
     `steps_per_epoch` fixes the optimiser steps of an epoch (default: one pass over the largest
     modality, `epoch_steps`); a baseline given the step count a modality gets inside a joint
     run uses it.
-    Returns one dict of metrics per epoch, with the epoch's optimiser `steps`.
+    Returns one dict of metrics per epoch, with the epoch's optimiser `steps`: per modality
+    `<k>/loss`, and `<k>/train_accuracy` for single-label targets (none for multi-label ones).
     """
     for name, d in datasets.items():
         if len(d) == 0:
@@ -176,11 +189,12 @@ def train_unpaired(
             logits, features = _forward(model, batches, settings.fusion, want_features=extra_loss is not None)
             loss = torch.zeros((), device=device)
             for k, (x, y) in batches.items():
-                lk = F.cross_entropy(logits[k], y)
+                lk = task_loss(logits[k], y)
                 loss = loss + weights[k] * lk
                 t = totals[k]
                 t[0] += lk.item() * len(y)
-                t[1] += (logits[k].argmax(1) == y).sum().item()
+                if y.ndim == 1:
+                    t[1] += (logits[k].argmax(1) == y).sum().item()
                 t[2] += len(y)
             if extra_loss is not None:
                 loss = loss + extra_loss(model, features, batches)
@@ -194,13 +208,16 @@ def train_unpaired(
         record = {"epoch": epoch + 1, "steps": n_steps, "seconds": time.perf_counter() - t0}
         for k, (ls, correct, seen) in totals.items():
             record[f"{k}/loss"] = ls / max(seen, 1)
-            record[f"{k}/train_accuracy"] = correct / max(seen, 1)
+            if datasets[k].labels.ndim == 1:
+                record[f"{k}/train_accuracy"] = correct / max(seen, 1)
         history.append(record)
         if progress is not None:
             progress(record)
         if settings.log_every and ((epoch + 1) % settings.log_every == 0 or epoch + 1 == epochs):
             parts = " ".join(
-                f"{k}: loss {record[f'{k}/loss']:.3f} acc {record[f'{k}/train_accuracy']:.3f}" for k in datasets
+                f"{k}: loss {record[f'{k}/loss']:.3f}"
+                + (f" acc {record[f'{k}/train_accuracy']:.3f}" if f"{k}/train_accuracy" in record else "")
+                for k in datasets
             )
             log.info("[%s] epoch %d/%d (%.1fs) %s", desc, epoch + 1, epochs, record["seconds"], parts)
     return history
@@ -240,7 +257,35 @@ def predict(model: nn.Module, images: torch.Tensor, modality: str | None = None,
 
 
 def evaluate(model: nn.Module, data: ArrayDataset, modality: str | None = None, device: str = "cpu") -> float:
-    """Top-1 accuracy of `model` on `data`."""
+    """Top-1 accuracy of `model` on `data` (single-label targets)."""
     if len(data) == 0:
         raise ValueError(f"modality {modality!r}: no test samples")
+    if data.labels.ndim != 1:
+        raise ValueError(f"modality {modality!r}: accuracy needs single-label targets; use evaluate_task")
     return (predict(model, data.images, modality, device=device) == data.labels).float().mean().item()
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor, modality: str | None = None, batch_size: int = 256,
+                   device: str = "cpu") -> torch.Tensor:
+    """The logits (N, C) of `images`, in eval mode (BN uses its running statistics)."""
+    was_training = model.training
+    model.to(device).eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size].to(device)
+        out.append((model(x, modality) if modality is not None else model(x)).float().cpu())
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def evaluate_task(model: nn.Module, data: ArrayDataset, modality: str | None = None,
+                  device: str = "cpu") -> dict[str, float]:
+    """The metrics of the task of `data`'s targets (`fed_uml.metrics.task_metrics`): {"accuracy"}
+    for single-label targets (exactly `evaluate`), {"map_macro", "map_micro", "f1_macro"} for
+    multi-hot ones."""
+    if len(data) == 0:
+        raise ValueError(f"modality {modality!r}: no test samples")
+    if task_of(data.labels) == "single_label":
+        return {"accuracy": evaluate(model, data, modality, device=device)}
+    return task_metrics(predict_logits(model, data.images, modality, device=device), data.labels)

@@ -3,8 +3,9 @@
 `load_real(cfg, readers)` assembles one real data set in five small steps, one module each:
     `settings`  read and check the settings (`RealSettings`), before any file is touched;
     `index`     index every modality's scenes per official split, no pixel read;
-    `labels`    the label set, the same for every modality (the single-label rule of
-                multi-label data sets, `dataset.classes`, `dataset.num_classes`);
+    `labels`    the label set, the same for every modality (multi-label patches with
+                their rarest-label strata, or the single-label rule, `dataset.classes`,
+                `dataset.num_classes`);
     `deal`      which scenes each modality gets: the unpaired deal and per-class subsets;
     `pixels`    read the chosen scenes' pixels into `ModalityData`.
 Data sets assembled here, each registered in `fed_uml.data.catalog` as `load_real` with its
@@ -31,7 +32,12 @@ samples_per_class, test_samples_per_class, image_size, seed):
     ``classes``         restrict the label set to these class names (null: all).
     ``num_classes``     if set, the label set must have this many classes (the federated
                         server builds the backbone from it before any data is read).
-    ``balanced``        the single-label rule of multi-label data sets (see splits.py).
+    ``task``            ``single_label`` (class indices; the default where the setting is
+                        absent) or ``multi_label`` (multi-hot targets over the label set,
+                        multi-label data sets only; BigEarthNet's yaml files default to it;
+                        see `labels.multi_label_set` and `fed_uml.metrics`).
+    ``balanced``        the single-label rule of multi-label data sets with
+                        ``task: single_label`` (see splits.py).
     ``on_error``        ``raise`` (default) or ``skip``: skip unreadable files, reporting
                         how many (log warning and ``info["skipped"]``).
 

@@ -21,7 +21,9 @@ def load_real(cfg: Mapping, readers: Readers) -> dict[str, ModalityData]:
     ({sensor: reader class}), in physical units (see `fed_uml.data.real`)."""
     s = RealSettings.parse(cfg, readers)
     index = index_scenes(s)
-    labels = choose_label_set(cfg, s, index.pools)
-    undersample = bool(dict(cfg.get("balanced") or {}).get("undersample", False)) and labels.rule_report is not None
+    labels = choose_label_set(cfg, s, index.pools, index.skipped)
+    # `balanced.undersample` belongs to the single-label rule (dataset.task=single_label)
+    undersample = (bool(dict(cfg.get("balanced") or {}).get("undersample", False)) and labels.rule_report is not None
+                   and labels.task == "single_label")
     chosen = deal_scenes(cfg, s, labels.pools, labels.class_names, undersample)
     return {m: read_modality(s, m, chosen[m], index, labels) for m in s.modalities}

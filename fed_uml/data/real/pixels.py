@@ -4,7 +4,8 @@ Why last: only the scenes dealt to a loaded modality are decoded (a federated in
 reads its own share only), each by the reader that indexed it, in physical units
 (`load_dataset` normalises). A bad file is raised, or with `dataset.on_error=skip` left out
 and counted in `info["skipped"]`. `info` also records the reader, sensor, bands, image
-size, per-class counts, the seed and the label rule, so a result says what it was trained on.
+size, the task (multi-label data get multi-hot targets (N, C)), per-class counts (positives per
+class for multi-label data), the seed and the label rule, so a result says what it was trained on.
 """
 
 from __future__ import annotations
@@ -37,8 +38,11 @@ def read_modality(s: RealSettings, m: str, chosen: dict[str, list[SceneRecord]],
         if not imgs:
             raise ValueError(_empty_message(s, m, kind, labels.pools, class_names))
         arrays[kind] = torch.from_numpy(np.stack(imgs).astype(np.float32, copy=False))
-    labels_ = {k: torch.tensor(targets[k], dtype=torch.long) for k in ("train", "test")}
-    counts = {k: sp.class_counts(labels_[k].tolist(), class_names) for k in ("train", "test")}
+    if labels.task == "multi_label":  # multi-hot targets (N, C) over the label set
+        labels_ = {k: _multi_hot(targets[k], len(class_names)) for k in ("train", "test")}
+    else:
+        labels_ = {k: torch.tensor(targets[k], dtype=torch.long) for k in ("train", "test")}
+    counts = {k: sp.class_counts(labels_[k], class_names) for k in ("train", "test")}
     if skipped:
         log.warning("%s %s: skipped %d bad file(s) (dataset.on_error=skip), e.g. %s",
                     s.name, m, len(skipped), skipped[0])
@@ -50,6 +54,7 @@ def read_modality(s: RealSettings, m: str, chosen: dict[str, list[SceneRecord]],
         "sensor": spec.sensor,
         "bands": list(spec.bands),
         "image_size": int(arrays["train"].shape[-1]),
+        "task": labels.task,
         "class_counts": counts,
         "unpaired": s.unpaired,
         "seed": s.seed,
@@ -67,9 +72,17 @@ def read_modality(s: RealSettings, m: str, chosen: dict[str, list[SceneRecord]],
     )
 
 
+def _multi_hot(label_sets: list[tuple[int, ...]], num_classes: int) -> torch.Tensor:
+    out = torch.zeros(len(label_sets), num_classes, dtype=torch.long)
+    for i, labels in enumerate(label_sets):
+        out[i, list(labels)] = 1
+    return out
+
+
 def _read_records(s: RealSettings, m: str, kind: str, records: list[SceneRecord], index: SceneIndex,
-                  skipped: list[DataError]) -> tuple[list[np.ndarray], list[int], list[str]]:
-    """The images, labels and scene ids of `records`; bad files raise or go to `skipped`."""
+                  skipped: list[DataError]) -> tuple[list[np.ndarray], list, list[str]]:
+    """The images, targets (the class, or the label tuple for multi-label) and scene ids of
+    `records`; bad files raise or go to `skipped`."""
     imgs, labels, ids = [], [], []
     for r in records:
         ds = index.readers[(m, r.split)]
@@ -80,7 +93,7 @@ def _read_records(s: RealSettings, m: str, kind: str, records: list[SceneRecord]
                 raise
             skipped.append(e)
             continue
-        labels.append(r.label)
+        labels.append(r.labels if s.task == "multi_label" else r.label)
         ids.append(r.scene)
     return imgs, labels, ids
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from fed_uml.data.scenes import SceneDataset
 from fed_uml.data.settings import as_mapping, data_root, name_list, optional_int, selected_modalities
+from fed_uml.results import check_task
 
 # sensor name (in `dataset.sensors.<modality>.sensor`) -> reader class
 Readers = Mapping[str, type[SceneDataset]]
@@ -62,6 +63,7 @@ class RealSettings:
     train_splits: list[str]
     test_split: str
     classes: tuple[str, ...]  # the readers' full label set
+    task: str = "single_label"  # `dataset.task` (fed_uml.results.TASKS)
 
     @classmethod
     def parse(cls, cfg: Mapping, readers: Readers) -> RealSettings:
@@ -84,11 +86,16 @@ class RealSettings:
         class_sets = {spec.reader.CLASSES for spec in specs.values()}
         if len(class_sets) != 1:
             raise ValueError(f"dataset {name!r}: the selected sensors disagree on the label set")
+        task = check_task(str(cfg.get("task") or "single_label"))
+        if task == "multi_label" and not all(spec.reader.MULTI_LABEL for spec in specs.values()):
+            raise ValueError(f"dataset {name!r} is single-label: setting dataset.task=multi_label needs a "
+                             "multi-label data set (bigearthnet, bigearthnet_v2)")
         return cls(name, names, among, specs, root, seed, size, on_error, folders, download, unpaired,
-                   train_splits, test_split, next(iter(class_sets)))
+                   train_splits, test_split, next(iter(class_sets)), task)
 
     @property
     def multi_label(self) -> bool:
+        """Whether the data set is multi-labelled (its readers say so), whatever the task."""
         return next(iter(self.specs.values())).reader.MULTI_LABEL
 
 
