@@ -15,7 +15,9 @@ that finds no private state after round 0 fails (`_private`).
 
 from __future__ import annotations
 
+import json
 import logging
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -23,6 +25,7 @@ from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 from flwr.common.logger import FLOWER_LOGGER
 
+from clients.mods import dp_clip_mod, secure_aggregation_mod
 from fed_uml.federated import protocol, roles
 from fed_uml.federated.audit import audit_mod
 from fed_uml.federated.config import config_from_run_config
@@ -36,7 +39,8 @@ from fed_uml.federated.protocol import (
 )
 from fed_uml.federated.transfer import from_wire, to_wire
 
-app = ClientApp(mods=[audit_mod])
+# audit_mod outermost: it logs what actually leaves (README "Privacy" for the other two)
+app = ClientApp(mods=[audit_mod, secure_aggregation_mod, dp_clip_mod])
 
 
 class _ActorShutdownIsNotAWarning(logging.Filter):
@@ -51,15 +55,63 @@ FLOWER_LOGGER.addFilter(_ActorShutdownIsNotAWarning())
 _PRIVATE = "private"  # the key of the private state in context.state (never sent)
 
 
-def _institution(context: Context) -> Institution:
+class _InstitutionCache:
+    """The institutions this process has played, by run and node, least recently used first.
+
+    Why: a Ray actor plays many virtual institutions, one message at a time, and composing the
+    settings and cutting and standardising an institution's data share cost about as much as
+    a round of its training (measured at 1,000 institutions). What is cached is only what the
+    run config and node config determine (settings, the standardised data share); the private
+    state (projection, BN statistics) stays in `context.state`. Bounded by the bytes of the
+    cached data shares (`max_bytes`): an institution evicted is rebuilt, identically, on its
+    next message.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple, tuple[Institution, int]] = OrderedDict()
+        self._bytes = 0
+
+    @staticmethod
+    def key(context: Context) -> tuple:
+        return (context.run_id, context.node_id, json.dumps(dict(context.run_config), sort_keys=True, default=str),
+                json.dumps(dict(context.node_config), sort_keys=True, default=str))
+
+    def get(self, context: Context) -> Institution:
+        key = self.key(context)
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key][0]
+        inst = _new_institution(context)
+        size = sum(t.nbytes for part in (inst.train, inst.test) for t in (part.images, part.labels))
+        self._items[key] = (inst, size)
+        self._bytes += size
+        while self._bytes > self.max_bytes and len(self._items) > 1:
+            _, (_, freed) = self._items.popitem(last=False)
+            self._bytes -= freed
+        return inst
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def _new_institution(context: Context) -> Institution:
     cfg = config_from_run_config(context.run_config)
-    threads = int(cfg.get("num_threads") or 0)
-    if threads > 0:
-        torch.set_num_threads(threads)
     ident = roles.institution_for_node(
         context.node_config, cfg["dataset"]["modalities"], cfg["federated"]["institutions_per_modality"]
     )
     return Institution(cfg, ident)
+
+
+_INSTITUTIONS = _InstitutionCache(max_bytes=2 * 2**30)
+
+
+def _institution(context: Context) -> Institution:
+    inst = _INSTITUTIONS.get(context)
+    threads = int(inst.cfg.get("num_threads") or 0)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    return inst
 
 
 def _state_dir(context: Context, inst: Institution) -> str | None:

@@ -41,6 +41,7 @@ from server.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from server.messaging import Messenger
 from server.report import plot_curves, progress, summary_table
 from server.roster import Roster, wait_for_nodes
+from server.secure import PrivateRounds
 from server.strategy import BackboneFedAvg
 from server.summary import calibration_results, evaluation_metrics, train_metrics
 
@@ -91,7 +92,9 @@ class FederatedRun:
         self.num_rounds = int(fed["num_rounds"])
         self.min_institutions = int(fed["min_institutions"])
         self.roster = Roster(self.modalities, int(cfg["dataset"]["num_classes"]), self.method)
-        self.messenger = Messenger(grid, float(fed["round_timeout"]), self.roster.name)
+        self.messenger = Messenger(grid, float(fed["round_timeout"]), self.roster.name,
+                                   int(fed.get("max_in_flight") or 0))
+        self.private = PrivateRounds(grid, cfg, self.strategy, self.roster, self.messenger)  # README "Privacy"
         self.history: list[dict] = []
         self._t_rounds, self._first_round = time.perf_counter(), 1  # for the progress line
         self.timing: dict[str, float] = {"server_start_unix": time.time()}
@@ -127,25 +130,34 @@ class FederatedRun:
             server_round=server_round, num_rounds=self.num_rounds, local_epochs=int(self.fed["local_epochs"]),
             local_steps=int(self.fed.get("local_steps") or 0), transfer_dtype=self.dtype,
         )
-        replies = self.messenger.send(sent, protocol.TRAIN, instruction, server_round)
-        if len(replies) < min(self.min_institutions, len(sent)):
-            raise FederationError(
-                f"round {server_round}: {len(replies)} of {len(sent)} institutions answered, fewer than "
-                f"federated.min_institutions={self.min_institutions}"
-            )
-        record = {"round": server_round, "participants": len(sent), "answered": len(replies)}
-        bytes_sent = backbones.bytes_per_institution()  # of the backbone sent this round
-        for g, nodes in chosen.items():
-            got = [n for n in nodes if n in replies]
-            if not got:
-                log.warning("round %d: no institution of group %s answered; its backbone is unchanged", server_round, g)
-                continue
-            agg = self.strategy.aggregate(server_round, [replies[n] for n in got],
-                                          [self.roster.modality(n) for n in got])
-            if agg is not None:
-                backbones.replace(g, from_wire(agg))
-        record.update(train_metrics(
-            (self.roster.modality(n), TrainReport.from_content(r.content)) for n, r in replies.items()))
+        if self.private.active:  # secure aggregation and/or differential privacy (server/secure.py)
+            reports, extras = self.private.train_round(server_round, chosen, groups, backbones, instruction,
+                                                       self.min_institutions, self.history)
+            record = {"round": server_round, "participants": len(sent), "answered": len(reports)}
+            bytes_sent = backbones.bytes_per_institution()
+            record.update(extras)
+            record.update(train_metrics((self.roster.modality(n), rep) for n, rep in reports.items()))
+        else:
+            replies = self.messenger.send(sent, protocol.TRAIN, instruction, server_round)
+            if len(replies) < min(self.min_institutions, len(sent)):
+                raise FederationError(
+                    f"round {server_round}: {len(replies)} of {len(sent)} institutions answered, fewer than "
+                    f"federated.min_institutions={self.min_institutions}"
+                )
+            record = {"round": server_round, "participants": len(sent), "answered": len(replies)}
+            bytes_sent = backbones.bytes_per_institution()  # of the backbone sent this round
+            for g, nodes in chosen.items():
+                got = [n for n in nodes if n in replies]
+                if not got:
+                    log.warning("round %d: no institution of group %s answered; its backbone is unchanged",
+                                server_round, g)
+                    continue
+                agg = self.strategy.aggregate(server_round, [replies[n] for n in got],
+                                              [self.roster.modality(n) for n in got])
+                if agg is not None:
+                    backbones.replace(g, from_wire(agg))
+            record.update(train_metrics(
+                (self.roster.modality(n), TrainReport.from_content(r.content)) for n, r in replies.items()))
         record["seconds"] = time.perf_counter() - t0
         record["bytes_sent_per_institution"] = bytes_sent
         self.history.append(record)
@@ -174,7 +186,7 @@ class FederatedRun:
         record = self.history[-1] if self.history and self.history[-1]["round"] == server_round else {}
         record.update(metrics)
         log.info("round %d evaluation: %s", server_round,
-                 " ".join(f"{k.split('/')[0]}={v:.4f}" for k, v in metrics.items()))
+                 " ".join(f"{k.replace('/test_', ' ')}={v:.4f}" for k, v in metrics.items()))
 
     def calibrate(self, backbones: GroupBackbones) -> tuple[dict, list]:
         instruction = CalibrateInstruction(server_round=self.num_rounds,

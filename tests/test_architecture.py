@@ -29,6 +29,8 @@ LAYERS = {
     "fed_uml.results": 0,
     "fed_uml.data": 1,
     "fed_uml.models": 1,
+    "fed_uml.metrics": 1,  # the task's metrics (mAP, F1, accuracy); names are fed_uml.results'
+    "fed_uml.privacy": 1,  # secure-aggregation and DP settings, clipping, noise, the accountant
     "fed_uml.training": 2,
     "fed_uml.calibration": 2,
     "fed_uml.model_file": 3,

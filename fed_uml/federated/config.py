@@ -38,7 +38,21 @@ RUN_CONFIG_KEYS: dict[str, str] = {
     "min-institutions": "federated.min_institutions",
     "evaluate-every": "federated.evaluate_every",
     "round-timeout": "federated.round_timeout",
+    "max-in-flight": "federated.max_in_flight",
     "transfer-dtype": "federated.transfer_dtype",
+    "secure-aggregation": "federated.secure_aggregation",
+    "secure-num-shares": "federated.secure_num_shares",
+    "secure-reconstruction-threshold": "federated.secure_reconstruction_threshold",
+    "secure-clipping-range": "federated.secure_clipping_range",
+    "secure-quantization-range": "federated.secure_quantization_range",
+    "secure-modulus-range": "federated.secure_modulus_range",
+    "dp-noise-multiplier": "federated.dp_noise_multiplier",
+    "dp-clipping-norm": "federated.dp_clipping_norm",
+    "dp-clipping": "federated.dp_clipping",
+    "dp-target-quantile": "federated.dp_target_quantile",
+    "dp-clip-learning-rate": "federated.dp_clip_learning_rate",
+    "dp-clipped-count-stddev": "federated.dp_clipped_count_stddev",
+    "dp-delta": "federated.dp_delta",
     "calibration-epochs": "calibration.epochs",
     "num-threads": "num_threads",
     "results-dir": "results_dir",
@@ -55,10 +69,24 @@ GROUP_DEPENDENT = ("modalities", "data-root", "results-dir", "audit-log", "state
 # Types of the run-config values ("" always means "keep what Hydra composes").
 RUN_CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
     "seed": int, "num-server-rounds": int, "local-epochs": int, "local-steps": int, "min-institutions": int,
-    "evaluate-every": int, "calibration-epochs": int, "num-threads": int, "dirichlet-alpha": (int, float),
+    "max-in-flight": int, "evaluate-every": int, "calibration-epochs": int, "num-threads": int,
+    "dirichlet-alpha": (int, float),
     "fraction-train": (int, float), "fraction-evaluate": (int, float), "fraction-calibrate": (int, float),
     "round-timeout": (int, float), "resume": bool,
     "institutions-per-modality": (int, str),
+    # privacy (README "Privacy")
+    "secure-aggregation": bool,
+    "secure-num-shares": (int, float),
+    "secure-reconstruction-threshold": (int, float),
+    "secure-clipping-range": (int, float),
+    "secure-quantization-range": int,
+    "secure-modulus-range": int,
+    "dp-noise-multiplier": (int, float),
+    "dp-clipping-norm": (int, float),
+    "dp-target-quantile": (int, float),
+    "dp-clip-learning-rate": (int, float),
+    "dp-clipped-count-stddev": (int, float),
+    "dp-delta": (int, float),
 }
 # A config-group choice names a yaml file in conf/<group>/: no path, no Hydra grammar.
 _PLAIN_NAME = re.compile(r"\w[\w-]*")
@@ -144,15 +172,22 @@ def _compose_cached(overrides: tuple[str, ...]) -> str:
         return json.dumps(OmegaConf.to_container(cfg, resolve=False))
 
 
-def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> dict:
-    """The resolved config as plain containers (Hydra's own `hydra:` resolvers are not used)."""
+@functools.lru_cache(maxsize=32)
+def _resolved_cached(overrides: tuple[str, ...]) -> str:
     from omegaconf import OmegaConf
 
-    raw = json.loads(_compose_cached(tuple(overrides)))
+    raw = json.loads(_compose_cached(overrides))
     raw.pop("hydra", None)
     if isinstance(raw.get("results_dir"), str) and "${hydra:" in raw["results_dir"]:
         raw["results_dir"] = None
-    return OmegaConf.to_container(OmegaConf.create(raw), resolve=True)
+    return json.dumps(OmegaConf.to_container(OmegaConf.create(raw), resolve=True))
+
+
+def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """The resolved config as plain containers, a fresh copy per call (Hydra's own `hydra:`
+    resolvers are not used; the config's interpolations refer only to the config itself, so
+    the resolved form is cached: resolving costs more than an institution's round of training)."""
+    return json.loads(_resolved_cached(tuple(overrides)))
 
 
 def config_from_run_config(run_config: Mapping) -> dict:
