@@ -22,8 +22,8 @@ from server import FederationError
 log = FLOWER_LOGGER
 
 # Settings that may change between a stopped run and its resumption.
-RESUME_FREE = ("results_dir", "federated.resume", "federated.round_timeout", "federated.audit_log", "num_threads",
-               "federated.stop_after_round", "federated.state_dir")
+RESUME_FREE = ("results_dir", "federated.resume", "federated.round_timeout", "federated.max_in_flight",
+               "federated.audit_log", "num_threads", "federated.stop_after_round", "federated.state_dir")
 
 
 def config_digest(cfg: Mapping) -> str:

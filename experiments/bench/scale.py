@@ -5,13 +5,15 @@
 For every N: `flwr run` with `num-supernodes=N` on a private SuperLink, sampling every
 0.5 s the resident memory of every runtime process (SuperLink, SuperExec, the simulation
 process that holds the ServerApp and Ray's driver, Ray's own services, the ClientApp actors;
-found by their FLWR_HOME); then, unless `--no-in-process`, the same rounds in this process
-with the project's own `Institution` code (`federated_overhead.in_process_timed`). It prints
+found by their FLWR_HOME); then, unless `--no-in-process`, the same rounds in one fresh Python
+process with the project's own `Institution` code (`federated_overhead.in_process_timed`). It prints
 and writes (`<out>/scale.json`) per N:
 
 - per-round seconds of each, and their ratio (`per_round_ratio` = flwr / in-process);
-- the fixed cost of each (flwr: from `flwr run` to the first round's training, as the
-  ServerApp records it, `startup_s`; in-process: building the institutions) and its ratio;
+- the fixed cost of each and its ratio: flwr, from `flwr run` to the first round's training
+  as the ServerApp records it (`flwr_startup_s`); in-process, from launching a fresh Python
+  process to its first round (`in_process_startup_s`: imports, settings, building every
+  institution; the building alone is `in_process_build_s`);
 - calibration seconds, wall seconds, peak memory per kind of process and in all;
 - with `--profile`, a py-spy sampling profile of every runtime process (`pip install
   py-spy`; attached to the SuperLink with its subprocesses): `<out>/scale-profile-<N>.txt`
@@ -167,6 +169,28 @@ def with_flower(overrides: list[str], n: int, cpus: int, gpus: float, profile: P
     return out
 
 
+def in_process_fresh(overrides: list[str], n: int, rounds: int, threads: int) -> dict:
+    """The in-process loop in a fresh interpreter, so that its fixed cost counts what the
+    `flwr run` side pays too: starting Python, importing torch and the project, composing the
+    settings and building every institution (rendering the data included). Its `startup_s`
+    runs from launching the process to the first round, the counterpart of `flwr_startup_s`."""
+    cmd = [sys.executable, "-m", "experiments.bench.scale", "--in-process-child", str(n), "--threads", str(threads),
+           *overrides, f"federated.num_rounds={rounds}"]
+    launched = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the in-process loop failed ({' '.join(cmd)}):\n{proc.stderr[-4000:]}")
+    local = json.loads(proc.stdout.strip().splitlines()[-1])
+    local["startup_s"] = local["first_round_unix"] - launched
+    return local
+
+
+def _child(n: int, threads: int, overrides: list[str]) -> None:
+    torch.set_num_threads(threads)
+    cfg = compose_config(overrides)
+    print(json.dumps(in_process_timed(cfg, n, int(cfg["federated"]["num_rounds"]))))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--institutions", default="100,1000")
@@ -176,8 +200,11 @@ def main() -> None:
     ap.add_argument("--no-in-process", action="store_true", help="only flwr run (e.g. for 10,000 institutions)")
     ap.add_argument("--profile", action="store_true", help="py-spy profile of every runtime process")
     ap.add_argument("--out", default="benchmarks")
+    ap.add_argument("--in-process-child", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
+    if args.in_process_child:
+        return _child(args.in_process_child, args.threads, list(args.overrides))
     rows = []
     for n in (int(x) for x in args.institutions.split(",")):
         overrides = DEFAULT_OVERRIDES + list(args.overrides)
@@ -186,14 +213,14 @@ def main() -> None:
             profile.parent.mkdir(parents=True, exist_ok=True)
         row = {"institutions": n, **with_flower(overrides, n, args.client_cpus, args.client_gpus, profile)}
         if not args.no_in_process:
-            torch.set_num_threads(args.threads)
-            local = in_process_timed(compose_config(overrides), n, int(row["rounds"]))
+            local = in_process_fresh(overrides, n, int(row["rounds"]), args.threads)
             per_round = sum(local["round_s"]) / len(local["round_s"])
             row.update({
-                "in_process_wall_s": local["wall_s"], "in_process_fixed_s": local["fixed_s"],
+                "in_process_wall_s": local["wall_s"], "in_process_startup_s": local["startup_s"],
+                "in_process_build_s": local["fixed_s"],
                 "in_process_round_s": per_round, "in_process_calibration_s": local["calibration_s"],
                 "per_round_ratio": row["flwr_round_s"] / per_round,
-                "fixed_cost_ratio": row["flwr_startup_s"] / local["fixed_s"],
+                "fixed_cost_ratio": row["flwr_startup_s"] / local["startup_s"],
             })
         rows.append(row)
         shown = {k: v for k, v in row.items() if k not in ("peak_memory_gib_by_process", "profile")}
