@@ -24,7 +24,7 @@ from flwr.serverapp import Grid
 log = FLOWER_LOGGER
 
 SIMULATION_WINDOW = 32  # messages in flight in a simulation when `max_in_flight` is 0 (auto)
-_FIRST_POLL, _LONGEST_POLL = 0.01, 0.5  # seconds between pulls: short after a reply, backing off
+_FIRST_POLL, _LONGEST_POLL = 0.01, 0.1  # seconds between pulls: short after a reply, backing off to 0.1
 PROGRESS_EVERY = 30.0  # seconds between progress lines of a phase that takes longer
 
 

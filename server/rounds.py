@@ -212,7 +212,10 @@ class FederatedRun:
             self.messenger.failures = resumed.failures
             self.strategy.rng.setstate(resumed.rng)
         done = resumed.round if resumed is not None else 0
-        self.describe(wait_for_nodes(self.grid, self.min_institutions, self.messenger.timeout), done)
+        nodes = wait_for_nodes(self.grid, self.min_institutions, self.messenger.timeout)
+        t_describe = time.perf_counter()
+        self.describe(nodes, done)
+        self.timing["describe_seconds"] = time.perf_counter() - t_describe  # part of the start-up (benchmarks)
         if resumed is not None:
             tensors = resumed.arrays
         else:

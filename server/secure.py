@@ -46,7 +46,8 @@ from flwr.serverapp import Grid
 from fed_uml.federated import protocol
 from fed_uml.federated.protocol import ClipInstruction, SecureInstruction, TrainReport
 from fed_uml.federated.transfer import as_float32, from_wire
-from fed_uml.privacy import GaussianSumMechanism, PrivacyAccountant, clip_update, privacy_settings, secure_settings
+from fed_uml.privacy import GaussianSumMechanism, clip_update, privacy_settings, secure_settings
+from fed_uml.privacy.accountant import PrivacyAccountant
 from server import FederationError
 
 log = FLOWER_LOGGER

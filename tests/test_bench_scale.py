@@ -32,3 +32,12 @@ def test_profile_summary_shares_per_process_kind(tmp_path):
     assert actors["load"] == pytest.approx(0.25)  # a recursive function counts once per sample
     server = dict(s["simulation (ServerApp + Ray driver)"]["functions"])
     assert server["send"] == pytest.approx(0.75) and server["aggregate"] == pytest.approx(0.25)
+
+
+def test_flower_delivery_sweep_runs_on_flowers_own_link_state():
+    """The benchmark drives Flower's own classes (a canary for a Flower upgrade): one sweep
+    hands out every stored message, one per node."""
+    from experiments.bench.flower_delivery import sweep_seconds
+
+    seconds, delivered = sweep_seconds(nodes=20, in_flight=7, repeats=1)
+    assert delivered == 7 and seconds > 0

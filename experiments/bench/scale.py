@@ -156,6 +156,9 @@ def with_flower(overrides: list[str], n: int, cpus: int, gpus: float, profile: P
         "participants_per_round": sum(h["participants"] for h in res["history"]) / max(len(rounds), 1),
         "flwr_wall_s": wall,
         "flwr_startup_s": timing.get("first_round_unix", float("nan")) - t0_unix,
+        # of which: until the ServerApp runs (CLI, SuperLink run, simulation process, imports) and describe
+        "flwr_to_serverapp_s": timing.get("server_start_unix", float("nan")) - t0_unix,
+        "flwr_describe_s": timing.get("describe_seconds", float("nan")),
         "flwr_round_s": sum(rounds) / max(len(rounds), 1),
         "flwr_calibration_s": timing.get("calibration_seconds", float("nan")),
         "peak_memory_gib": monitor.peak / 2**30,

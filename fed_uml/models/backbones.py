@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from torch import nn
-from torchvision.models import resnet18 as _tv_resnet18
 
 from fed_uml.models.registry import register_backbone
 
@@ -38,7 +37,11 @@ def resnet18(in_chans: int, num_classes: int, small_input: bool = False):
     `small_input=True` swaps the 7x7/2 conv and the max-pool for a 3x3/1 conv, the usual
     change for 32-64 px tiles such as EuroSAT, so that layer4 still sees a few pixels.
     """
-    net = _tv_resnet18(weights=None, num_classes=num_classes)
+    # imported here: importing torchvision costs about 2 s (it loads torch._dynamo), which every
+    # process of a simulation would otherwise pay at start-up whatever its backbone
+    from torchvision.models import resnet18 as tv_resnet18
+
+    net = tv_resnet18(weights=None, num_classes=num_classes)
     if small_input:
         stem = nn.Sequential(nn.Conv2d(in_chans, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True))
     else:

@@ -17,12 +17,6 @@ from __future__ import annotations
 
 import math
 
-from dp_accounting import dp_event
-from dp_accounting.rdp import rdp_privacy_accountant
-
-# the library's default Renyi orders (1.25 ... 512)
-ORDERS = tuple(rdp_privacy_accountant.DEFAULT_RDP_ORDERS)
-
 
 def epsilon(steps: list[tuple[float, float]], delta: float) -> float:
     """Epsilon at `delta` after the rounds `steps`, each (sampling rate q, noise multiplier z)."""
@@ -30,7 +24,13 @@ def epsilon(steps: list[tuple[float, float]], delta: float) -> float:
         return 0.0
     if any(z <= 0 for q, z in steps if q > 0):
         return math.inf
-    accountant = rdp_privacy_accountant.RdpAccountant(list(ORDERS))
+    # imported here: dp-accounting (with scipy) takes over a second to import, which a run
+    # without differential privacy, and every ClientApp process, need not pay
+    from dp_accounting import dp_event
+    from dp_accounting.rdp import rdp_privacy_accountant
+
+    # the library's default Renyi orders (1.25 ... 512)
+    accountant = rdp_privacy_accountant.RdpAccountant(list(rdp_privacy_accountant.DEFAULT_RDP_ORDERS))
     runs: list[list] = []  # consecutive identical rounds composed at once
     for q, z in steps:
         if runs and runs[-1][0] == (q, z):
