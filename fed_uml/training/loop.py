@@ -245,15 +245,9 @@ def _forward(model, batches, fusion: str, want_features: bool):
 def predict(model: nn.Module, images: torch.Tensor, modality: str | None = None, batch_size: int = 256,
             device: str = "cpu") -> torch.Tensor:
     """Predicted labels for `images`, in eval mode (BN uses its running statistics)."""
-    was_training = model.training
-    model.to(device).eval()
-    preds = []
-    for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size].to(device)
-        out = model(x, modality) if modality is not None else model(x)
-        preds.append(out.argmax(1).cpu())
-    model.train(was_training)
-    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+    if len(images) == 0:
+        return torch.empty(0, dtype=torch.long)
+    return predict_logits(model, images, modality, batch_size, device).argmax(1)
 
 
 def evaluate(model: nn.Module, data: ArrayDataset, modality: str | None = None, device: str = "cpu") -> float:
