@@ -6,11 +6,13 @@ records are those of `fed_uml.federated.protocol`: `query.describe` (who it is, 
 sizes), `train`, `evaluate`, `query.calibrate`. After calibration each institution writes
 its model h_k to its own disk (`model_dir`); the report says only whether it did.
 
-Private state across messages: `describe` (the first message of every run) sets it: the
-initial projection in a new run, or, when the run resumes after round k, the state the
-institution saved in its node-local store after round k (or after the last round before k
-it trained in). From then on `context.state` holds it, updated by every `train`. A message
-that finds no private state after round 0 fails (`_private`).
+Private state across messages: the first message of every run sets it (`describe`, or the
+first `train` where the server describes institutions on first contact: that instruction
+carries `resumed-after-round` and its reply the description): the initial projection in a
+new run, or, when the run resumes after round k, the state the institution saved in its
+node-local store after round k (or after the last round before k it trained in). From then
+on `context.state` holds it, updated by every `train`. A message that finds no private state
+after round 0 fails (`_private`).
 """
 
 from __future__ import annotations
@@ -155,7 +157,7 @@ def _private(context: Context, inst: Institution, last_round: int):
     if last_round == 0:
         return None
     raise RuntimeError(f"institution {inst.ident.name}: no private state after round {last_round} in this node's "
-                       "context (the node lost it, or the run did not start with query.describe); refusing to "
+                       "context (the node lost it, or the run's first message did not set it); refusing to "
                        "restart from the initial projection")
 
 
@@ -174,6 +176,8 @@ def describe(msg: Message, context: Context) -> Message:
 def train(msg: Message, context: Context) -> Message:
     inst = _institution(context)
     task = TrainInstruction.from_content(msg.content)
+    if task.first_contact_after_round is not None:  # no query.describe came first: this is it
+        _start_private(context, inst, task.first_contact_after_round)
     shared, private, report = inst.fit(
         from_wire(msg.content[protocol.ARRAYS]), _private(context, inst, task.server_round - 1), task.server_round,
         task.local_epochs, num_rounds=task.num_rounds, local_steps=task.local_steps,
@@ -182,7 +186,10 @@ def train(msg: Message, context: Context) -> Message:
     store = _store(context, inst)
     if store is not None:
         store.save(task.server_round, private)
-    return _reply(msg, report, to_wire(shared, task.transfer_dtype))
+    content = report.content(to_wire(shared, task.transfer_dtype))
+    if task.first_contact_after_round is not None:
+        inst.describe().add_to(content)
+    return Message(content, reply_to=msg)
 
 
 @app.evaluate()

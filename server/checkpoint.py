@@ -23,7 +23,8 @@ log = FLOWER_LOGGER
 
 # Settings that may change between a stopped run and its resumption.
 RESUME_FREE = ("results_dir", "federated.resume", "federated.round_timeout", "federated.max_in_flight",
-               "federated.audit_log", "num_threads", "federated.stop_after_round", "federated.state_dir")
+               "federated.describe_upfront", "federated.audit_log", "num_threads", "federated.stop_after_round",
+               "federated.state_dir")
 
 
 def config_digest(cfg: Mapping) -> str:

@@ -1,7 +1,11 @@
 """The federated UML run as the server drives it, round by round.
 
 1. `query.describe`: every connected institution says who it is (name, modality, data sizes);
-   the instruction tells it whether the run is new or resumes after round k.
+   the instruction tells it whether the run is new or resumes after round k. Where the first
+   round needs nothing from the descriptions (federated UML, `fraction-train=1`, no secure
+   aggregation or DP; `describe-upfront=false`, the default) they come instead with the
+   first round's train replies ("first contact"): one message less to every institution at
+   start-up, the same run otherwise (the replies are averaged in the same order).
 2. R rounds: the strategy samples the institutions of each averaging group (one group for
    UML; one per modality for the federated unimodal baseline); each trains on the backbone it
    was sent and the strategy averages what they return. Every `evaluate_every` rounds the
@@ -96,6 +100,7 @@ class FederatedRun:
                                    int(fed.get("max_in_flight") or 0))
         self.private = PrivateRounds(grid, cfg, self.strategy, self.roster, self.messenger)  # README "Privacy"
         self.history: list[dict] = []
+        self._first_contact: tuple[list[int], int] | None = None  # (nodes, resumed after round) until round 1 is back
         self._t_rounds, self._first_round = time.perf_counter(), 1  # for the progress line
         self.timing: dict[str, float] = {"server_start_unix": time.time()}
         self.checkpoint_path = self.results_dir / "checkpoint.pt"
@@ -113,6 +118,21 @@ class FederatedRun:
             raise FederationError(f"{len(self.roster)} institution(s) answered describe; "
                                   f"federated.min_institutions={self.min_institutions}")
 
+    def describes_on_first_contact(self) -> bool:
+        """Whether institutions describe themselves in their first train reply instead of in
+        answer to `query.describe`: only where round 1 needs nothing from the descriptions
+        (one averaging group, everyone trains, no secure or private round which weighs and
+        groups institutions before they train)."""
+        return (self.method == "uml" and self.strategy.fraction_train >= 1 and not self.private.active
+                and not self.fed.get("describe_upfront"))
+
+    def _admit_first_contact(self, replies: Mapping) -> None:
+        self._first_contact = None
+        self.roster.admit(replies)
+        if len(self.roster) < self.min_institutions:
+            raise FederationError(f"{len(self.roster)} institution(s) answered their first train message; "
+                                  f"federated.min_institutions={self.min_institutions}")
+
     def _connected(self, server_round: int) -> set[int]:
         connected = set(self.grid.get_node_ids())
         for n in sorted(set(self.roster.members) - connected):
@@ -123,12 +143,18 @@ class FederatedRun:
     def train_round(self, server_round: int, backbones: GroupBackbones) -> None:
         t0 = time.perf_counter()
         self.timing.setdefault("first_round_unix", time.time())  # start-up ends here (benchmarks)
-        groups = self.roster.groups(self._connected(server_round))
+        first = self._first_contact
+        if first is not None:  # nobody described yet: every institution connected at the start
+            connected = set(self.grid.get_node_ids())
+            groups = {"uml": [n for n in first[0] if n in connected]}
+        else:
+            groups = self.roster.groups(self._connected(server_round))
         chosen = {g: self.strategy.sample(nodes) for g, nodes in groups.items() if nodes}
         sent = {n: backbones.wire(g) for g, nodes in chosen.items() for n in nodes}
         instruction = TrainInstruction(
             server_round=server_round, num_rounds=self.num_rounds, local_epochs=int(self.fed["local_epochs"]),
             local_steps=int(self.fed.get("local_steps") or 0), transfer_dtype=self.dtype,
+            first_contact_after_round=None if first is None else first[1],
         )
         if self.private.active:  # secure aggregation and/or differential privacy (server/secure.py)
             reports, extras = self.private.train_round(server_round, chosen, groups, backbones, instruction,
@@ -144,10 +170,14 @@ class FederatedRun:
                     f"round {server_round}: {len(replies)} of {len(sent)} institutions answered, fewer than "
                     f"federated.min_institutions={self.min_institutions}"
                 )
+            if first is not None:
+                self._admit_first_contact(replies)
             record = {"round": server_round, "participants": len(sent), "answered": len(replies)}
             bytes_sent = backbones.bytes_per_institution()  # of the backbone sent this round
             for g, nodes in chosen.items():
                 got = [n for n in nodes if n in replies]
+                if first is not None:  # averaged in the order a described roster gives: by name
+                    got.sort(key=lambda n: self.roster.members[n].name)
                 if not got:
                     log.warning("round %d: no institution of group %s answered; its backbone is unchanged",
                                 server_round, g)
@@ -213,9 +243,14 @@ class FederatedRun:
             self.strategy.rng.setstate(resumed.rng)
         done = resumed.round if resumed is not None else 0
         nodes = wait_for_nodes(self.grid, self.min_institutions, self.messenger.timeout)
-        t_describe = time.perf_counter()
-        self.describe(nodes, done)
-        self.timing["describe_seconds"] = time.perf_counter() - t_describe  # part of the start-up (benchmarks)
+        if self.describes_on_first_contact() and done < self.num_rounds:
+            self._first_contact = (nodes, done)
+            self.timing["describe_seconds"] = 0.0  # they describe themselves in round 1's replies
+            self.timing["described_on_first_contact"] = 1
+        else:
+            t_describe = time.perf_counter()
+            self.describe(nodes, done)
+            self.timing["describe_seconds"] = time.perf_counter() - t_describe  # part of the start-up (benchmarks)
         if resumed is not None:
             tensors = resumed.arrays
         else:

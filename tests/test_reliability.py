@@ -103,5 +103,6 @@ def test_one_bad_institution_does_not_stop_the_others(flower_runtime, tmp_path):
     results = json.loads((tmp_path / "results" / "results.json").read_text())
     assert sorted(i["name"] for i in results["institutions"]) == ["rgb-0", "sar-0"]
     assert set(results["modalities"]) == {"sar", "rgb"}
-    assert results["failures"] and all(f["stage"] == "query.describe" for f in results["failures"])
+    # it fails at its first contact: round 1's train message (uml, everyone trains: no describe first)
+    assert results["failures"] and all(f["stage"] == "train" and f["round"] == 1 for f in results["failures"])
     assert any("B99" in f["error"] for f in results["failures"])

@@ -8,6 +8,7 @@ It imports no data reader (the server imports it).
     server -> institution                          institution -> server
     query.describe   DescribeInstruction           Description       (ConfigRecord "description")
     train            TrainInstruction + backbone   TrainReport       (MetricRecord "metrics") + backbone
+                                                   (+ Description on a first contact, see below)
     evaluate         EvaluateInstruction + backbone EvaluateReport   (MetricRecord "metrics")
     query.calibrate  CalibrateInstruction + backbone CalibrateReport (MetricRecord "metrics")
 
@@ -17,6 +18,12 @@ The server sends what the institution uses and nothing else: the training schedu
 calibration epochs in the calibrate instruction. An institution says once, in its
 description, which modality it holds and what it is called; after that the server knows it
 by its node id, so reports carry only scalars about the work.
+
+The description comes either in reply to `query.describe` or, where the server needs
+nothing from it before the first round (federated UML, every institution trains in every
+round, no secure aggregation or DP), with the reply to the first train message: that
+message carries `resumed-after-round`, and the institution starts its private state as
+`query.describe` would have. This saves one message to every institution at start-up.
 
 A record reads as its wire form too (`report["num-examples"]`), so that code which works
 with the plain mapping keeps working.
@@ -97,11 +104,12 @@ SECURE_RANGE_EXCEEDED = "secure-range-exceeded"
 
 
 def _key(name: str, decode: Callable[[Any], Any], encode: Callable[[Any], Any] | None = None,
-         optional: bool = False):
+         optional: bool = False, default_none: bool = False):
     """A record field and its wire key; `decode` types a wire value, `encode` makes one.
     `optional`: the value may be None (a metric the run's task does not have), which the wire
-    form leaves out and a missing key reads as."""
-    return field(metadata={"key": name, "decode": decode, "encode": encode, "optional": optional})
+    form leaves out and a missing key reads as; `default_none`: it is None unless given."""
+    meta = {"key": name, "decode": decode, "encode": encode, "optional": optional or default_none}
+    return field(default=None, metadata=meta) if default_none else field(metadata=meta)
 
 
 def _scores(suffix: str = ""):
@@ -203,6 +211,9 @@ class TrainInstruction(_Instruction):
     local_epochs: int = _key(LOCAL_EPOCHS, int)
     local_steps: int = _key(LOCAL_STEPS, int)  # > 0: this many steps instead of local_epochs passes
     transfer_dtype: str = _key(TRANSFER_DTYPE, str)  # of the backbone in the reply
+    # Only on a first contact (no `query.describe` before it): 0 for a new run, k when the run
+    # resumes after round k, as in DescribeInstruction; the reply then carries the Description.
+    first_contact_after_round: int | None = _key(RESUMED_AFTER_ROUND, int, default_none=True)
 
 
 @dataclass(frozen=True)
