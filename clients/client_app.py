@@ -1,45 +1,27 @@
 """Flower ClientApp: one institution holding one modality's local data.
 
-Private (kept in `context.state`, never sent): the projection and all BN running
-statistics. Sent: the backbone parameters and scalar reports. The messages and their
-records are those of `fed_uml.federated.protocol`: `query.describe` (who it is, its data
-sizes), `train`, `evaluate`, `query.calibrate`. After calibration each institution writes
-its model h_k to its own disk (`model_dir`); the report says only whether it did.
+The messages and their records are those of `fed_uml.federated.protocol`: `query.describe`
+(who it is, its data sizes), `train`, `evaluate`, `query.calibrate`; what the institution
+does with each is in `clients.handlers`.
 
-Private state across messages: the first message of every run sets it (`describe`, or the
-first `train` where the server describes institutions on first contact: that instruction
-carries `resumed-after-round` and its reply the description): the initial projection in a
-new run, or, when the run resumes after round k, the state the institution saved in its
-node-local store after round k (or after the last round before k it trained in). From then
-on `context.state` holds it, updated by every `train`. A message that finds no private state
-after round 0 fails (`_private`).
+Why the handlers live in another module, imported at the first message: Flower's simulation
+loads this module in its driver process only to check that it can, and starts Ray after that
+check. Importing torch and the institution's code here made Ray wait for them (2.5 s of the
+start-up of every simulation, on 2 cores); the actors import them with their first message,
+as they did before.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections import OrderedDict
-from pathlib import Path
 
-import torch
-from flwr.app import ArrayRecord, Context, Message
+from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.common.logger import FLOWER_LOGGER
 
 from clients.mods import dp_clip_mod, secure_aggregation_mod
-from fed_uml.federated import protocol, roles
+from fed_uml.federated import protocol
 from fed_uml.federated.audit import audit_mod
-from fed_uml.federated.config import config_from_run_config
-from fed_uml.federated.institution import Institution
-from fed_uml.federated.private_store import PrivateStateStore
-from fed_uml.federated.protocol import (
-    CalibrateInstruction,
-    DescribeInstruction,
-    EvaluateInstruction,
-    TrainInstruction,
-)
-from fed_uml.federated.transfer import from_wire, to_wire
 
 # audit_mod outermost: it logs what actually leaves (README "Privacy" for the other two)
 app = ClientApp(mods=[audit_mod, secure_aggregation_mod, dp_clip_mod])
@@ -54,173 +36,29 @@ class _ActorShutdownIsNotAWarning(logging.Filter):
 
 
 FLOWER_LOGGER.addFilter(_ActorShutdownIsNotAWarning())
-_PRIVATE = "private"  # the key of the private state in context.state (never sent)
 
 
-class _InstitutionCache:
-    """The institutions this process has played, by run and node, least recently used first.
+def _handlers():
+    from clients import handlers
 
-    Why: a Ray actor plays many virtual institutions, one message at a time, and composing the
-    settings and cutting and standardising an institution's data share cost about as much as
-    a round of its training (measured at 1,000 institutions). What is cached is only what the
-    run config and node config determine (settings, the standardised data share); the private
-    state (projection, BN statistics) stays in `context.state`. Bounded by the bytes of the
-    cached data shares (`max_bytes`): an institution evicted is rebuilt, identically, on its
-    next message.
-    """
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple, tuple[Institution, int]] = OrderedDict()
-        self._bytes = 0
-
-    @staticmethod
-    def key(context: Context) -> tuple:
-        return (context.run_id, context.node_id, json.dumps(dict(context.run_config), sort_keys=True, default=str),
-                json.dumps(dict(context.node_config), sort_keys=True, default=str))
-
-    def get(self, context: Context) -> Institution:
-        key = self.key(context)
-        if key in self._items:
-            self._items.move_to_end(key)
-            return self._items[key][0]
-        inst = _new_institution(context)
-        size = sum(t.nbytes for part in (inst.train, inst.test) for t in (part.images, part.labels))
-        self._items[key] = (inst, size)
-        self._bytes += size
-        while self._bytes > self.max_bytes and len(self._items) > 1:
-            _, (_, freed) = self._items.popitem(last=False)
-            self._bytes -= freed
-        return inst
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-def _new_institution(context: Context) -> Institution:
-    cfg = config_from_run_config(context.run_config)
-    ident = roles.institution_for_node(
-        context.node_config, cfg["dataset"]["modalities"], cfg["federated"]["institutions_per_modality"]
-    )
-    return Institution(cfg, ident)
-
-
-_INSTITUTIONS = _InstitutionCache(max_bytes=2 * 2**30)
-
-
-def _institution(context: Context) -> Institution:
-    inst = _INSTITUTIONS.get(context)
-    threads = int(inst.cfg.get("num_threads") or 0)
-    if threads > 0:
-        torch.set_num_threads(threads)
-    return inst
-
-
-def _state_dir(context: Context, inst: Institution) -> str | None:
-    return context.node_config.get(roles.STATE_DIR) or inst.cfg["federated"].get("state_dir") or None
-
-
-def _store(context: Context, inst: Institution) -> PrivateStateStore | None:
-    state_dir = _state_dir(context, inst)
-    return PrivateStateStore(state_dir, inst.ident.name) if state_dir else None
-
-
-def _start_private(context: Context, inst: Institution, resumed_after_round: int) -> None:
-    """The private state a run starts from, into `context.state` (and the node-local store)."""
-    store = _store(context, inst)
-    if resumed_after_round == 0:
-        initial = inst.initial_private_state()
-        context.state[_PRIVATE] = ArrayRecord(initial)
-        if store is not None:
-            store.start(initial)
-        return
-    if store is None:
-        raise RuntimeError(f"institution {inst.ident.name}: resuming after round {resumed_after_round} needs its "
-                           "private state, but no state-dir is set")
-    _, state = store.resume(resumed_after_round)
-    context.state[_PRIVATE] = ArrayRecord(state)
-
-
-def _private(context: Context, inst: Institution, last_round: int):
-    """This institution's private state after `last_round` (held in `context.state` since
-    `describe`); None (the initial projection) only before round 1.
-
-    A node without it after round 0 has lost its state (e.g. a SuperNode restarted in the
-    middle of a run) and fails loudly rather than restarting from the initial projection: a
-    restart would pair an untrained projection and fresh BN statistics with a backbone of
-    round k, and the run would report that institution's accuracy with nothing in
-    results.json to say so. Its error reply is recorded in the run's `failures` and the others
-    go on; a run with a state-dir continues across server restarts through `resume`.
-    """
-    if _PRIVATE in context.state:
-        return context.state[_PRIVATE].to_torch_state_dict()
-    if last_round == 0:
-        return None
-    raise RuntimeError(f"institution {inst.ident.name}: no private state after round {last_round} in this node's "
-                       "context (the node lost it, or the run's first message did not set it); refusing to "
-                       "restart from the initial projection")
-
-
-def _reply(msg: Message, report, arrays: ArrayRecord | None = None) -> Message:
-    return Message(report.content(arrays), reply_to=msg)
+    return handlers
 
 
 @app.query(protocol.DESCRIBE_ACTION)
 def describe(msg: Message, context: Context) -> Message:
-    inst = _institution(context)
-    _start_private(context, inst, DescribeInstruction.from_content(msg.content).resumed_after_round)
-    return _reply(msg, inst.describe())
+    return _handlers().describe(msg, context)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    inst = _institution(context)
-    task = TrainInstruction.from_content(msg.content)
-    if task.first_contact_after_round is not None:  # no query.describe came first: this is it
-        _start_private(context, inst, task.first_contact_after_round)
-    shared, private, report = inst.fit(
-        from_wire(msg.content[protocol.ARRAYS]), _private(context, inst, task.server_round - 1), task.server_round,
-        task.local_epochs, num_rounds=task.num_rounds, local_steps=task.local_steps,
-    )
-    context.state[_PRIVATE] = ArrayRecord(private)
-    store = _store(context, inst)
-    if store is not None:
-        store.save(task.server_round, private)
-    content = report.content(to_wire(shared, task.transfer_dtype))
-    if task.first_contact_after_round is not None:
-        inst.describe().add_to(content)
-    return Message(content, reply_to=msg)
+    return _handlers().train(msg, context)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    inst = _institution(context)
-    task = EvaluateInstruction.from_content(msg.content)
-    return _reply(msg, inst.evaluate(from_wire(msg.content[protocol.ARRAYS]),
-                                     _private(context, inst, task.server_round)))
-
-
-def model_dir(context: Context, inst: Institution, suggested: str | None) -> Path | None:
-    """Where this institution writes its model (node-local, never sent), first that is set:
-    node-config `model-dir` (the folder itself); node-config or run-config `state-dir`
-    (`<state-dir>/<institution>/`, beside its private round state); else the folder the
-    server suggests, `<results-dir>/institutions/<institution>/` (in a simulation the run's
-    results folder stands in for every institution's own disk)."""
-    node_dir = context.node_config.get(roles.MODEL_DIR)
-    if node_dir:
-        return Path(str(node_dir)).expanduser()
-    state_dir = _state_dir(context, inst)
-    if state_dir:
-        return Path(str(state_dir)).expanduser() / inst.ident.name
-    if suggested:
-        return Path(str(suggested)).expanduser() / "institutions" / inst.ident.name
-    return None
+    return _handlers().evaluate(msg, context)
 
 
 @app.query(protocol.CALIBRATE_ACTION)
 def calibrate(msg: Message, context: Context) -> Message:
-    inst = _institution(context)
-    task = CalibrateInstruction.from_content(msg.content)
-    report = inst.calibrate(from_wire(msg.content[protocol.ARRAYS]), _private(context, inst, task.server_round),
-                            model_dir=model_dir(context, inst, task.results_dir), epochs=task.calibration_epochs)
-    return _reply(msg, report)
+    return _handlers().calibrate(msg, context)

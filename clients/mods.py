@@ -14,12 +14,14 @@ train function; this module turns the reply into the input of the secure sum: th
 pre-scaled updates and the server divides by the known total of the weights). With adaptive
 clipping the within-C bit joins the masked vector (scaled by c) instead of travelling in the
 clear. secaggplus_mod then quantises, masks and sends it, and empties the reply's arrays.
+
+torch and the wire format are imported where a mod acts, not with the module: the ClientApp
+module must load without torch (`clients.client_app`).
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 from flwr.app import Context, Message
 from flwr.client.mod import secaggplus_mod
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
@@ -28,7 +30,6 @@ from flwr.compat.common.recorddict_compat import fitres_to_recorddict
 
 from fed_uml.federated import protocol
 from fed_uml.federated.protocol import ClipInstruction, SecureInstruction
-from fed_uml.federated.transfer import from_wire, to_wire
 from fed_uml.privacy import clip_update
 
 __all__ = ["dp_clip_mod", "secure_aggregation_mod", "update_of"]
@@ -49,6 +50,10 @@ def dp_clip_mod(msg: Message, context: Context, call_next) -> Message:
     if not _is_train(msg) or protocol.CLIPPING not in msg.content or reply.has_error() \
             or protocol.ARRAYS not in reply.content:
         return reply
+    import torch
+
+    from fed_uml.federated.transfer import from_wire, to_wire
+
     clip = ClipInstruction.from_content(msg.content)
     received = from_wire(msg.content[protocol.ARRAYS])
     returned = from_wire(reply.content[protocol.ARRAYS])
@@ -67,6 +72,8 @@ def masked_input(msg: Message, reply: Message) -> Message:
     """The train reply as SecAgg+'s input: the pre-scaled update as a FitRes of weight 1."""
     if reply.has_error():
         return reply
+    from fed_uml.federated.transfer import from_wire
+
     secure = SecureInstruction.from_content(msg.content)
     received = from_wire(msg.content[protocol.ARRAYS])
     keys, update = update_of(received, from_wire(reply.content[protocol.ARRAYS]))
