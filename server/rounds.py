@@ -9,7 +9,8 @@
 2. R rounds: the strategy samples the institutions of each averaging group (one group for
    UML; one per modality for the federated unimodal baseline); each trains on the backbone it
    was sent and the strategy averages what they return. Every `evaluate_every` rounds the
-   institutions evaluate locally. After each round the state is checkpointed atomically.
+   institutions evaluate locally (the last round's evaluation comes with the calibration
+   replies where everyone calibrates). After each round the state is checkpointed atomically.
 3. `query.calibrate`: every institution runs Algorithm 1 on its local data, writes its model
    h_k to its own disk and reports test accuracy before and after and whether it wrote the
    model; the server averages the accuracies per modality (weighted by test size) and lists
@@ -211,12 +212,24 @@ class FederatedRun:
     def evaluate_round(self, server_round: int, backbones: GroupBackbones) -> None:
         replies = self.messenger.send(self._everyone(backbones, self.strategy.fraction_evaluate), protocol.EVALUATE,
                                       EvaluateInstruction(server_round=server_round), server_round)
-        metrics = evaluation_metrics(
-            (self.roster.modality(n), EvaluateReport.from_content(r.content)) for n, r in replies.items())
+        self._record_evaluation(server_round, (
+            (self.roster.modality(n), EvaluateReport.from_content(r.content)) for n, r in replies.items()))
+
+    def _record_evaluation(self, server_round: int, reports, note: str = "") -> None:
+        metrics = evaluation_metrics(reports)
         record = self.history[-1] if self.history and self.history[-1]["round"] == server_round else {}
         record.update(metrics)
-        log.info("round %d evaluation: %s", server_round,
+        log.info("round %d evaluation%s: %s", server_round, note,
                  " ".join(f"{k.replace('/test_', ' ')}={v:.4f}" for k, v in metrics.items()))
+
+    def last_evaluation_by_calibration(self) -> bool:
+        """Whether the last round's evaluation comes from the calibration replies instead of an
+        evaluate message: where every institution both evaluates and calibrates, each one's
+        accuracy before calibration is its evaluation of the final model (the same model, the
+        same test share, the same code), so asking for it twice would only cost a pass over
+        every test set (about a training round in the main job)."""
+        return (bool(int(self.fed["evaluate_every"])) and self.strategy.fraction_evaluate >= 1
+                and self.strategy.fraction_calibrate >= 1)
 
     def calibrate(self, backbones: GroupBackbones) -> tuple[dict, list]:
         instruction = CalibrateInstruction(server_round=self.num_rounds,
@@ -226,6 +239,10 @@ class FederatedRun:
                                       instruction, self.num_rounds)
         reports = [(self.roster.members[n], CalibrateReport.from_content(r.content))
                    for n, r in sorted(replies.items())]
+        if self.last_evaluation_by_calibration():
+            self._record_evaluation(self.num_rounds, (
+                (m.modality, EvaluateReport(num_examples=r.num_examples, accuracy=r.accuracy_before_calibration,
+                                            scores=r.scores_before)) for m, r in reports), " (before calibration)")
         return calibration_results(reports, self.modalities, deploys_calibrated(self.cfg["method"]))
 
     # -- the whole run -----------------------------------------------------------------------
@@ -261,7 +278,8 @@ class FederatedRun:
         self._t_rounds, self._first_round = time.perf_counter(), done + 1
         for server_round in range(done + 1, self.num_rounds + 1):
             self.train_round(server_round, backbones)
-            if every and (server_round % every == 0 or server_round == self.num_rounds):
+            last = server_round == self.num_rounds
+            if every and (server_round % every == 0 or last) and not (last and self.last_evaluation_by_calibration()):
                 self.evaluate_round(server_round, backbones)
             save_checkpoint(self.checkpoint_path, Checkpoint(server_round, backbones.tensors, self.history,
                                                              self.failures, self.strategy.rng.getstate()), self.cfg)

@@ -96,7 +96,10 @@ def test_simulation_of_8_institutions_sends_only_backbone_tensors(flower_runtime
 
     entries = read_audit(audit)
     kinds = [e["message_type"] for e in entries]
-    assert kinds.count("train") == 16 and kinds.count("query.calibrate") == 8 and kinds.count("evaluate") == 16
+    # round 2's evaluation came with the calibration replies (everyone evaluates and calibrates)
+    assert kinds.count("train") == 16 and kinds.count("query.calibrate") == 8 and kinds.count("evaluate") == 8
+    assert results["history"][-1]["sar/test_accuracy"] == pytest.approx(
+        results["modalities"]["sar"]["accuracy_before_calibration"])
     # uml, everyone trains: the institutions described themselves with their first train reply
     assert protocol.DESCRIBE not in kinds and results["timing"]["described_on_first_contact"] == 1
     assert_only_backbone_and_scalars(entries, compose_config(overrides))
