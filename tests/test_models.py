@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -14,6 +16,7 @@ from fed_uml.models import (
     split_state_keys,
 )
 from fed_uml.models import registry as backbone_registry
+from fed_uml.models.layers import MaxPool2d
 
 
 @pytest.mark.parametrize("backbone", ["small_cnn", "resnet18"])
@@ -128,3 +131,50 @@ def test_backbone_registry_knows_stage_counts_and_refuses_duplicates(monkeypatch
     assert backbone_stages("miscounted") == 3
     with pytest.raises(ValueError, match="registered with 3 stages, but its builder returned 2"):
         create_model("miscounted", {"a": 1}, 2)
+
+
+def _with_torch_pooling(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `model` whose pooling layers are torch's own `nn.MaxPool2d`."""
+    model = copy.deepcopy(model)
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, MaxPool2d):
+                setattr(module, name, torch.nn.MaxPool2d(child.kernel_size))
+    return model
+
+
+def test_fast_max_pool_trains_bit_for_bit_like_torch():
+    # a ReLU'd input has many tied zeros in a window: the first maximum must win, as in torch
+    x = torch.relu(torch.randn(4, 6, 8, 8, generator=torch.Generator().manual_seed(0))).requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    grad = torch.randn(4, 6, 4, 4, generator=torch.Generator().manual_seed(1))
+    out, out_ref = MaxPool2d(2)(x), torch.nn.MaxPool2d(2)(x_ref)
+    out.backward(grad)
+    out_ref.backward(grad)
+    assert torch.equal(out, out_ref) and torch.equal(x.grad, x_ref.grad)
+    with torch.no_grad():
+        assert torch.equal(MaxPool2d(2)(x), out_ref)
+
+    torch.manual_seed(0)
+    fast = create_model("small_cnn", {"sar": 2}, num_classes=10, width=8)
+    assert any(isinstance(m, MaxPool2d) for m in fast.modules())
+    slow = _with_torch_pooling(fast)
+    assert not any(isinstance(m, MaxPool2d) for m in slow.modules())
+    g = torch.Generator().manual_seed(2)
+    batches = [(torch.randn(16, 2, 16, 16, generator=g), torch.randint(0, 10, (16,), generator=g)) for _ in range(5)]
+    for model in (fast, slow):
+        opt = torch.optim.AdamW(model.parameters(), 1e-2)
+        for xb, yb in batches:
+            loss = torch.nn.functional.cross_entropy(model(xb, "sar"), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    for (k, a), (_, b) in zip(fast.state_dict().items(), slow.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_fast_max_pool_falls_back_to_torch_where_it_does_not_tile():
+    x = torch.randn(2, 3, 7, 7)
+    for kwargs in ({"kernel_size": 3, "stride": 2, "padding": 1}, {"kernel_size": 2, "ceil_mode": True}):
+        assert torch.equal(MaxPool2d(**kwargs)(x), torch.nn.MaxPool2d(**kwargs)(x))
+    assert torch.equal(MaxPool2d(2)(x.transpose(2, 3)), torch.nn.MaxPool2d(2)(x.transpose(2, 3)))

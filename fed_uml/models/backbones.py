@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from fed_uml.models.layers import MaxPool2d
 from fed_uml.models.registry import register_backbone
 
 
@@ -21,8 +22,8 @@ def small_cnn(in_chans: int, num_classes: int, width: int = 32, dropout: float =
     w = width
     stages = [
         nn.Sequential(*_conv_bn_relu(in_chans, w)),
-        nn.Sequential(*_conv_bn_relu(w, 2 * w), nn.MaxPool2d(2)),
-        nn.Sequential(*_conv_bn_relu(2 * w, 4 * w), nn.MaxPool2d(2)),
+        nn.Sequential(*_conv_bn_relu(w, 2 * w), MaxPool2d(2)),
+        nn.Sequential(*_conv_bn_relu(2 * w, 4 * w), MaxPool2d(2)),
         nn.Sequential(*_conv_bn_relu(4 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten()),
     ]
     linear = nn.Linear(4 * w, num_classes)
