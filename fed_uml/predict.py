@@ -181,7 +181,7 @@ def _progress(items: list, enabled: bool, desc: str):
         return items
     try:
         from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm comes with timm's dependencies
+    except ImportError:  # pragma: no cover - tqdm is a dependency
         return items
     return tqdm(items, desc=desc, unit="file", file=sys.stderr, disable=None)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fed_uml.models import REFERENCE_CHANNELS, create_model
-from fed_uml.models.uml import first_conv_key
+from fed_uml.models.uml import adapt_input_conv, first_conv_key
 
 
 def _first_conv(model, modality):
@@ -110,3 +110,27 @@ def test_federated_institutions_start_from_the_runs_aligned_draw():
     cfg["model"]["projection_init"] = "independent"
     ind = {i.ident.modality: i.initial_private_state()[f"projections.{i.ident.modality}.0.0.weight"] for i in insts}
     assert not torch.allclose(ind["sar"], ind["rgb"][:, :2] * 1.5)
+
+
+def test_channel_adaptation_is_timms_bit_for_bit():
+    """The project's copy of the rule gives what timm's `adapt_input_conv` gives (timm is a test
+    dependency only: importing it costs every process of a simulation 2 s of torchvision)."""
+    from timm.models import adapt_input_conv as timms
+
+    weight = torch.randn(16, REFERENCE_CHANNELS, 3, 3, generator=torch.Generator().manual_seed(0))
+    for channels in range(1, 14):
+        ours = adapt_input_conv(channels, weight)
+        assert torch.equal(ours, timms(channels, weight.clone(), base_chans=REFERENCE_CHANNELS)), channels
+    with pytest.raises(ValueError, match="input channels"):
+        adapt_input_conv(2, torch.randn(16, 4, 3, 3))
+
+
+def test_building_a_model_imports_neither_timm_nor_torchvision():
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from fed_uml.models import create_model; "
+            "create_model('small_cnn', {'sar': 2, 'rgb': 3}, 10, width=8); "
+            "print(sorted(m for m in ('timm', 'torchvision') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -28,7 +28,7 @@ from fed_uml.federated.roles import InstitutionId
 from fed_uml.methods import build_model, train_settings
 from fed_uml.modality import ModalityData
 from fed_uml.model_file import deployed_as_trained, model_filename, save_model
-from fed_uml.models import UMLModel, private_state, shared_state
+from fed_uml.models import UMLModel, model_from_config, private_state, shared_state
 from fed_uml.results import deploys_calibrated
 from fed_uml.training import evaluate_task, train_unpaired
 
@@ -39,6 +39,16 @@ def _modality_seed(seed: int, *parts) -> int:
     return (int(seed) * 1_000_003 + zlib.crc32("/".join(map(str, parts)).encode())) % 2**31
 
 
+@functools.lru_cache(maxsize=16)
+def _skeleton(model_json: str, modality: str, channels: int, num_classes: int) -> UMLModel:
+    """One model object per architecture in the process, reused by every institution of the
+    modality, one message at a time: `Institution.model` loads the whole state (every
+    parameter and buffer) into it, so nothing of one institution or round carries to the next,
+    and the random initialisation of a new model (a third of a small institution's round at
+    1,000 institutions) is not paid for every message."""
+    return model_from_config(json.loads(model_json), {modality: channels}, num_classes)
+
+
 @functools.lru_cache(maxsize=8)
 def _load_modality(dataset_json: str, modality: str) -> ModalityData:
     """One modality of a data set in physical units, kept in the process: a Ray actor that
@@ -46,6 +56,10 @@ def _load_modality(dataset_json: str, modality: str) -> ModalityData:
     cfg = json.loads(dataset_json)
     cfg["modalities"] = [modality]
     return load_dataset(cfg, normalize=False)[modality]
+
+
+def _copied(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in state.items()}
 
 
 class Institution:
@@ -97,7 +111,10 @@ class Institution:
         return build_model(self.cfg["model"], {self.ident.modality: self.data})
 
     def model(self, backbone: Mapping[str, torch.Tensor], private: Mapping[str, torch.Tensor] | None) -> UMLModel:
-        model = self._new_model()
+        """The institution's model with this backbone and private state (the process's model
+        object for its architecture, `_skeleton`: valid until the next call)."""
+        model = _skeleton(json.dumps(dict(self.cfg["model"]), sort_keys=True, default=str), self.ident.modality,
+                          self.data.channels, self.data.num_classes)
         state = dict(private if private is not None else self.initial_private_state())
         state.update(backbone)  # float32 from the wire (`from_wire`); load_state_dict copies into float32
         missing = set(model.state_dict()) - set(state)
@@ -137,7 +154,9 @@ class Institution:
             train_accuracy=None if multi_label else float(
                 last.get(f"{self.ident.modality}/train_accuracy", float("nan"))),
         )
-        return shared_state(model), private_state(model), report
+        # copies: the model object is the process's for this architecture (`_skeleton`), and the
+        # next message loads another state into it
+        return _copied(shared_state(model)), _copied(private_state(model)), report
 
     def evaluate(self, backbone, private) -> EvaluateReport:
         """Test accuracy (single-label) or the multi-label metrics (`scores`) of the model on the local test share."""

@@ -7,6 +7,7 @@ is what institutions share.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -171,9 +172,26 @@ def align_projection(projection: nn.Module, reference: nn.Module) -> None:
     convolutions when `specific_layers` > 1) is copied. So equal-channel modalities start
     bit-identical, and a 2-band SAR stem starts as the first two RGB filters times 1.5.
     """
-    from timm.models import adapt_input_conv
-
     key = first_conv_key(reference)
     state = {k: v.clone() for k, v in reference.state_dict().items()}
-    state[key] = adapt_input_conv(projection.in_channels, state[key], base_chans=REFERENCE_CHANNELS)
+    state[key] = adapt_input_conv(projection.in_channels, state[key])
     projection.load_state_dict(state, strict=True)
+
+
+def adapt_input_conv(in_channels: int, weight: torch.Tensor) -> torch.Tensor:
+    """timm's rule for a first convolution drawn for `REFERENCE_CHANNELS` input channels, applied
+    to `in_channels` (`align_projection`), with timm's results bit for bit
+    (`tests/test_projection_init.py` compares them for 1 to 13 channels).
+
+    Why not timm's own function: importing timm imports torchvision, 2 s of start-up in the
+    ServerApp and in every simulation actor, for these few lines; timm stays a test dependency.
+    """
+    out, base = weight.shape[:2]
+    if base != REFERENCE_CHANNELS:
+        raise ValueError(f"the reference convolution has {base} input channels, not {REFERENCE_CHANNELS}")
+    dtype, w = weight.dtype, weight.float()
+    if in_channels == 1:
+        w = w.sum(dim=1, keepdim=True)
+    elif in_channels != base:
+        w = w.repeat(1, math.ceil(in_channels / base), 1, 1)[:, :in_channels] * (base / float(in_channels))
+    return w.to(dtype)
