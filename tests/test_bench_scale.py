@@ -41,3 +41,38 @@ def test_flower_delivery_sweep_runs_on_flowers_own_link_state():
 
     seconds, delivered = sweep_seconds(nodes=20, in_flight=7, repeats=1)
     assert delivered == 7 and seconds > 0
+
+
+def test_startup_counts_what_round_1_took_beyond_a_later_round():
+    from experiments.bench.scale import startup_and_round
+
+    # launched at 100, round 1 started at 110 and took 7 s, later rounds 2 s: 5 s of round 1 were start-up
+    got = startup_and_round(100.0, 110.0, [7.0, 2.0, 2.0])
+    assert got == {"startup_s": 15.0, "round_s": 2.0, "round1_extra_s": 5.0}
+    assert startup_and_round(100.0, 110.0, [1.0, 2.0])["startup_s"] == 10.0  # a fast round 1 is no credit
+    assert startup_and_round(100.0, 110.0, [3.0]) == {"startup_s": 10.0, "round_s": 3.0, "round1_extra_s": 0.0}
+
+
+def test_the_timed_main_job_is_the_readmes():
+    import re
+    import shlex
+
+    from experiments.bench.scale import MAIN_JOB_FEDERATION
+    from tests.test_readme import _text
+
+    first = next(line for line in _text().splitlines() if "flwr run" in line)
+    words = shlex.split(first[first.index("flwr run"):])
+    assert words[:3] == ["flwr", "run", "."] and "--run-config" not in words
+    federation = dict(re.findall(r"([\w-]+)=(\S+)", words[words.index("--federation-config") + 1]))
+    assert {k: int(v) for k, v in federation.items()} == MAIN_JOB_FEDERATION
+
+
+@pytest.mark.slow
+def test_flowers_floor_runs_through_the_real_runtime():
+    """The numpy-only minimal app the benchmark compares against runs through `flwr run` and
+    reports the timing the comparison reads."""
+    from experiments.bench.scale import flower_floor
+
+    got = flower_floor(n=3, rounds=2, cpus=1, gpus=0.0)
+    assert got["floor_wall_s"] > got["floor_startup_s"] > got["floor_to_serverapp_s"] > 0
+    assert got["floor_round_s"] > 0 and got["floor_round1_extra_s"] >= 0

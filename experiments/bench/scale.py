@@ -1,20 +1,30 @@
 """How many institutions one simulation holds, and what the runtime costs beside the work.
 
-    python -m experiments.bench.scale [--institutions 100,1000] [--no-in-process] [overrides...]
+    python -m experiments.bench.scale [--institutions 100,1000] [--no-in-process] [--no-floor]
+                                      [--main-job] [overrides...]
 
 For every N: `flwr run` with `num-supernodes=N` on a private SuperLink, sampling every
 0.5 s the resident memory of every runtime process (SuperLink, SuperExec, the simulation
 process that holds the ServerApp and Ray's driver, Ray's own services, the ClientApp actors;
 found by their FLWR_HOME); then, unless `--no-in-process`, the same rounds in one fresh Python
-process with the project's own `Institution` code (`federated_overhead.in_process_timed`). It prints
-and writes (`<out>/scale.json`) per N:
+process with the project's own `Institution` code (`federated_overhead.in_process_timed`); then,
+unless `--no-floor`, Flower's own floor: the same N and rounds through `flwr run` with a
+numpy-only app that sends an ArrayRecord of the backbone's size and averages the replies
+(`experiments/bench/minimal_app`), so that what Flower and Ray cost by themselves is told
+from what the project adds. It prints and writes (`<out>/scale.json`) per N:
 
-- per-round seconds of each, and their ratio (`per_round_ratio` = flwr / in-process);
-- the fixed cost of each and its ratio: flwr, from `flwr run` to the first round's training
-  as the ServerApp records it (`flwr_startup_s`); in-process, from launching a fresh Python
-  process to its first round (`in_process_startup_s`: imports, settings, building every
-  institution; the building alone is `in_process_build_s`);
+- per-round seconds of each (rounds 2..R: round 1 also carries the start-up, below) and their
+  ratio (`per_round_ratio` = flwr / in-process);
+- the start-up of each, from launching it to the first round's training, and its ratio
+  (`fixed_cost_ratio` = flwr / in-process): until the server starts round 1 (`first_round_unix`,
+  as each records it) plus what round 1 took beyond a later round (`*_round1_extra_s`: where
+  institutions describe themselves in their first train reply, the actors start, import torch
+  and build their institutions inside round 1). In-process, the launch of a fresh Python
+  process: imports, settings, building every institution (`in_process_build_s`);
 - calibration seconds, wall seconds, peak memory per kind of process and in all;
+- with `--main-job`, the README's main job as a newcomer runs it (`flwr run . --stream
+  --federation-config "num-supernodes=4"` with a fresh FLWR_HOME, so the CLI starts its local
+  SuperLink): wall seconds and where they go (`main_job` in the JSON);
 - with `--profile`, a py-spy sampling profile of every runtime process (`pip install
   py-spy`; attached to the SuperLink with its subprocesses): `<out>/scale-profile-<N>.txt`
   (collapsed stacks) and, in the JSON, the share of samples per kind of process and the
@@ -48,6 +58,11 @@ from experiments.bench.common import save, table
 from experiments.bench.federated_overhead import in_process_timed
 from fed_uml.federated.config import compose_config, run_config_from_overrides
 from localrun.flower import FlowerRuntime, find_strays
+
+MINIMAL_APP = Path(__file__).resolve().parent / "minimal_app"
+# The README's main job: `flwr run . --stream --federation-config "num-supernodes=4"` (tests/test_readme.py)
+MAIN_JOB_FEDERATION = {"num-supernodes": 4}
+LOCAL_SUPERLINK_PORT = 39091  # where `flwr run` starts its local SuperLink (address ":local:")
 
 DEFAULT_OVERRIDES = ["federated.evaluate_every=0", "federated.min_institutions=2", "federated.num_rounds=2",
                      "dataset.samples_per_class=100", "dataset.test_samples_per_class=50"]
@@ -122,6 +137,20 @@ def summarize_profile(path: Path, top: int = 12) -> dict:
             for kind in sorted(samples, key=lambda k: -samples[k])}
 
 
+def startup_and_round(launched_unix: float, first_round_unix: float, rounds: list[float]) -> dict[str, float]:
+    """Start-up and steady per-round seconds of one run, measured alike for every runtime.
+
+    `round_s`: the mean of rounds 2..R (all rounds if there is one). `startup_s`: from launch
+    until the server starts round 1, plus `round1_extra_s`, what round 1 took beyond `round_s`:
+    where work that precedes training falls inside round 1 (actors starting and importing,
+    institutions describing themselves on first contact, first-call warm-up) it is start-up,
+    not a round."""
+    steady = rounds[1:] or rounds
+    per_round = sum(steady) / max(len(steady), 1)
+    extra = max(0.0, rounds[0] - per_round) if len(rounds) > 1 else 0.0
+    return {"startup_s": first_round_unix - launched_unix + extra, "round_s": per_round, "round1_extra_s": extra}
+
+
 def with_flower(overrides: list[str], n: int, cpus: int, gpus: float, profile: Path | None = None) -> dict:
     with TemporaryDirectory(prefix="fed-uml-scale-") as tmp:
         tmp = Path(tmp)
@@ -150,16 +179,19 @@ def with_flower(overrides: list[str], n: int, cpus: int, gpus: float, profile: P
         res = json.loads((tmp / "results" / "results.json").read_text())
     rounds = [h["seconds"] for h in res["history"]]
     timing = res.get("timing", {})
+    phases = startup_and_round(t0_unix, timing.get("first_round_unix", float("nan")), rounds)
     out = {
         "answered": len(res["institutions"]),
         "rounds": res["rounds"],
         "participants_per_round": sum(h["participants"] for h in res["history"]) / max(len(rounds), 1),
         "flwr_wall_s": wall,
-        "flwr_startup_s": timing.get("first_round_unix", float("nan")) - t0_unix,
-        # of which: until the ServerApp runs (CLI, SuperLink run, simulation process, imports) and describe
+        "flwr_startup_s": phases["startup_s"],
+        # of which: until the ServerApp runs (CLI, SuperLink run, simulation process, imports), describe,
+        # and what round 1 took beyond a later round (actors starting, first contact)
         "flwr_to_serverapp_s": timing.get("server_start_unix", float("nan")) - t0_unix,
         "flwr_describe_s": timing.get("describe_seconds", float("nan")),
-        "flwr_round_s": sum(rounds) / max(len(rounds), 1),
+        "flwr_round1_extra_s": phases["round1_extra_s"],
+        "flwr_round_s": phases["round_s"],
         "flwr_calibration_s": timing.get("calibration_seconds", float("nan")),
         "peak_memory_gib": monitor.peak / 2**30,
         "peak_memory_gib_by_process": {k: v / 2**30 for k, v in sorted(monitor.peak_by_kind.items())},
@@ -184,8 +216,70 @@ def in_process_fresh(overrides: list[str], n: int, rounds: int, threads: int) ->
     if proc.returncode != 0:
         raise RuntimeError(f"the in-process loop failed ({' '.join(cmd)}):\n{proc.stderr[-4000:]}")
     local = json.loads(proc.stdout.strip().splitlines()[-1])
-    local["startup_s"] = local["first_round_unix"] - launched
+    local.update(startup_and_round(launched, local["first_round_unix"], local["round_s"]))
     return local
+
+
+def backbone_elements(overrides: list[str]) -> int:
+    """Number of elements of the backbone the configured run sends each institution."""
+    from fed_uml.federated.backbone import initial_backbone
+
+    return sum(t.numel() for t in initial_backbone(compose_config(overrides)).values())
+
+
+def flower_floor(n: int, rounds: int, cpus: int, gpus: float, parameters: int = 910) -> dict:
+    """Flower's own floor at N institutions: `experiments/bench/minimal_app` (numpy, an
+    ArrayRecord of `parameters` float32 each way (`main` passes the backbone's size), no torch,
+    no data) through the same `flwr run`, SuperLink and federation settings as fed-uml, timed
+    the same way (`startup_and_round`)."""
+    with TemporaryDirectory(prefix="fed-uml-floor-") as tmp:
+        tmp = Path(tmp)
+        with FlowerRuntime(tmp) as rt:
+            rt.start_superlink(simulation=True)
+            launched, t0 = time.time(), time.perf_counter()
+            rt.run({"num-server-rounds": rounds, "parameters": parameters, "results-file": str(tmp / "floor.json")},
+                   {"num-supernodes": n, "client-resources-num-cpus": cpus, "client-resources-num-gpus": gpus},
+                   app_dir=MINIMAL_APP, timeout=6 * 3600, log_name="floor")
+            wall = time.perf_counter() - t0
+        res = json.loads((tmp / "floor.json").read_text())
+    phases = startup_and_round(launched, res["timing"]["first_round_unix"], [h["seconds"] for h in res["history"]])
+    return {"floor_wall_s": wall, "floor_startup_s": phases["startup_s"], "floor_round_s": phases["round_s"],
+            "floor_round1_extra_s": phases["round1_extra_s"],
+            "floor_to_serverapp_s": res["timing"]["server_start_unix"] - launched}
+
+
+def main_job() -> dict:
+    """The README's main job as a newcomer runs it: a fresh FLWR_HOME, so `flwr run` starts its
+    local SuperLink; wall seconds from launching `flwr run` to its exit, and where they went."""
+    import socket
+
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", LOCAL_SUPERLINK_PORT)) == 0:
+            raise SystemExit(f"--main-job: a local SuperLink already listens on 127.0.0.1:{LOCAL_SUPERLINK_PORT}; "
+                             "`flwr run` would use it instead of starting its own: stop it first")
+    with TemporaryDirectory(prefix="fed-uml-main-job-") as tmp:
+        tmp = Path(tmp)
+        with FlowerRuntime(tmp) as rt:
+            launched, t0 = time.time(), time.perf_counter()
+            rt.run({"results-dir": str(tmp / "results")}, MAIN_JOB_FEDERATION, connection="local",
+                   log_name="main-job")
+            wall = time.perf_counter() - t0
+        res = json.loads((tmp / "results" / "results.json").read_text())
+    timing, history = res["timing"], res["history"]
+    phases = startup_and_round(launched, timing["first_round_unix"], [h["seconds"] for h in history])
+    server_end = timing["server_start_unix"] + res["wall_seconds"]
+    return {
+        "wall_s": wall,
+        "to_serverapp_s": timing["server_start_unix"] - launched,
+        "startup_s": phases["startup_s"],
+        "round_s": phases["round_s"],
+        "rounds_s": sum(h["seconds"] for h in history),
+        "rounds": len(history),
+        "evaluations": sum(1 for h in history if any(k.endswith("/test_accuracy") for k in h)),
+        "calibration_s": timing["calibration_seconds"],
+        "after_server_s": launched + wall - server_end,  # the simulation, Ray and the CLI's log stream ending
+        "accuracy": {m: r["accuracy"] for m, r in res["modalities"].items()},
+    }
 
 
 def _child(n: int, threads: int, overrides: list[str]) -> None:
@@ -201,6 +295,8 @@ def main() -> None:
     ap.add_argument("--client-gpus", type=float, default=0.0)
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the in-process loop (the machine's cores)")
     ap.add_argument("--no-in-process", action="store_true", help="only flwr run (e.g. for 10,000 institutions)")
+    ap.add_argument("--no-floor", action="store_true", help="without Flower's floor (the numpy-only minimal app)")
+    ap.add_argument("--main-job", action="store_true", help="also time the README's main job")
     ap.add_argument("--profile", action="store_true", help="py-spy profile of every runtime process")
     ap.add_argument("--out", default="benchmarks")
     ap.add_argument("--in-process-child", type=int, default=0, help=argparse.SUPPRESS)
@@ -209,7 +305,7 @@ def main() -> None:
     if args.in_process_child:
         return _child(args.in_process_child, args.threads, list(args.overrides))
     rows = []
-    for n in (int(x) for x in args.institutions.split(",")):
+    for n in (int(x) for x in args.institutions.split(",") if x.strip()):
         overrides = DEFAULT_OVERRIDES + list(args.overrides)
         profile = Path(args.out) / f"scale-profile-{n}.txt" if args.profile else None
         if profile is not None:
@@ -217,14 +313,18 @@ def main() -> None:
         row = {"institutions": n, **with_flower(overrides, n, args.client_cpus, args.client_gpus, profile)}
         if not args.no_in_process:
             local = in_process_fresh(overrides, n, int(row["rounds"]), args.threads)
-            per_round = sum(local["round_s"]) / len(local["round_s"])
             row.update({
                 "in_process_wall_s": local["wall_s"], "in_process_startup_s": local["startup_s"],
-                "in_process_build_s": local["fixed_s"],
-                "in_process_round_s": per_round, "in_process_calibration_s": local["calibration_s"],
-                "per_round_ratio": row["flwr_round_s"] / per_round,
+                "in_process_build_s": local["fixed_s"], "in_process_round1_extra_s": local["round1_extra_s"],
+                "in_process_round_s": local["round_s"], "in_process_calibration_s": local["calibration_s"],
+                "per_round_ratio": row["flwr_round_s"] / local["round_s"],
                 "fixed_cost_ratio": row["flwr_startup_s"] / local["startup_s"],
             })
+        if not args.no_floor:
+            row.update(flower_floor(n, int(row["rounds"]), args.client_cpus, args.client_gpus,
+                                    parameters=backbone_elements(overrides)))
+            if "in_process_startup_s" in row:
+                row["floor_fixed_cost_ratio"] = row["floor_startup_s"] / row["in_process_startup_s"]
         rows.append(row)
         shown = {k: v for k, v in row.items() if k not in ("peak_memory_gib_by_process", "profile")}
         print(table([shown], list(shown)), flush=True)
@@ -233,7 +333,12 @@ def main() -> None:
         for kind, p in row.get("profile", {}).items():
             print(f"  profile {kind}: {100 * p['share']:.0f}% of samples; " + ", ".join(
                 f"{fn} {100 * s:.0f}%" for fn, s in p["functions"][:6]), flush=True)
-    path = save("scale", {"rows": rows, "overrides": args.overrides, "client_cpus": args.client_cpus,
+    job = None
+    if args.main_job:
+        job = main_job()
+        print("main job (README): " + ", ".join(
+            f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in job.items()), flush=True)
+    path = save("scale", {"rows": rows, "main_job": job, "overrides": args.overrides, "client_cpus": args.client_cpus,
                           "client_gpus": args.client_gpus}, args.out)
     print(f"wrote {path}")
 

@@ -1,0 +1,1 @@
+"""Flower's floor for the scale benchmark (`experiments/bench/scale.py`)."""

@@ -1,0 +1,35 @@
+"""R rounds of FedAvg over every connected node, the way Flower's own examples send them (all
+messages of a round at once, `grid.send_and_receive`), timed as fed-uml's server times itself
+(`timing.server_start_unix`, `timing.first_round_unix`, `history[].seconds`)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from flwr.app import ArrayRecord, Context, Message, MessageType, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    timing = {"server_start_unix": time.time()}
+    cfg = context.run_config
+    arrays = [np.zeros(int(cfg["parameters"]), dtype=np.float32)]
+    nodes = list(grid.get_node_ids())
+    history = []
+    for server_round in range(1, int(cfg["num-server-rounds"]) + 1):
+        t0 = time.perf_counter()
+        timing.setdefault("first_round_unix", time.time())
+        messages = [Message(RecordDict({"arrays": ArrayRecord(arrays)}), dst_node_id=n,
+                            message_type=MessageType.TRAIN) for n in nodes]
+        replies = [r for r in grid.send_and_receive(messages, timeout=3600) if not r.has_error()]
+        got = [r.content.array_records["arrays"].to_numpy_ndarrays() for r in replies]
+        arrays = [np.mean([g[i] for g in got], axis=0) for i in range(len(arrays))]
+        history.append({"round": server_round, "answered": len(replies), "seconds": time.perf_counter() - t0})
+    if cfg.get("results-file"):
+        Path(str(cfg["results-file"])).write_text(json.dumps({"timing": timing, "history": history}))
