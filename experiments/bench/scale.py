@@ -237,7 +237,8 @@ def flower_floor(n: int, rounds: int, cpus: int, gpus: float, parameters: int = 
         with FlowerRuntime(tmp) as rt:
             rt.start_superlink(simulation=True)
             launched, t0 = time.time(), time.perf_counter()
-            rt.run({"num-server-rounds": rounds, "parameters": parameters, "results-file": str(tmp / "floor.json")},
+            rt.run({"num-server-rounds": rounds, "nodes": n, "parameters": parameters,
+                    "results-file": str(tmp / "floor.json")},
                    {"num-supernodes": n, "client-resources-num-cpus": cpus, "client-resources-num-gpus": gpus},
                    app_dir=MINIMAL_APP, timeout=6 * 3600, log_name="floor")
             wall = time.perf_counter() - t0

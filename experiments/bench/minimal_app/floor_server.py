@@ -21,6 +21,9 @@ def main(grid: Grid, context: Context) -> None:
     cfg = context.run_config
     arrays = [np.zeros(int(cfg["parameters"]), dtype=np.float32)]
     nodes = list(grid.get_node_ids())
+    while len(nodes) < int(cfg["nodes"]):  # the simulation registers its nodes beside the ServerApp's start
+        time.sleep(0.1)
+        nodes = list(grid.get_node_ids())
     history = []
     for server_round in range(1, int(cfg["num-server-rounds"]) + 1):
         t0 = time.perf_counter()
@@ -28,8 +31,11 @@ def main(grid: Grid, context: Context) -> None:
         messages = [Message(RecordDict({"arrays": ArrayRecord(arrays)}), dst_node_id=n,
                             message_type=MessageType.TRAIN) for n in nodes]
         replies = [r for r in grid.send_and_receive(messages, timeout=3600) if not r.has_error()]
-        got = [r.content.array_records["arrays"].to_numpy_ndarrays() for r in replies]
-        arrays = [np.mean([g[i] for g in got], axis=0) for i in range(len(arrays))]
+        total = [np.zeros_like(a) for a in arrays]
+        for reply in replies:  # a running sum, as fed-uml's server averages
+            for t, a in zip(total, reply.content.array_records["arrays"].to_numpy_ndarrays()):
+                t += a
+        arrays = [t / max(len(replies), 1) for t in total]
         history.append({"round": server_round, "answered": len(replies), "seconds": time.perf_counter() - t0})
     if cfg.get("results-file"):
         Path(str(cfg["results-file"])).write_text(json.dumps({"timing": timing, "history": history}))
