@@ -76,3 +76,9 @@ def test_flowers_floor_runs_through_the_real_runtime():
     got = flower_floor(n=3, rounds=2, cpus=1, gpus=0.0)
     assert got["floor_wall_s"] > got["floor_startup_s"] > got["floor_to_serverapp_s"] > 0
     assert got["floor_round_s"] > 0 and got["floor_round1_extra_s"] >= 0
+
+
+def test_speed_probe_times_a_training_step():
+    from experiments.bench.common import speed_probe
+
+    assert 0 < speed_probe(steps=2) < 60_000

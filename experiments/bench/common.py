@@ -25,6 +25,28 @@ def machine() -> dict:
     }
 
 
+def speed_probe(steps: int = 20) -> float:
+    """Milliseconds per training step of the default small CNN (32 px, batch 32, the machine's
+    torch threads): how fast this machine is right now. A shared 2-core machine's speed moves
+    by up to 1.8x between hours; figures taken at different times compare only beside it."""
+    from fed_uml.models import create_model
+
+    model = create_model("small_cnn", {"rgb": 3}, num_classes=10)
+    opt = torch.optim.AdamW(model.parameters())
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 3, 32, 32, generator=g), torch.randint(0, 10, (32,), generator=g)
+    times = []
+    for i in range(steps + 3):
+        t0 = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(model(x, "rgb"), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if i >= 3:  # the first steps build oneDNN's kernels
+            times.append(time.perf_counter() - t0)
+    return 1000 * sorted(times)[len(times) // 2]
+
+
 def table(rows: list[dict], columns: list[str]) -> str:
     def fmt(v):
         return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -22,6 +22,8 @@ from what the project adds. It prints and writes (`<out>/scale.json`) per N:
   and build their institutions inside round 1). In-process, the launch of a fresh Python
   process: imports, settings, building every institution (`in_process_build_s`);
 - calibration seconds, wall seconds, peak memory per kind of process and in all;
+- the machine's speed at the start and the end (`speed_probe_ms`, `common.speed_probe`): on a
+  shared machine only figures taken beside each other compare;
 - with `--main-job`, the README's main job as a newcomer runs it (`flwr run . --stream
   --federation-config "num-supernodes=4"` with a fresh FLWR_HOME, so the CLI starts its local
   SuperLink): wall seconds and where they go (`main_job` in the JSON);
@@ -54,7 +56,7 @@ from tempfile import TemporaryDirectory
 import psutil
 import torch
 
-from experiments.bench.common import save, table
+from experiments.bench.common import save, speed_probe, table
 from experiments.bench.federated_overhead import in_process_timed
 from fed_uml.federated.config import compose_config, run_config_from_overrides
 from localrun.flower import FlowerRuntime, find_strays
@@ -305,6 +307,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.in_process_child:
         return _child(args.in_process_child, args.threads, list(args.overrides))
+    probe_start = speed_probe()
+    print(f"speed probe: {probe_start:.1f} ms per small-CNN training step", flush=True)
     rows = []
     for n in (int(x) for x in args.institutions.split(",") if x.strip()):
         overrides = DEFAULT_OVERRIDES + list(args.overrides)
@@ -339,8 +343,10 @@ def main() -> None:
         job = main_job()
         print("main job (README): " + ", ".join(
             f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in job.items()), flush=True)
+    probe_end = speed_probe()
+    print(f"speed probe: {probe_end:.1f} ms per small-CNN training step (at the start {probe_start:.1f})", flush=True)
     path = save("scale", {"rows": rows, "main_job": job, "overrides": args.overrides, "client_cpus": args.client_cpus,
-                          "client_gpus": args.client_gpus}, args.out)
+                          "client_gpus": args.client_gpus, "speed_probe_ms": [probe_start, probe_end]}, args.out)
     print(f"wrote {path}")
 
 
