@@ -87,6 +87,9 @@ class Institution:
         self.data = standardize(local)
         self.train, self.test = self.data.train, self.data.test
         self.settings = train_settings(cfg)
+        # what picks the process's model object (`_skeleton`), worked out once, not per message
+        self._architecture = (json.dumps(dict(cfg["model"]), sort_keys=True, default=str), ident.modality,
+                              self.data.channels, self.data.num_classes)
 
     def describe(self) -> Description:
         return Description(modality=self.ident.modality, institution=self.ident.name, n_train=len(self.train),
@@ -113,8 +116,7 @@ class Institution:
     def model(self, backbone: Mapping[str, torch.Tensor], private: Mapping[str, torch.Tensor] | None) -> UMLModel:
         """The institution's model with this backbone and private state (the process's model
         object for its architecture, `_skeleton`: valid until the next call)."""
-        model = _skeleton(json.dumps(dict(self.cfg["model"]), sort_keys=True, default=str), self.ident.modality,
-                          self.data.channels, self.data.num_classes)
+        model = _skeleton(*self._architecture)
         state = dict(private if private is not None else self.initial_private_state())
         state.update(backbone)  # float32 from the wire (`from_wire`); load_state_dict copies into float32
         missing = set(model.state_dict()) - set(state)
