@@ -46,6 +46,7 @@ from torch import nn
 
 from fed_uml import __version__
 from fed_uml.calibration import CalibratedModel
+from fed_uml.errors import UserError
 from fed_uml.modality import ModalityData
 from fed_uml.models import UMLModel, model_from_config
 
@@ -54,7 +55,7 @@ FORMAT_VERSION = 1
 _NOT_HASHED = ("digest", "state_dict", "band_mean", "band_std")
 
 
-class ModelFileError(ValueError):
+class ModelFileError(UserError, ValueError):
     """A model file cannot be used; the message names the file."""
 
     def __init__(self, path: str | Path, problem: str):

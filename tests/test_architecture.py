@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # package root "fed_uml" only as itself: a new subpackage must be given its own layer).
 LAYERS = {
     "fed_uml": 0,  # the package root (__version__)
+    "fed_uml.errors": 0,  # UserError: what entry points print as one line
     "fed_uml.modality": 0,
     "fed_uml.results": 0,
     "fed_uml.data": 1,

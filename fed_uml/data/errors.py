@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fed_uml.errors import UserError
 
-class DatasetNotFoundError(FileNotFoundError):
+
+class DatasetNotFoundError(UserError, FileNotFoundError):
     """The data set is not where the settings say; the message names the path and the setting."""
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """One input file (or one line of an index file) is bad; the message names the file."""
 
     def __init__(self, path: str | Path, problem: str):
@@ -25,9 +27,9 @@ class DataError(ValueError):
         super().__init__(f"{path}: {problem}")
 
 
-class ChecksumError(ValueError):
+class ChecksumError(UserError, ValueError):
     """A downloaded (or already present) file does not have the published checksum."""
 
 
-class DownloadError(OSError):
+class DownloadError(UserError, OSError):
     """A file could not be fetched."""
