@@ -10,6 +10,9 @@ model's), M_before_calibration and M_after_calibration, and `mean_map_macro` ins
 `mean_accuracy`; every results file says its `task` and its `primary_metric`.
 Federated runs add `history` (per round), `institutions` (per institution) and `timing` (server start,
 start of the first round as Unix times, calibration seconds: what the benchmarks read).
+Every run lists the files it wrote in `files`: {path relative to the results folder (POSIX):
+{"sha256": hex, "bytes": n}} (`file_record`), so a model file can be matched to the run that
+made it (`recorded_digest`) and files of different runs are never taken for one run's.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+RESULTS_FILENAME = "results.json"
 SCHEMA_KEYS = ("method", "dataset", "seed", "federated", "modalities", "config", "wall_seconds")
 
 # The tasks (`dataset.task`) and the metrics each reports, in the order results and tables show
@@ -75,6 +79,52 @@ def write_json_atomic(path: str | Path, payload) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_record(results_dir: str | Path, paths) -> dict[str, dict]:
+    """`results.json["files"]` for `paths` (files under `results_dir`): {relative POSIX path: {sha256, bytes}}."""
+    root = Path(results_dir).resolve()
+    out = {}
+    for p in paths:
+        p = Path(p).resolve()
+        out[p.relative_to(root).as_posix()] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+    return out
+
+
+def recorded_digest(path: str | Path, levels: int = 3) -> tuple[Path | None, str | None]:
+    """The results.json that lists `path` among its `files` and the SHA-256 it recorded for it.
+
+    Looks in the file's folder and up to `levels` folders above it (a federated institution's
+    model lies in `<results>/institutions/<name>/`). Returns (the nearest results.json found,
+    the recorded digest or None when that results.json does not list the file); (None, None)
+    when there is no results.json.
+    """
+    path = Path(path).resolve()
+    nearest = None
+    for folder in list(path.parents)[: levels + 1]:
+        candidate = folder / RESULTS_FILENAME
+        if not candidate.is_file():
+            continue
+        nearest = nearest or candidate
+        try:
+            files = json.loads(candidate.read_text()).get("files") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        entry = files.get(path.relative_to(folder).as_posix())
+        if isinstance(entry, Mapping) and "sha256" in entry:
+            return candidate, str(entry["sha256"])
+    return nearest, None
 
 
 def _jsonable(obj):
