@@ -4,7 +4,7 @@
 Private (kept in `context.state`, never sent): the projection and all BN running
 statistics. Sent: the backbone parameters and scalar reports. After calibration each
 institution writes its model h_k to its own disk (`model_dir`); the report says only whether
-it did.
+it did, and the file's SHA-256 (`protocol.ModelFile`), never its contents.
 
 Private state across messages: the first message of every run sets it (`describe`, or the
 first `train` where the server describes institutions on first contact: that instruction
@@ -32,9 +32,13 @@ from fed_uml.federated.protocol import (
     CalibrateInstruction,
     DescribeInstruction,
     EvaluateInstruction,
+    ModelFile,
     TrainInstruction,
 )
 from fed_uml.federated.transfer import from_wire, to_wire
+from fed_uml.model_file import model_filename
+from fed_uml.preflight import check_device
+from fed_uml.results import sha256_file
 
 _PRIVATE = "private"  # the key of the private state in context.state (never sent)
 
@@ -81,6 +85,7 @@ class _InstitutionCache:
 
 def _new_institution(context: Context) -> Institution:
     cfg = config_from_run_config(context.run_config)
+    check_device(str(cfg.get("device") or "cpu"))  # the server checked the rest; the device is this node's
     ident = roles.institution_for_node(
         context.node_config, cfg["dataset"]["modalities"], cfg["federated"]["institutions_per_modality"]
     )
@@ -199,6 +204,21 @@ def model_dir(context: Context, inst: Institution, suggested: str | None) -> Pat
 def calibrate(msg: Message, context: Context) -> Message:
     inst = _institution(context)
     task = CalibrateInstruction.from_content(msg.content)
+    folder = model_dir(context, inst, task.results_dir)
     report = inst.calibrate(from_wire(msg.content[protocol.ARRAYS]), _private(context, inst, task.server_round),
-                            model_dir=model_dir(context, inst, task.results_dir), epochs=task.calibration_epochs)
-    return _reply(msg, report)
+                            model_dir=folder, epochs=task.calibration_epochs)
+    content = report.content()
+    if report.model_saved and folder is not None:
+        _model_file(folder / model_filename(inst.ident.modality), task.results_dir).add_to(content)
+    return Message(content, reply_to=msg)
+
+
+def _model_file(path: Path, results_dir: str | None) -> ModelFile:
+    """What the server records of the model file this institution wrote (never the file itself)."""
+    relative = ""
+    if results_dir:
+        try:
+            relative = path.resolve().relative_to(Path(results_dir).expanduser().resolve()).as_posix()
+        except ValueError:  # written outside the run's results folder (state-dir, model-dir)
+            pass
+    return ModelFile(path=relative, sha256=sha256_file(path), bytes=path.stat().st_size)

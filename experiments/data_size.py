@@ -19,6 +19,7 @@ import csv
 from collections import defaultdict
 from pathlib import Path
 
+from experiments.cli import run_main
 from experiments.grid import write_csv
 from experiments.stats import Paired, paired_rows
 from fed_uml.centralized import run_centralized
@@ -128,4 +129,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -20,8 +20,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.cli import report_user_errors
 from fed_uml.federated.config import run_config_from_overrides
 from fed_uml.federated.roles import parse_counts
+from fed_uml.preflight import check_federated
 from localrun.flower import FlowerRuntime
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,9 @@ def main(cfg: DictConfig) -> None:
     out = Path(HydraConfig.get().runtime.output_dir)
     results_dir = Path(cfg.results_dir).resolve()
     overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("results_dir=")]
-    path = deploy(OmegaConf.to_container(cfg, resolve=True), overrides, out / "deployment", results_dir)
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    report_user_errors(lambda: check_federated(plain, results_dir, device=True))
+    path = deploy(plain, overrides, out / "deployment", results_dir)
     print(f"results: {path}")
 
 

@@ -2,7 +2,9 @@
 
 Each job writes `results.json` and `run.log` into its own directory and is skipped when its
 results.json already exists, so an interrupted grid continues where it stopped and nothing
-that finished is lost. A failing job is logged and the grid goes on. Also the pieces the
+that finished is lost; a job interrupted in the middle resumes from its training checkpoint
+(`resume=true`), and `force` redoes finished jobs (`overwrite=true`). Every job's settings are
+checked before the first job starts. A failing job is logged and the grid goes on. Also the pieces the
 grid scripts share: comma-separated arguments (`names`, `ints`), CSV output (`write_csv`)
 and the end of their `main` (`finish`).
 """
@@ -34,7 +36,30 @@ class Job:
         return (self.out / "results.json").exists()
 
 
-def run_job(job: Job, threads: int = 1) -> dict:
+def job_config(job: Job, force: bool = False) -> dict:
+    """The resolved settings of `job`: an unfinished job resumes (from its checkpoint, if it has
+    one), a forced one replaces what its folder holds."""
+    from fed_uml.federated.config import compose_config
+
+    cfg = compose_config(job.overrides)
+    cfg["results_dir"] = str(job.out)  # set after composing: any path, even one Hydra would not parse
+    cfg["resume"], cfg["overwrite"] = not force, force
+    return cfg
+
+
+def check_jobs(jobs: Sequence[Job]) -> None:
+    """Every job's settings, checked before the first job starts (`fed_uml.preflight`)."""
+    from fed_uml.errors import SettingsError
+    from fed_uml.preflight import check_centralized
+
+    for job in jobs:
+        try:
+            check_centralized(job_config(job), job.out)
+        except SettingsError as e:
+            raise SettingsError(f"job {job.out} ({' '.join(job.overrides)}): {e}") from None
+
+
+def run_job(job: Job, threads: int = 1, force: bool = False) -> dict:
     """Run `job` in this process (results.json + run.log in `job.out`); returns the results.
 
     `threads` torch threads (0: leave torch's setting; a `num_threads=` override still wins).
@@ -42,12 +67,10 @@ def run_job(job: Job, threads: int = 1) -> dict:
     import torch
 
     from fed_uml.centralized import run_centralized
-    from fed_uml.federated.config import compose_config
 
     if threads > 0:
         torch.set_num_threads(threads)
-    cfg = compose_config(job.overrides)
-    cfg["results_dir"] = str(job.out)  # set after composing: any path, even one Hydra would not parse
+    cfg = job_config(job, force)
     job.out.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(job.out / "run.log", mode="w")
     handler.setLevel(logging.INFO)
@@ -65,10 +88,10 @@ def run_job(job: Job, threads: int = 1) -> dict:
         handler.close()
 
 
-def _worker(job: Job, threads: int) -> tuple[Job, float, str | None]:
+def _worker(job: Job, threads: int, force: bool = False) -> tuple[Job, float, str | None]:
     t0 = time.perf_counter()
     try:
-        run_job(job, threads)
+        run_job(job, threads, force)
         return job, time.perf_counter() - t0, None
     except Exception as exc:  # noqa: BLE001  (one failing run must not stop the grid)
         return job, time.perf_counter() - t0, f"{exc!r}\n{traceback.format_exc()}"
@@ -79,6 +102,7 @@ def run_jobs(jobs: Sequence[Job], workers: int = 1, threads: int = 1, force: boo
     each; in this process for one worker), `threads` torch threads each (see `run_job`);
     returns (job, first line of the error) of the failures."""
     todo = [j for j in jobs if force or not j.done]
+    check_jobs(todo)
     log.info("%d of %d runs to do (%d done), %d worker(s)", len(todo), len(jobs), len(jobs) - len(todo), workers)
     failures: list[tuple[Job, str]] = []
     t0 = time.perf_counter()
@@ -93,11 +117,11 @@ def run_jobs(jobs: Sequence[Job], workers: int = 1, threads: int = 1, force: boo
 
     if workers <= 1:
         for i, job in enumerate(todo, 1):
-            report(i, *_worker(job, threads))
+            report(i, *_worker(job, threads, force))
         return failures
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = [pool.submit(_worker, job, threads) for job in todo]
+        futures = [pool.submit(_worker, job, threads, force) for job in todo]
         for i, fut in enumerate(as_completed(futures), 1):
             report(i, *fut.result())
     return failures

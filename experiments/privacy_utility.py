@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
+from experiments.cli import run_main
 from fed_uml.federated.config import run_config_from_overrides
 from localrun.flower import FlowerRuntime
 
@@ -186,4 +187,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

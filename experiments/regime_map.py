@@ -26,6 +26,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from experiments.cli import run_main
 from experiments.grid import Job, finish, ints, names, run_jobs, write_csv
 from experiments.stats import mean_std, paired_difference
 from fed_uml.results import read_results
@@ -222,4 +223,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

@@ -26,9 +26,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.cli import report_user_errors
 from experiments.grid import write_csv
 from experiments.stats import paired_rows
 from fed_uml.federated.config import run_config_from_overrides
+from fed_uml.preflight import check_federated
 from localrun.flower import FlowerRuntime
 
 log = logging.getLogger(__name__)
@@ -122,6 +124,7 @@ def main(cfg: DictConfig) -> None:
     overrides = [o for o in hc.overrides.task if not o.startswith(("results_dir=", "sweep.", "simulation."))]
     overrides.append(f"federated.num_rounds={rounds}")
     plain = OmegaConf.to_container(cfg, resolve=True)
+    report_user_errors(lambda: check_federated(plain, job_dir / "results", device=True))
     log.info("%s: L=%d, R=%d (budget %d)", cfg.method.name, local_epochs, rounds, budget)
     results = run_federated(plain, overrides, job_dir / "flower", job_dir / "results")
     rows = [{

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from experiments.cli import run_main
 from experiments.grid import Job, ints, names, run_jobs
 from experiments.tabulation import METRICS, make_tables
 
@@ -108,4 +109,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -1,4 +1,12 @@
-"""The centralized runner: load the data, run the configured method, write results.json and the models."""
+"""The centralized runner: check the settings, load the data, run the configured method, write
+results.json and the models.
+
+A run owns its results folder: one that holds another run's outputs is refused
+(`fed_uml.results.claim_results_dir`, the same rule as a federated run), so the outputs of two
+runs never mix; `resume=true` continues a killed run from its training checkpoint
+(`fed_uml.training.checkpoint`), `overwrite=true` deletes the earlier outputs first.
+results.json is written last and lists every file the run wrote with its SHA-256.
+"""
 
 from __future__ import annotations
 
@@ -10,29 +18,28 @@ from pathlib import Path
 import torch
 
 from fed_uml.data import load_dataset
+from fed_uml.files import settings_digest
 from fed_uml.methods import get_method
-from fed_uml.results import TASK_METRICS, make_results, task_of_entry, write_json_atomic
+from fed_uml.model_file import model_filename
+from fed_uml.preflight import check_centralized
+from fed_uml.results import (
+    RESULTS_FILENAME,
+    TASK_METRICS,
+    claim_results_dir,
+    file_record,
+    make_results,
+    task_of_entry,
+    write_json_atomic,
+)
+from fed_uml.training.checkpoint import TrainingCheckpoints, checkpointing
 
 log = logging.getLogger(__name__)
 
-
-def check_settings(cfg: Mapping) -> None:
-    """Refuse settings that would otherwise fail deep inside torch/numpy (or silently train nothing)."""
-    import math
-
-    for name, value in (("seed", cfg.get("seed")), ("dataset.seed", cfg["dataset"].get("seed"))):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-    width = cfg["model"].get("width")
-    if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
-        raise ValueError(f"model.width must be an integer >= 1, got {width!r}")
-    lr = cfg.get("training", {}).get("lr")
-    if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"training.lr must be a finite number > 0, got {lr!r}")
-    try:
-        torch.device(cfg.get("device") or "cpu")
-    except (RuntimeError, TypeError, ValueError) as e:
-        raise ValueError(f"device={cfg.get('device')!r} is not a torch device (cpu, cuda, cuda:0, ...): {e}") from None
+CHECKPOINT_FILENAME = "checkpoint.pt"
+# Settings that may change between a killed run and its resumption (they change no result,
+# except num_threads, which changes the order of float sums and so the last bits).
+RESUME_FREE = ("results_dir", "resume", "overwrite", "num_threads", "training.log_every",
+               "training.checkpoint_every")
 
 
 def run_centralized(cfg: Mapping, results_dir: str | Path | None = None) -> dict:
@@ -40,32 +47,47 @@ def run_centralized(cfg: Mapping, results_dir: str | Path | None = None) -> dict
     (`model-<modality>.pt`) into `results_dir`, or else into `cfg["results_dir"]` (models only), if set.
 
     `cfg` is the resolved config as plain containers (what Hydra's `to_container` gives).
+    Every setting is checked before any data is read (`fed_uml.preflight`).
     """
     t0 = time.perf_counter()
-    check_settings(cfg)
     if results_dir is not None:  # the deployed models (model-<modality>.pt) go beside results.json
         cfg = {**cfg, "results_dir": str(results_dir)}
+    folder = Path(cfg["results_dir"]).expanduser() if cfg.get("results_dir") else None
+    check_centralized(cfg, folder)
+    method = cfg["method"]["name"]
+    fn = get_method(method)  # fail on an unknown method before loading any data
+    ckpt = None
+    if folder is not None:
+        claim_results_dir(folder, setting="results_dir", resume=bool(cfg.get("resume")),
+                          overwrite=bool(cfg.get("overwrite")))
+        folder.mkdir(parents=True, exist_ok=True)
+        ckpt = TrainingCheckpoints.open(folder / CHECKPOINT_FILENAME, int(cfg["training"].get("checkpoint_every", 0)),
+                                        settings_digest(cfg, RESUME_FREE), bool(cfg.get("resume")))
     threads = int(cfg.get("num_threads") or 0)
     if threads > 0:
         torch.set_num_threads(threads)
-    method = cfg["method"]["name"]
-    fn = get_method(method)  # fail on an unknown method before loading any data
     data = load_dataset(cfg["dataset"])
     log.info(
         "%s on %s: %s", method, cfg["dataset"]["name"],
         ", ".join(f"{k} ({d.channels} bands, {len(d.train)} train / {len(d.test)} test)" for k, d in data.items()),
     )
-    per_modality = fn(data, cfg)
-    results = make_results(
-        method, cfg["dataset"]["name"], cfg["seed"], False, per_modality, cfg, time.perf_counter() - t0
-    )
+    with checkpointing(ckpt):
+        per_modality = fn(data, cfg)
     for k, m in per_modality.items():
         for metric in TASK_METRICS[task_of_entry(m)]:
             log.info(
                 "%s: %s %.4f (before calibration %.4f, after %.4f)", k, metric, m[metric],
                 m[f"{metric}_before_calibration"], m[f"{metric}_after_calibration"],
             )
+    files = {}
+    if folder is not None:
+        files = file_record(folder, [folder / model_filename(k) for k in per_modality
+                                     if (folder / model_filename(k)).is_file()])
+    results = make_results(method, cfg["dataset"]["name"], cfg["seed"], False, per_modality, cfg,
+                           time.perf_counter() - t0, files=files)
     if results_dir is not None:
-        path = write_json_atomic(Path(results_dir) / "results.json", results)
+        path = write_json_atomic(Path(results_dir) / RESULTS_FILENAME, results)
         log.info("wrote %s", path)
+    if ckpt is not None:  # a finished run has nothing to resume
+        ckpt.path.unlink(missing_ok=True)
     return results

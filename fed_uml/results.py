@@ -81,6 +81,50 @@ def write_json_atomic(path: str | Path, payload) -> Path:
     return path
 
 
+# What a run leaves in its results folder (glob patterns): a folder holding any of them holds a run.
+RUN_OUTPUTS = (RESULTS_FILENAME, "checkpoint.pt", "model-*.pt", "backbone.pt", "curves.png", "institutions")
+
+
+def outputs_in(results_dir: str | Path) -> list[Path]:
+    """The outputs of a run (`RUN_OUTPUTS`) that `results_dir` holds, sorted."""
+    folder = Path(results_dir)
+    if not folder.is_dir():
+        return []
+    return sorted({p for pattern in RUN_OUTPUTS for p in folder.glob(pattern)})
+
+
+def claim_results_dir(results_dir: str | Path, *, setting: str, resume: bool, overwrite: bool | None = False) -> None:
+    """Refuse a results folder that holds another run's outputs, so that two runs never mix.
+
+    The one rule of centralized and federated runs: a folder with any of `RUN_OUTPUTS` is
+    refused, unless `resume` (a stopped run continues in it; a finished one, with its
+    results.json, cannot) or `overwrite` (those outputs are deleted first, nothing else;
+    None where the entry point has no such setting).
+    """
+    import shutil
+
+    from fed_uml.errors import SettingsError
+
+    folder = Path(results_dir)
+    found = outputs_in(folder)
+    if not found:
+        return
+    names = ", ".join(p.name for p in found)
+    if resume and not overwrite:
+        if (folder / RESULTS_FILENAME).exists():
+            raise SettingsError(f"{folder / RESULTS_FILENAME} exists: the run in {setting}={folder} finished, there "
+                                f"is nothing to resume; choose another {setting}")
+        return
+    if overwrite:
+        for p in found:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        return
+    ways = f"; choose another {setting} (earlier results are never overwritten)" + (
+        ", resume=true to continue a stopped run in it, or overwrite=true to replace them" if overwrite is not None
+        else " or resume=true to continue a stopped run in it")
+    raise SettingsError(f"{folder} holds the outputs of another run ({names}){ways}")
+
+
 def sha256_file(path: str | Path) -> str:
     """SHA-256 of a file's bytes, read in 1 MiB blocks."""
     import hashlib

@@ -36,11 +36,14 @@ from fed_uml.federated.protocol import (
     DescribeInstruction,
     EvaluateInstruction,
     EvaluateReport,
+    ModelFile,
     TrainInstruction,
     TrainReport,
 )
 from fed_uml.federated.transfer import from_wire, to_wire
-from fed_uml.results import deploys_calibrated, make_results, write_json_atomic
+from fed_uml.errors import SettingsError
+from fed_uml.files import save_atomic
+from fed_uml.results import claim_results_dir, deploys_calibrated, file_record, make_results, write_json_atomic
 from server import FederationError
 from server.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from server.messaging import Messenger
@@ -87,7 +90,7 @@ class FederatedRun:
         fed = self.fed = cfg["federated"]
         self.method = cfg["method"]["name"]
         if self.method not in FEDERATED_METHODS:
-            raise ValueError(f"method={self.method!r} has no federated version; choose one of {FEDERATED_METHODS}")
+            raise SettingsError(f"method={self.method!r} has no federated version; choose one of {FEDERATED_METHODS}")
         self.modalities = list(cfg["dataset"]["modalities"])
         self.strategy = BackboneFedAvg(weighting=fed["weighting"], fraction_train=float(fed["fraction_train"]),
                                        fraction_evaluate=float(fed["fraction_evaluate"]),
@@ -231,7 +234,9 @@ class FederatedRun:
         return (bool(int(self.fed["evaluate_every"])) and self.strategy.fraction_evaluate >= 1
                 and self.strategy.fraction_calibrate >= 1)
 
-    def calibrate(self, backbones: GroupBackbones) -> tuple[dict, list]:
+    def calibrate(self, backbones: GroupBackbones) -> tuple[dict, list, dict]:
+        """(per-modality results, per-institution entries, the model files institutions wrote
+        under the results folder: {relative path: {sha256, bytes}})."""
         instruction = CalibrateInstruction(server_round=self.num_rounds,
                                            calibration_epochs=int(self.cfg["calibration"]["epochs"]),
                                            results_dir=str(self.results_dir))
@@ -239,21 +244,26 @@ class FederatedRun:
                                       instruction, self.num_rounds)
         reports = [(self.roster.members[n], CalibrateReport.from_content(r.content))
                    for n, r in sorted(replies.items())]
+        models = {n: ModelFile.from_content(r.content) for n, r in replies.items() if protocol.MODEL_FILE in r.content}
         if self.last_evaluation_by_calibration():
             self._record_evaluation(self.num_rounds, (
                 (m.modality, EvaluateReport(num_examples=r.num_examples, accuracy=r.accuracy_before_calibration,
                                             scores=r.scores_before)) for m, r in reports), " (before calibration)")
-        return calibration_results(reports, self.modalities, deploys_calibrated(self.cfg["method"]))
+        modalities, per_inst = calibration_results(reports, self.modalities, deploys_calibrated(self.cfg["method"]))
+        by_name = {self.roster.members[n].name: m for n, m in models.items()}
+        for entry in per_inst:
+            if entry["name"] in by_name:
+                entry["model_sha256"] = by_name[entry["name"]].sha256
+        files = {m.path: {"sha256": m.sha256, "bytes": m.bytes} for m in models.values() if m.path}
+        return modalities, per_inst, files
 
     # -- the whole run -----------------------------------------------------------------------
     def execute(self) -> dict:
         t0 = time.perf_counter()
+        claim_results_dir(self.results_dir, setting="results-dir", resume=bool(self.cfg.get("resume")), overwrite=None)
         self.results_dir.mkdir(parents=True, exist_ok=True)
-        if (self.results_dir / "results.json").exists() and not self.fed.get("resume"):
-            raise FederationError(f"{self.results_dir / 'results.json'} exists; choose another results-dir "
-                                  "(earlier results are never overwritten)")
         log.info("federated %s on %s, results in %s", self.method, self.cfg["dataset"]["name"], self.results_dir)
-        resumed = load_checkpoint(self.checkpoint_path, self.cfg, bool(self.fed.get("resume")))
+        resumed = load_checkpoint(self.checkpoint_path, self.cfg, bool(self.cfg.get("resume")))
         if resumed is not None:
             self.history = resumed.history
             self.messenger.failures = resumed.failures
@@ -288,9 +298,12 @@ class FederatedRun:
                             "resume=true and the same results-dir", server_round)
                 return {}
         t_cal = time.perf_counter()
-        modalities, per_inst = self.calibrate(backbones)
+        modalities, per_inst, model_files = self.calibrate(backbones)
         self.timing["calibration_seconds"] = time.perf_counter() - t_cal
-        torch.save(backbones.tensors, self.results_dir / "backbone.pt")
+        save_atomic({k: {n: t.detach().cpu().clone() for n, t in v.items()} for k, v in backbones.tensors.items()},
+                    self.results_dir / "backbone.pt")
+        curves = plot_curves(self.history, modalities, self.num_rounds, self.results_dir / "curves.png")
+        written = [self.results_dir / "backbone.pt", self.checkpoint_path] + ([curves] if curves else [])
         results = make_results(
             self.method, self.cfg["dataset"]["name"], self.cfg["seed"], True, modalities, self.cfg,
             time.perf_counter() - t0,
@@ -302,9 +315,9 @@ class FederatedRun:
             failures=self.failures,
             run_id=self.run_id,
             timing=self.timing,
+            files={**file_record(self.results_dir, written), **model_files},
         )
         path = write_json_atomic(self.results_dir / "results.json", results)
-        curves = plot_curves(self.history, modalities, self.num_rounds, self.results_dir / "curves.png")
         log.info("federated %s after %d rounds, %.0f s:\n%s", self.method, self.num_rounds, time.perf_counter() - t0,
                  summary_table(modalities, deploys_calibrated(self.cfg["method"])))
         missing = sorted(i["name"] for i in per_inst if not i["model_saved"])

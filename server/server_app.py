@@ -7,14 +7,19 @@ and only ever sees backbone tensors and scalar metrics. Writes `results.json`,
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 import warnings
 from pathlib import Path
 
 from flwr.app import Context
+from flwr.common.logger import FLOWER_LOGGER
 from flwr.serverapp import Grid, ServerApp
 
+from fed_uml.errors import UserError
 from fed_uml.federated.config import config_from_run_config
+from fed_uml.preflight import check_federated
 from server.rounds import FederatedRun
 
 app = ServerApp()
@@ -33,6 +38,25 @@ def default_results_dir(run_id: int) -> Path:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    cfg = config_from_run_config(context.run_config)
-    results_dir = Path(cfg.get("results_dir") or default_results_dir(context.run_id)).expanduser().resolve()
-    FederatedRun(grid, cfg, results_dir, run_id=context.run_id).execute()
+    """Check every setting, then run; a user's error (a setting, a file) ends the run as one
+    line `error: <message>` in the log instead of a traceback (README "Reliability")."""
+    try:
+        cfg = config_from_run_config(context.run_config)
+        results_dir = Path(cfg.get("results_dir") or default_results_dir(context.run_id)).expanduser().resolve()
+        check_federated(cfg, results_dir)
+        FederatedRun(grid, cfg, results_dir, run_id=context.run_id).execute()
+    except UserError as e:
+        FLOWER_LOGGER.error("error: %s", e)
+        if os.environ.get("FED_UML_DEBUG", "") in ("", "0"):
+            # Flower logs the exception that ends the run with its traceback: Flower's own frames,
+            # nothing the user can act on. The run ends here (and its process with it), so no
+            # frames are printed: the line above says what to change. FED_UML_DEBUG=1 keeps them.
+            sys.tracebacklimit = 0
+        raise RunStopped(str(e)) from None
+
+
+class RunStopped(Exception):
+    """The run stopped on a user's error, already reported as one line `error: ...`."""
+
+    def __str__(self) -> str:
+        return "stopped by the error above"

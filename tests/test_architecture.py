@@ -24,25 +24,27 @@ ROOT = Path(__file__).resolve().parents[1]
 # unit -> layer; a unit is a module or package, matched by the longest dotted prefix (the
 # package root "fed_uml" only as itself: a new subpackage must be given its own layer).
 LAYERS = {
-    "fed_uml": 0,  # the package root (__version__)
+    "fed_uml": 1,  # the package root (__version__)
     "fed_uml.errors": 0,  # UserError: what entry points print as one line
-    "fed_uml.modality": 0,
-    "fed_uml.results": 0,
-    "fed_uml.data": 1,
-    "fed_uml.models": 1,
-    "fed_uml.metrics": 1,  # the task's metrics (mAP, F1, accuracy); names are fed_uml.results'
-    "fed_uml.privacy": 1,  # secure-aggregation and DP settings, clipping, noise, the accountant
-    "fed_uml.training": 2,
-    "fed_uml.calibration": 2,
-    "fed_uml.model_file": 3,
-    "fed_uml.methods": 4,
-    "fed_uml.predict": 4,
-    "fed_uml.centralized": 5,
-    "fed_uml.federated": 5,
-    "clients": 6,
-    "server": 6,
-    "localrun": 7,
-    "experiments": 8,
+    "fed_uml.files": 1,  # files read back without running code (weights_only), written atomically
+    "fed_uml.modality": 1,
+    "fed_uml.results": 1,
+    "fed_uml.data": 2,
+    "fed_uml.models": 2,
+    "fed_uml.metrics": 2,  # the task's metrics (mAP, F1, accuracy); names are fed_uml.results'
+    "fed_uml.privacy": 2,  # secure-aggregation and DP settings, clipping, noise, the accountant
+    "fed_uml.training": 3,
+    "fed_uml.calibration": 3,
+    "fed_uml.preflight": 4,  # every setting checked before any work (no data: the ServerApp uses it)
+    "fed_uml.model_file": 4,
+    "fed_uml.methods": 5,
+    "fed_uml.predict": 5,
+    "fed_uml.centralized": 6,
+    "fed_uml.federated": 6,
+    "clients": 7,
+    "server": 7,
+    "localrun": 8,
+    "experiments": 9,
 }
 SERVER_MUST_NOT_REACH = ("fed_uml.data", "fed_uml.federated.institution")
 PROJECT_PACKAGES = sorted({u.split(".")[0] for u in LAYERS})
@@ -244,4 +246,4 @@ def test_lazy_and_relative_imports_count(tmp_path):
     assert g["fed_uml.data.catalog"] == {"fed_uml.methods.registry"}
     assert g["fed_uml.data.raster"] == {"fed_uml.data.catalog"}
     assert g["fed_uml.methods.registry"] == set()
-    assert layer_violations(g) == ["fed_uml.data.catalog (layer 1) imports fed_uml.methods.registry (layer 4)"]
+    assert layer_violations(g) == ["fed_uml.data.catalog (layer 2) imports fed_uml.methods.registry (layer 5)"]

@@ -17,11 +17,13 @@ from fed_uml.federated.protocol import (
     CalibrateReport,
     DescribeInstruction,
     Description,
+    ModelFile,
     TrainInstruction,
     TrainReport,
 )
 from fed_uml.federated.roles import institution_for_node
 from fed_uml.federated.transfer import from_wire
+from fed_uml.results import sha256_file
 from tests.flower_helpers import TINY, context, message
 
 RUN_CONFIG = {"overrides": TINY, "seed": 3}
@@ -200,8 +202,12 @@ def test_calibrate_writes_the_model_to_the_node_only(tmp_path, where):
         run_config["state-dir"] = str(tmp_path / "state")
     reply = _calibrate(context(run_config, node), results_dir=str(tmp_path / "srv"))
     report = CalibrateReport.from_content(reply.content)
-    assert report.model_saved and list(reply.content.keys()) == [protocol.METRICS]  # a flag, never the model
+    # a flag and the file's digest, never the model
+    assert report.model_saved and list(reply.content.keys()) == [protocol.METRICS, protocol.MODEL_FILE]
     assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == [expected]
+    recorded = ModelFile.from_content(reply.content)
+    assert recorded.sha256 == sha256_file(expected) and recorded.bytes == expected.stat().st_size
+    assert recorded.path == ("institutions/rgb-0/model-rgb.pt" if where == "server default" else "")
     saved = load_model(expected, modality="rgb", bands=("B04", "B03", "B02"))
     assert saved.source["institution"] == "rgb-0" and saved.source["federated"] and saved.calibrated
     # the file is the h_k the institution evaluated: same accuracy on its local test share (3 per class / 2)

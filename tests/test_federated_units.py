@@ -218,11 +218,11 @@ def test_group_backbones_serialise_once_per_version(monkeypatch):
 
 
 def test_checkpoint_round_trip_and_settings_digest(tmp_path):
-    cfg = {"seed": 1, "federated": {"num_rounds": 4, "resume": False, "round_timeout": 5}, "results_dir": "/a"}
+    cfg = {"seed": 1, "resume": False, "federated": {"num_rounds": 4, "round_timeout": 5}, "results_dir": "/a"}
     path = tmp_path / "checkpoint.pt"
     save_checkpoint(path, Checkpoint(2, {"uml": {"w": torch.ones(2)}}, [{"round": 1}], [], (3, (1,), None)), cfg)
     assert load_checkpoint(path, cfg, resume=False) is None
-    free = {**cfg, "results_dir": "/b", "federated": {**cfg["federated"], "resume": True, "round_timeout": 9}}
+    free = {**cfg, "results_dir": "/b", "resume": True, "federated": {**cfg["federated"], "round_timeout": 9}}
     assert config_digest(free) == config_digest(cfg)
     back = load_checkpoint(path, free, resume=True)
     assert back.round == 2 and torch.equal(back.arrays["uml"]["w"], torch.ones(2)) and back.history == [{"round": 1}]

@@ -13,7 +13,7 @@ from experiments.deploy_local import deploy
 from fed_uml.centralized import run_centralized
 from fed_uml.federated import protocol
 from fed_uml.federated.config import compose_config, run_config_from_overrides
-from fed_uml.federated.protocol import Description
+from fed_uml.federated.protocol import Description, ModelFile
 from fed_uml.model_file import load_model
 from fed_uml.models import create_model, shared_state_keys
 from tests.flower_helpers import TINY, read_audit
@@ -40,7 +40,12 @@ def assert_only_backbone_and_scalars(entries: list[dict], cfg) -> None:
         assert not e["has_error"], e
         for name, record in e["records"].items():
             assert record["type"] in ("array", "metric", "config"), (name, record["type"])
-            if record["type"] == "config":
+            if record["type"] == "config" and name == protocol.MODEL_FILE:
+                # the SHA-256 of the model the institution wrote on its own disk, never the model
+                assert e["message_type"] == protocol.CALIBRATE, e
+                f = ModelFile.from_record(record["values"])
+                assert set(record["values"]) == set(f.to_dict()) and len(f.sha256) == 64 and f.bytes > 0
+            elif record["type"] == "config":
                 assert e["message_type"] in (protocol.DESCRIBE, protocol.TRAIN) and name == protocol.DESCRIPTION, e
                 d = Description.from_record(record["values"])
                 described.append(d.institution)

@@ -28,11 +28,12 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
-from hydra.errors import HydraException, MissingConfigException
+from hydra.errors import HydraException
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from fed_uml.centralized import run_centralized
+from fed_uml.errors import SettingsError
 from fed_uml.federated.backbone import initial_backbone
 from fed_uml.federated.config import (
     RUN_CONFIG_KEYS,
@@ -90,7 +91,7 @@ def test_unknown_config_group_choice_is_named(group, name, via):
     """dataset= / model= / method= with a name that has no yaml: Hydra's error names it."""
     tick()
     assume(not (REPO / "conf" / group / f"{name}.yaml").exists())
-    with pytest.raises(MissingConfigException, match=f"Could not find '{group}/{name}'"):
+    with pytest.raises(SettingsError, match=f"Could not find '{group}/{name}'"):
         if via == "run-config":
             config_from_run_config({group: name})
         else:

@@ -50,7 +50,7 @@ def test_stopped_server_resumes_and_matches_uninterrupted_run(flower_runtime, tm
     rt.run(run_config_from_overrides(run, **{"results-dir": str(c_dir), "state-dir": str(c_state),
                                              "stop-after-round": 2}), FEDERATION, log_name="stopped")
     assert not (c_dir / "results.json").exists()
-    stopped = torch.load(c_dir / "checkpoint.pt", weights_only=False)
+    stopped = torch.load(c_dir / "checkpoint.pt", weights_only=True)
     assert stopped["round"] == 2
     losses = lambda history: [(h.get("sar/train_loss"), h.get("rgb/train_loss")) for h in history]  # noqa: E731
     assert losses(stopped["history"]) == losses(a["history"][:2]), "two runs with the same seed differ"

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from experiments import tables, tabulation
+from fed_uml.errors import SettingsError
 from fed_uml.results import make_results, read_results, write_json_atomic
 
 
@@ -164,12 +165,19 @@ def test_grid_rejects_bad_input(tmp_path: Path):
     assert math.isnan(tabulation.Cell().mean)
 
 
+def test_grid_refuses_a_bad_setting_before_the_first_run(tmp_path: Path):
+    """Every job's settings are checked before any job starts: nothing runs, the job is named."""
+    with pytest.raises(SettingsError, match=r"job .*synthetic/uml/seed0 .*training\.lr must be a finite number"):
+        tables.run_grid(["uml", "unimodal"], [0], [*TINY, "training.lr=-1"], tmp_path)
+    assert not list(tmp_path.rglob("*.log"))
+
+
 def test_grid_reports_a_failed_run_and_goes_on(tmp_path: Path):
     """A run that raises is returned as (method, seed, error); the other runs still happen."""
-    failures = tables.run_grid(["uml", "unimodal"], [0], [*TINY, "training.lr=-1"], tmp_path)
-    assert [(m, s) for m, s, _ in failures] == [("uml", 0), ("unimodal", 0)]
-    assert all(e.startswith("ValueError(") and "training.lr" in e for _, _, e in failures)
-    assert (tmp_path / "synthetic" / "unimodal" / "seed0" / "run.log").exists()
+    failures = tables.run_grid(["uml", "isca"], [0], [*TINY, "dataset.modalities=[sar]"], tmp_path)
+    assert [(m, s) for m, s, _ in failures] == [("isca", 0)]
+    assert all("needs at least 2" in e for _, _, e in failures)
+    assert (tmp_path / "synthetic" / "uml" / "seed0" / "results.json").exists()
 
 
 def test_paired_differences_to_the_baseline(grid: Path, tmp_path: Path):

@@ -20,6 +20,7 @@ from tempfile import TemporaryDirectory
 import torch
 
 from experiments.bench.common import save, table
+from experiments.cli import run_main
 from fed_uml.federated.backbone import initial_backbone
 from fed_uml.federated.config import compose_config, run_config_from_overrides
 from fed_uml.federated.institution import Institution
@@ -122,4 +123,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -27,6 +27,7 @@ from flwr.supercore.run import Run
 from flwr.superlink.federation import NoOpFederationManager
 
 from experiments.bench.common import save, table
+from experiments.cli import run_main
 
 
 def sweep_seconds(nodes: int, in_flight: int, repeats: int = 3) -> tuple[float, int]:
@@ -73,4 +74,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -16,6 +16,7 @@ import time
 import torch
 
 from experiments.bench.common import save, table
+from experiments.cli import run_main
 from fed_uml.calibration import calibrate_modality
 from fed_uml.data import load_dataset
 from fed_uml.federated.config import compose_config
@@ -81,4 +82,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -58,6 +58,7 @@ import torch
 
 from experiments.bench.common import save, speed_probe, table
 from experiments.bench.federated_overhead import in_process_timed
+from experiments.cli import run_main
 from fed_uml.federated.config import compose_config, run_config_from_overrides
 from localrun.flower import FlowerRuntime, find_strays
 
@@ -351,4 +352,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

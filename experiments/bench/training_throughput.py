@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from experiments.bench.common import save, table
+from experiments.cli import run_main
 from fed_uml.data import load_dataset
 from fed_uml.federated.config import compose_config
 from fed_uml.methods import build_model, train_settings
@@ -73,4 +74,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -74,6 +74,7 @@ import numpy as np
 import torch
 
 from fed_uml.data.eurosat import CLASSES, MS_BANDS
+from fed_uml.data.memory import check_fits
 from fed_uml.data.settings import per_modality, selected_modalities
 from fed_uml.modality import ArrayDataset, ModalityData
 
@@ -414,6 +415,12 @@ def load_synthetic(cfg: Mapping) -> dict[str, ModalityData]:
     names = selected_modalities(cfg, sensors)
     noise = SensorNoise(**dict(cfg.get("noise") or {}))
     size, seed = int(cfg.get("image_size", 32)), int(cfg.get("seed", 0))
+    check_fits(sum(len(ModalitySpec.parse(m, sensors[m]).bands) * size * size * len(CLASSES)
+                   * sum(int(per_modality(cfg.get(k), m, f"dataset.{k}")) for k in ("samples_per_class",
+                                                                                     "test_samples_per_class"))
+                   for m in names),
+               f"the synthetic modalities {', '.join(names)}", "dataset.samples_per_class, "
+               "dataset.test_samples_per_class or dataset.image_size")
     out = {}
     for name in names:
         spec = ModalitySpec.parse(name, sensors[name])

@@ -17,6 +17,8 @@ import shlex
 from collections.abc import Mapping
 from pathlib import Path
 
+from fed_uml.errors import SettingsError
+
 # run-config key -> Hydra path. Group choices (dataset, model, method) are config groups.
 RUN_CONFIG_KEYS: dict[str, str] = {
     "method": "method",
@@ -57,7 +59,7 @@ RUN_CONFIG_KEYS: dict[str, str] = {
     "calibration-epochs": "calibration.epochs",
     "num-threads": "num_threads",
     "results-dir": "results_dir",
-    "resume": "federated.resume",
+    "resume": "resume",
     "state-dir": "federated.state_dir",
     "stop-after-round": "federated.stop_after_round",
     "audit-log": "federated.audit_log",
@@ -95,7 +97,7 @@ _PLAIN_NAME = re.compile(r"\w[\w-]*")
 
 def _check_group_value(key: str, group: str, value) -> None:
     if not _PLAIN_NAME.fullmatch(str(value)):
-        raise ValueError(f"run-config key {key!r}: {group}={value!r} must be the plain name of a config in "
+        raise SettingsError(f"run-config key {key!r}: {group}={value!r} must be the plain name of a config in "
                          f"conf/{group}/ (no path, no spaces or Hydra syntax)")
 
 
@@ -105,7 +107,7 @@ def _check_type(key: str, value) -> None:
         return
     if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
         names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
-        raise ValueError(f"run-config key {key!r} must be {names}, got {value!r}")
+        raise SettingsError(f"run-config key {key!r} must be {names}, got {value!r}")
 
 
 def conf_dir() -> Path:
@@ -133,7 +135,7 @@ def run_config_to_overrides(run_config: Mapping) -> list[str]:
     """
     unknown = sorted(set(run_config) - set(RUN_CONFIG_KEYS))
     if unknown:
-        raise ValueError(f"unknown run-config key(s) {unknown}; known keys: {sorted(RUN_CONFIG_KEYS)}")
+        raise SettingsError(f"unknown run-config key(s) {unknown}; known keys: {sorted(RUN_CONFIG_KEYS)}")
     groups, keys = [], []
     for key, value in run_config.items():
         path = RUN_CONFIG_KEYS[key]
@@ -151,7 +153,7 @@ def run_config_to_overrides(run_config: Mapping) -> list[str]:
     try:
         free = shlex.split(str(run_config.get("overrides", "")))
     except ValueError as e:
-        raise ValueError(f"run-config key 'overrides'={run_config.get('overrides')!r}: {e}") from None
+        raise SettingsError(f"run-config key 'overrides'={run_config.get('overrides')!r}: {e}") from None
     for override in free:
         name, _, value = override.partition("=")
         if name.lstrip("+~") in GROUPS:
@@ -166,10 +168,15 @@ def run_config_to_overrides(run_config: Mapping) -> list[str]:
 @functools.lru_cache(maxsize=32)
 def _compose_cached(overrides: tuple[str, ...]) -> str:
     from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     with initialize_config_dir(str(conf_dir()), version_base="1.3", job_name="fed_uml"):
-        cfg = compose("config", overrides=list(overrides))
+        try:
+            cfg = compose("config", overrides=list(overrides))
+        except (HydraException, OmegaConfBaseException) as e:  # a bad override: the user's to fix
+            raise SettingsError(f"settings {list(overrides)}: {str(e).strip().splitlines()[0]}") from None
         return json.dumps(OmegaConf.to_container(cfg, resolve=False))
 
 
@@ -229,5 +236,5 @@ def run_config_from_overrides(overrides: list[str] | tuple[str, ...], **keys) ->
     out["overrides"] = shlex.join(list(overrides))
     unknown = sorted(set(out) - set(RUN_CONFIG_KEYS))
     if unknown:
-        raise ValueError(f"unknown run-config key(s) {unknown}")
+        raise SettingsError(f"unknown run-config key(s) {unknown}")
     return out

@@ -76,6 +76,10 @@ ACCURACY = "accuracy"
 ACCURACY_BEFORE_CALIBRATION = "accuracy-before-calibration"
 ACCURACY_AFTER_CALIBRATION = "accuracy-after-calibration"
 MODEL_SAVED = "model-saved"
+MODEL_FILE = "model-file"  # record of the calibrate reply: the model file an institution wrote
+MODEL_PATH = "path"
+MODEL_SHA256 = "sha256"
+MODEL_BYTES = "bytes"
 # The multi-label metrics (dataset.task=multi_label, fed_uml.results.TASK_METRICS) in the
 # evaluate and calibrate reports, where single-label runs send the accuracy; the calibrate
 # report sends each with one of the suffixes.
@@ -291,3 +295,18 @@ class CalibrateReport(_Report):
     model_saved: bool = _key(MODEL_SAVED, lambda v: bool(int(v)), int)
     scores_before: Mapping[str, float] = _scores(BEFORE_CALIBRATION)
     scores_after: Mapping[str, float] = _scores(AFTER_CALIBRATION)
+
+
+@dataclass(frozen=True)
+class ModelFile(_Record):
+    """The model file an institution wrote on its own disk (the model itself never travels):
+    its SHA-256, so that results.json records which file the run made (`files`) and a later
+    `predict` can tell it from a file of another run. `path` is relative to the results-dir
+    the server suggested, or "" where the institution wrote elsewhere (its state-dir)."""
+
+    record_name = MODEL_FILE
+    record_type = ConfigRecord
+
+    path: str = _key(MODEL_PATH, str)
+    sha256: str = _key(MODEL_SHA256, str)
+    bytes: int = _key(MODEL_BYTES, int)

@@ -305,6 +305,13 @@ class AlignmentObjective(nn.Module):
         self.stats = {}
         return out
 
+    def get_extra_state(self) -> dict:
+        """The step count goes into `state_dict`, so that a resumed run continues the schedules."""
+        return {"step": self.step, "total_steps": self.total_steps}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.step, self.total_steps = int(state["step"]), int(state["total_steps"])
+
     def __call__(self, model, features, batches):  # the hook; counts steps
         out = super().__call__(model, features, batches)
         self.step += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from fed_uml.errors import SettingsError
 from fed_uml.modality import ModalityData
 
 MethodFn = Callable[[Mapping[str, ModalityData], Mapping], dict[str, dict]]
@@ -34,7 +35,7 @@ def register_method(name: str) -> Callable[[MethodFn], MethodFn]:
 def get_method(name: str) -> MethodFn:
     """The function registered as `name`; an unknown name is an error naming the setting."""
     if name not in _METHODS:
-        raise ValueError(f"unknown method {name!r} (setting method=...); available: {available_methods()}")
+        raise SettingsError(f"unknown method {name!r} (setting method=...); available: {available_methods()}")
     return _METHODS[name]
 
 

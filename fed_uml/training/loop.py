@@ -20,8 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fed_uml.errors import SettingsError
 from fed_uml.metrics import task_metrics, task_of
 from fed_uml.modality import ArrayDataset
+from fed_uml.training import checkpoint as checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,9 @@ class TrainSettings:
     schedule: `cosine` decays the learning rate to zero over the whole budget (in federated
         runs, over all rounds), so that the weights settle and the BN running averages of
         the last steps describe the final model; `constant` keeps it fixed.
+    checkpoint_every: a centralized run with a results folder checkpoints its training every
+        so many epochs (and at the end of each model's training) to resume from after a crash
+        (`fed_uml.training.checkpoint`); 0: never.
     """
 
     epochs: int = 30
@@ -56,13 +61,14 @@ class TrainSettings:
     device: str = "cpu"
     seed: int = 0
     log_every: int = 1
+    checkpoint_every: int = 1
 
     @classmethod
     def from_config(cls, cfg: Mapping, **overrides) -> TrainSettings:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(cfg) - names)
         if unknown:
-            raise ValueError(f"unknown training setting(s) {unknown}; known: {sorted(names)}")
+            raise SettingsError(f"unknown training setting(s) {unknown}; known: {sorted(names)}")
         values = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in cfg.items()}
         values.update(overrides)
         s = cls(**values)
@@ -71,15 +77,17 @@ class TrainSettings:
 
     def validate(self) -> None:
         if self.fusion not in FUSIONS:
-            raise ValueError(f"training.fusion must be one of {FUSIONS}, got {self.fusion!r}")
+            raise SettingsError(f"training.fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if self.schedule not in ("cosine", "constant"):
-            raise ValueError(f"training.schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+            raise SettingsError(f"training.schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"training.optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+            raise SettingsError(f"training.optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.batch_size < 2:
-            raise ValueError(f"training.batch_size must be >= 2, got {self.batch_size}")
+            raise SettingsError(f"training.batch_size must be >= 2, got {self.batch_size}")
         if self.epochs < 0:
-            raise ValueError(f"training.epochs must be >= 0, got {self.epochs}")
+            raise SettingsError(f"training.epochs must be >= 0, got {self.epochs}")
+        if self.checkpoint_every < 0:
+            raise SettingsError(f"training.checkpoint_every must be >= 0 (0: never), got {self.checkpoint_every}")
 
 
 def make_optimizer(params, s: TrainSettings) -> torch.optim.Optimizer:
@@ -158,6 +166,8 @@ def train_unpaired(
     run uses it.
     Returns one dict of metrics per epoch, with the epoch's optimiser `steps`: per modality
     `<k>/loss`, and `<k>/train_accuracy` for single-label targets (none for multi-label ones).
+    Inside `fed_uml.training.checkpoint.checkpointing(...)` the call is one phase of the run's
+    checkpoint: saved every `every` epochs, and resumed from it where it was saved before.
     """
     for name, d in datasets.items():
         if len(d) == 0:
@@ -175,8 +185,17 @@ def train_unpaired(
         raise ValueError(f"steps per epoch must be >= 1, got {n_steps}")
     total_steps = n_steps * max(total_epochs if total_epochs is not None else epochs, 1)
     step = start_epoch * n_steps
-    history = []
-    for epoch in range(epochs):
+    history: list[dict] = []
+    ckpt = checkpoints.active()
+    phase = ckpt.next_phase(desc) if ckpt is not None else None
+    first_epoch = 0
+    if ckpt is not None and phase in ckpt.phases:
+        saved = ckpt.phases[phase]
+        if int(saved["epochs"]) != epochs or int(saved["steps_per_epoch"]) != n_steps:
+            raise ValueError(f"checkpoint {ckpt.path}: phase {phase} was {saved['epochs']} epochs of "
+                             f"{saved['steps_per_epoch']} steps, not {epochs} of {n_steps}")
+        first_epoch, step, history = _restore(saved, model, extra_loss, extra_params, opt, cyclers, g)
+    for epoch in range(first_epoch, epochs):
         t0 = time.perf_counter()
         totals = {k: [0.0, 0, 0] for k in datasets}  # loss sum, correct, seen
         for _ in range(n_steps):
@@ -220,7 +239,45 @@ def train_unpaired(
                 for k in datasets
             )
             log.info("[%s] epoch %d/%d (%.1fs) %s", desc, epoch + 1, epochs, record["seconds"], parts)
+        if ckpt is not None and ((epoch + 1) % ckpt.every == 0 or epoch + 1 == epochs):
+            ckpt.save(phase, _state(epoch + 1, epochs, n_steps, step, history, model, extra_loss, extra_params, opt,
+                                    cyclers, g))
     return history
+
+
+def _state(epochs_done: int, epochs: int, n_steps: int, step: int, history: list[dict], model: nn.Module,
+           extra_loss, extra_params, opt: torch.optim.Optimizer, cyclers: Mapping[str, _Cycler],
+           g: torch.Generator) -> dict:
+    """A phase's whole training state after `epochs_done` epochs (copies: training goes on)."""
+    import copy
+
+    return {
+        "epochs_done": epochs_done, "epochs": epochs, "steps_per_epoch": n_steps, "step": step,
+        "history": copy.deepcopy(history),
+        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "extra_loss": copy.deepcopy(extra_loss.state_dict()) if isinstance(extra_loss, nn.Module) else {},
+        "extra_params": [p.detach().cpu().clone() for p in extra_params or []],
+        "optimizer": copy.deepcopy(opt.state_dict()),
+        "cyclers": {k: {"order": c.order.clone(), "pos": c.pos} for k, c in cyclers.items()},
+        "rng": checkpoints.rng_state(g),
+    }
+
+
+def _restore(saved: Mapping, model: nn.Module, extra_loss, extra_params, opt: torch.optim.Optimizer,
+             cyclers: Mapping[str, _Cycler], g: torch.Generator) -> tuple[int, int, list[dict]]:
+    """Put the state `_state` saved back in place; returns (epochs done, step, history)."""
+    model.load_state_dict(saved["model"])
+    if isinstance(extra_loss, nn.Module):
+        extra_loss.load_state_dict(saved["extra_loss"])
+    with torch.no_grad():
+        for p, value in zip(extra_params or [], saved["extra_params"]):
+            p.copy_(value)
+    opt.load_state_dict(saved["optimizer"])
+    for k, c in cyclers.items():
+        c.order, c.pos = saved["cyclers"][k]["order"].clone(), int(saved["cyclers"][k]["pos"])
+    checkpoints.restore_rng_state(saved["rng"], g)
+    log.info("resumed after epoch %d of %d", saved["epochs_done"], saved["epochs"])
+    return int(saved["epochs_done"]), int(saved["step"]), list(saved["history"])
 
 
 def _forward(model, batches, fusion: str, want_features: bool):

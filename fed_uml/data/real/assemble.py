@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from fed_uml.data.memory import check_fits
 from fed_uml.data.real.deal import deal_scenes
 from fed_uml.data.real.index import index_scenes
 from fed_uml.data.real.labels import choose_label_set
@@ -26,4 +27,14 @@ def load_real(cfg: Mapping, readers: Readers) -> dict[str, ModalityData]:
     undersample = (bool(dict(cfg.get("balanced") or {}).get("undersample", False)) and labels.rule_report is not None
                    and labels.task == "single_label")
     chosen = deal_scenes(cfg, s, labels.pools, labels.class_names, undersample)
+    check_fits(sum(len(records) * len(s.specs[m].bands) * _pixels(s, m) for m in s.modalities
+                   for records in chosen[m].values()),
+               f"{s.name} ({', '.join(s.modalities)})", "dataset.samples_per_class, dataset.image_size or "
+               "dataset.modalities")
     return {m: read_modality(s, m, chosen[m], index, labels) for m in s.modalities}
+
+
+def _pixels(s: RealSettings, m: str) -> int:
+    """Pixels per band of one scene of modality `m` once read (the reader's native size unless set)."""
+    size = s.image_size or s.specs[m].reader.NATIVE_SIZE or 120
+    return int(size) * int(size)
