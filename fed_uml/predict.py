@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import sys
 import tempfile
@@ -294,6 +295,9 @@ def check_recorded(path: str | Path, require: bool = False) -> str | None:
         if not require:
             return None
         problem = "no results.json in its folder or the 3 folders above it, so it cannot be matched to a run"
+    elif recorded is None and "files" not in _read_json(results):
+        problem = (f"{results} records no file digests (written by a fed-uml from before runs recorded them?), "
+                   "so the file cannot be matched to its run")
     elif recorded is None:
         problem = (f"{results} does not list it among the files its run wrote: it may come from another run "
                    "or have been copied there")
@@ -306,6 +310,14 @@ def check_recorded(path: str | Path, require: bool = False) -> str | None:
     if require:
         raise ModelFileError(path, f"{problem} (--require-recorded)")
     return f"{path}: {problem}"
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _csv_rows(saved: SavedModel, predictions: Predictions) -> Iterable[list[str]]:

@@ -231,7 +231,7 @@ def _check_multi_label_served_as_such(root, tmp_path):
     h, d, path = _train_multi_label(root, tmp_path)
     folders = _band_folders(root, d)
     rows = _predict(path, folders, tmp_path)
-    thresholds = load_model(path).thresholds
+    thresholds = (0.5,) * len(d.class_names)  # decision.thresholds=fixed, the default
     _assert_agrees([rows[str(f)] for f in folders], h, d.test.images, d.class_names, thresholds)
 
     # several labels where the logits say so: the last layer set to give every patch the logits
@@ -282,7 +282,6 @@ def test_inputs_of_another_patch_size_are_refused_unless_resize(tmp_path, capsys
     # trained at 32 px on EuroSAT's 64 px tiles: 64 px tiles are what it takes (resampled as in training)
     data = load_dataset(dataset_config("eurosat_ms", root, image_size=32))
     path, h = _save(tmp_path, data, "nir_swir", "eurosat_ms")
-    assert load_model(path).input_size == (64, 64)
     tiles = sorted((root / "eurosat_ms").rglob("*.tif"))[:2]
     assert len(_predict(path, tiles, tmp_path)) == 2
     capsys.readouterr()
@@ -299,6 +298,7 @@ def test_inputs_of_another_patch_size_are_refused_unless_resize(tmp_path, capsys
     rows = _predict(path, [tiny, at_32], tmp_path, "--resize")
     assert list(rows) == [str(tiny), str(at_32)]
     capsys.readouterr()
+    assert load_model(path).input_size == (64, 64)
 
     # a model trained on 120 px BigEarthNet patches takes a band folder (its 20 m and 60 m band
     # files at 60 and 20 px are part of one 120 px patch); a synthetic 16 px model does not
@@ -380,24 +380,26 @@ def test_a_model_file_other_than_its_run_recorded_is_reported(tmp_path, capsys):
         assert main([str(path), str(scene), "--out", str(out), "--no-progress", *extra]) == 0
         return capsys.readouterr().err
 
-    assert "warning" not in predict_ok()  # no results.json near the file: nothing to compare with
+    results.write_text(json.dumps({"files": {"model-s1.pt": {"sha256": "0" * 64, "bytes": 1}}}))
+    err = predict_ok()  # another file than the one the run wrote (and recorded)
+    assert f"warning: {path}: its SHA-256 " in err and f"is not the one {results} recorded for it ({'0' * 64})" in err
+    out.unlink()
     line = _fails([path, scene, "--out", out, "--require-recorded"], capsys)
-    assert line.startswith(f"error: {path}: no results.json") and line.endswith("(--require-recorded)")
+    assert line.startswith(f"error: {path}: its SHA-256 ") and line.endswith("(--require-recorded)")
+    assert not out.exists()
 
     results.write_text(json.dumps({"files": file_record(run, [path])}))  # as the run recorded it
     assert "warning" not in predict_ok("--require-recorded")
 
-    recorded = json.loads(results.read_text())
-    recorded["files"]["model-s1.pt"]["sha256"] = "0" * 64  # another file than the one the run wrote
-    results.write_text(json.dumps(recorded))
-    err = predict_ok()
-    assert f"warning: {path}: its SHA-256 " in err and f"is not the one {results} recorded for it ({'0' * 64})" in err
-    out.unlink()
+    results.unlink()
+    assert "warning" not in predict_ok()  # no results.json near the file: nothing to compare with
     line = _fails([path, scene, "--out", out, "--require-recorded"], capsys)
-    assert line.startswith(f"error: {path}: its SHA-256 ") and not out.exists()
+    assert line.startswith(f"error: {path}: no results.json") and line.endswith("(--require-recorded)")
 
     results.write_text(json.dumps({"files": {"model-s2.pt": {"sha256": "1" * 64, "bytes": 1}}}))
     assert f"warning: {path}: {results} does not list it among the files its run wrote" in predict_ok()
+    results.write_text(json.dumps({"method": "uml"}))  # a run from before results listed their files
+    assert f"warning: {path}: {results} records no file digests" in predict_ok()
 
 
 # ------------------------------------------------------------------------ user errors
