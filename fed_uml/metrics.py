@@ -29,15 +29,28 @@ Tasks (the setting ``dataset.task``)
 
 The task is read from the shape of the targets (`task_of`): (N,) class indices are
 single-label, (N, C) multi-hot targets are multi-label.
+
+Decision thresholds (the setting ``decision``; what a multi-label model file records)
+    A deployed multi-label model predicts class c where its sigmoid score is >= the class's
+    threshold t_c. ``decision.thresholds=fixed`` gives every class ``decision.threshold``
+    (0.5, the threshold of ``f1_macro``); ``tuned`` gives each class the threshold that
+    maximises its F1 on the scores and targets it is tuned on (`tune_thresholds`; the model
+    file tunes on the model's own training data). Single-label models take the argmax and
+    ignore the setting.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 
+from fed_uml.errors import SettingsError
+
 THRESHOLD = 0.5  # on the sigmoid score, for F1
+THRESHOLD_CHOICES = ("fixed", "tuned")
 
 
 def task_of(targets: torch.Tensor) -> str:
@@ -121,3 +134,66 @@ def task_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float
     if task_of(targets) == "multi_label":
         return multi_label_metrics(logits, targets)
     return {"accuracy": (logits.argmax(1) == targets).float().mean().item()}
+
+
+@dataclass(frozen=True)
+class DecisionSettings:
+    """The `decision` settings: the default threshold and how per-class thresholds are chosen."""
+
+    threshold: float = THRESHOLD
+    thresholds: str = "fixed"  # THRESHOLD_CHOICES
+
+    @classmethod
+    def from_config(cls, cfg: Mapping) -> DecisionSettings:
+        """The checked `decision` group of the run's config (defaults where it is absent)."""
+        group = cfg.get("decision") or {}
+        if not isinstance(group, Mapping):
+            raise SettingsError(f"setting decision must be a mapping {{threshold, thresholds}}, got {group!r}")
+        unknown = sorted(set(group) - {"threshold", "thresholds"})
+        if unknown:
+            raise SettingsError(f"unknown setting(s) {['decision.' + k for k in unknown]}; known: "
+                                "decision.threshold, decision.thresholds")
+        threshold = group.get("threshold", THRESHOLD)
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+            raise SettingsError(f"setting decision.threshold must be a number strictly between 0 and 1 (a "
+                                f"sigmoid score), got {threshold!r}")
+        choice = group.get("thresholds", "fixed")
+        if choice not in THRESHOLD_CHOICES:
+            raise SettingsError(f"setting decision.thresholds must be one of {THRESHOLD_CHOICES}, got {choice!r}")
+        return cls(float(threshold), str(choice))
+
+
+def tune_thresholds(scores: torch.Tensor, targets: torch.Tensor, default: float = THRESHOLD) -> list[float]:
+    """Per class, the threshold on `scores` (N, C) that maximises the class's F1 against the
+    multi-hot `targets` (N, C), predicting the class where score >= threshold.
+
+    The candidates are the distinct scores (every different decision there is); among those
+    with the highest F1 the highest one wins (the fewest positives), and the threshold is set
+    half-way between it and the next lower score, so that a score a little below the lowest
+    kept one on new data is treated like the scores below it. A class without a positive has
+    no F1 to maximise and keeps `default`.
+    """
+    scores = torch.as_tensor(scores, dtype=torch.float64)
+    targets = torch.as_tensor(targets).bool()
+    if scores.shape != targets.shape or scores.ndim != 2:
+        raise ValueError(f"scores and targets must both be (N, C); got {tuple(scores.shape)} and "
+                         f"{tuple(targets.shape)}")
+    out = []
+    for c in range(scores.shape[1]):
+        y = targets[:, c]
+        positives = int(y.sum())
+        if positives == 0:
+            out.append(float(default))
+            continue
+        order = torch.argsort(scores[:, c], descending=True, stable=True)
+        s, t = scores[order, c], y[order].double()
+        tp = torch.cumsum(t, 0)
+        predicted = torch.arange(1, len(s) + 1, dtype=torch.float64)
+        last = torch.ones(len(s), dtype=torch.bool)  # the last index of each distinct score
+        last[:-1] = s[1:] != s[:-1]
+        index = torch.nonzero(last).flatten()
+        f1 = 2 * tp[index] / (predicted[index] + positives)  # 2 TP / (2 TP + FP + FN)
+        best = int(index[int(torch.argmax(f1))])  # argmax: the first maximum, the highest score
+        lower = float(s[best + 1]) if best + 1 < len(s) else None
+        out.append(float(s[best]) if lower is None else (float(s[best]) + lower) / 2)
+    return out

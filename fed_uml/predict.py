@@ -13,17 +13,33 @@ readers (`fed_uml.data`), so a scene is read exactly as in training:
                             the model's bands in the model's order (`SavedModel.bands`)
 
 A folder that is not a band folder is searched recursively for such inputs (in sorted order);
-other files (json, txt, csv) are ignored. Every input is resampled to the model's image size
-(bilinear, as the readers do), normalised with the model's own band statistics and
-classified in batches. A bad input (unreadable, wrong band count, bands of another
-modality, 8-bit imagery for a reflectance model) is a `DataError` naming the file;
-`on_error="skip"` leaves it out and reports it.
+other files (json, txt, csv) are ignored. An input must be a patch of the size the model's
+data set delivered (`SavedModel.input_size`: 64 px for EuroSAT, 120 px for BigEarthNet,
+whose band folder is one 120 px patch on the 10 m grid whatever the sizes of its 20 m and 60
+m band files): a patch of another size covers another area or has another pixel size, which
+the model has never seen. `resize=True` (`--resize`) takes it anyway. Every input is then
+resampled to the model's image size (bilinear, as the readers do), normalised with the
+model's own band statistics and classified in batches. A bad input (unreadable, wrong
+band count or size, bands of another modality, 8-bit imagery for a reflectance model, a
+pixel type its data set does not ship) is a `DataError` naming the file; `on_error="skip"`
+leaves it out and reports it.
+
+Output (`write_csv`, written atomically): single-label models give `file, predicted_class,
+prob_<class>...` (softmax); multi-label models give `file, predicted_labels, prob_<class>...`,
+the labels joined by `LABEL_SEPARATOR` (every class whose sigmoid score reaches the class's
+threshold in the model file; empty where none does). `check_output` refuses a bad output
+path before any input is read; `check_recorded` compares the model file with the SHA-256 its
+run's results.json recorded.
 """
 
 from __future__ import annotations
 
 import csv
+import io
+import json
+import os
 import sys
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,11 +49,13 @@ import torch
 
 from fed_uml.data.bigearthnet import BAND_SIZE, BigEarthNetBandReader
 from fed_uml.data.errors import DataError
-from fed_uml.data.eurosat import MS_BANDS, RGB_BANDS, EuroSATRGB
+from fed_uml.data.eurosat import MS_BANDS, RGB_BANDS, EuroSAT, EuroSATRGB
 from fed_uml.data.eurosat_sar import SAR_BANDS
 from fed_uml.data.raster import read_jpeg, read_tiff, resample, tiff_band_count
 from fed_uml.data.sen12ms import SEN12MS, parse_name
-from fed_uml.model_file import SavedModel
+from fed_uml.errors import SettingsError
+from fed_uml.model_file import LABEL_SEPARATOR, ModelFileError, SavedModel
+from fed_uml.results import recorded_digest, sha256_file
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -95,8 +113,21 @@ def _trained_on_jpeg(saved: SavedModel) -> bool:
     return saved.source.get("reader") == EuroSATRGB.NAME
 
 
-def read_input(path: str | Path, saved: SavedModel) -> np.ndarray:
-    """One sample as float32 (C, H, W): the model's bands, in physical units, at its image size."""
+def _check_size(path: Path, size: tuple[int, int], saved: SavedModel, resize: bool, what: str = "") -> None:
+    """Refuse a patch of another size than the model's data set delivered, unless `resize`."""
+    if resize or tuple(size) == tuple(saved.input_size):
+        return
+    h, w = saved.input_size
+    source = saved.source.get("reader") or saved.source.get("dataset") or "its data set"
+    raise DataError(path, f"{what or 'is'} {size[0]} x {size[1]} pixels, but the model was trained on {h} x {w} px "
+                          f"patches ({source}): a patch of another size covers another area or has another "
+                          f"pixel size. Pass --resize to resample it to the model's input anyway")
+
+
+def read_input(path: str | Path, saved: SavedModel, resize: bool = False) -> np.ndarray:
+    """One sample as float32 (C, H, W): the model's bands, in physical units, at its image size.
+
+    Its size must be the model's `input_size` unless `resize` (module docstring)."""
     path = Path(path)
     size = saved.image_size[0]  # square (checked by `predict`)
     if path.is_dir():
@@ -110,6 +141,8 @@ def read_input(path: str | Path, saved: SavedModel) -> np.ndarray:
                                   f"(missing {', '.join(missing)})")
         if _trained_on_jpeg(saved):
             raise DataError(path, "reflectance bands, but the model was trained on 8-bit EuroSAT RGB JPEGs")
+        grid = _BandFolderReader.NATIVE_SIZE
+        _check_size(path, (grid, grid), saved, resize, "a BigEarthNet band folder, a patch of")
         return _BandFolderReader()._read_patch(path, path.name, saved.bands, size)
     if not path.exists():
         raise DataError(path, "file not found")
@@ -128,6 +161,7 @@ def read_input(path: str | Path, saved: SavedModel) -> np.ndarray:
     if arr.shape[1] != arr.shape[2]:
         raise DataError(path, f"is {arr.shape[1]} x {arr.shape[2]} pixels; the model classifies square patches "
                               f"({size} x {size})")
+    _check_size(path, arr.shape[1:], saved, resize)
     return resample(np.ascontiguousarray(arr), size)
 
 
@@ -140,13 +174,15 @@ def _read_tiff_input(path: Path, saved: SavedModel) -> np.ndarray:
         if sensor not in SEN12MS.SENSORS:
             raise DataError(path, f"a SEN12MS {sensor} (land-cover) patch, not imagery")
         have = SEN12MS.SENSORS[sensor]
-        arr = read_tiff(path)
+        arr = read_tiff(path, SEN12MS.DTYPES[sensor], f"SEN12MS sensor {sensor!r}")
         if arr.shape[0] != len(have):
             raise DataError(path, f"a SEN12MS {sensor} patch should have {len(have)} bands, found {arr.shape[0]}")
         layout = f"a SEN12MS {sensor} patch"
     else:
         n = tiff_band_count(path)
-        arr = read_tiff(path)  # an unreadable file fails here, naming it
+        ms_tile = n == len(MS_BANDS) != saved.channels
+        # an unreadable file fails here, naming it; a EuroSAT MS tile must be as EuroSAT ships it
+        arr = read_tiff(path, EuroSAT.DTYPES["ms"], "a 13-band EuroSAT MS tile") if ms_tile else read_tiff(path)
         n = arr.shape[0] if n is None else n
         if n == saved.channels:  # a plain GeoTIFF: the model's bands in its order
             return arr
@@ -168,12 +204,9 @@ def _read_tiff_input(path: Path, saved: SavedModel) -> np.ndarray:
 @dataclass
 class Predictions:
     files: list[str] = field(default_factory=list)
-    probabilities: list[torch.Tensor] = field(default_factory=list)  # one (classes,) row per file
+    # one (classes,) row per file: sigmoid scores (multi-label) or softmax probabilities
+    probabilities: list[torch.Tensor] = field(default_factory=list)
     skipped: list[DataError] = field(default_factory=list)
-
-    @property
-    def predicted(self) -> list[int]:
-        return [int(p.argmax()) for p in self.probabilities]
 
 
 def _progress(items: list, enabled: bool, desc: str):
@@ -187,16 +220,17 @@ def _progress(items: list, enabled: bool, desc: str):
 
 
 def predict(saved: SavedModel, inputs: Sequence[str | Path], batch_size: int = 64, on_error: str = "raise",
-            progress: bool = False) -> Predictions:
-    """Read, normalise and classify every input (see `find_inputs`), `batch_size` at a time."""
+            progress: bool = False, resize: bool = False) -> Predictions:
+    """Read, normalise and classify every input (see `find_inputs`), `batch_size` at a time;
+    `resize`: take inputs of another size than the model's `input_size` (resampled)."""
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     height, width = saved.image_size
     if height != width:
-        raise ValueError(f"{saved.path}: the model was trained on {height} x {width} images; only square "
-                         "inputs are supported")
+        raise ModelFileError(saved.path, f"the model was trained on {height} x {width} images; only square "
+                                         "inputs are supported")
     out = Predictions()
     batch: list[tuple[str, np.ndarray]] = []
 
@@ -209,7 +243,7 @@ def predict(saved: SavedModel, inputs: Sequence[str | Path], batch_size: int = 6
 
     for path in _progress(list(inputs), progress, f"predict {saved.modality}"):
         try:
-            arr = read_input(path, saved)
+            arr = read_input(path, saved, resize)
         except Exception as e:  # an unexpected read failure still names the file
             err = e if isinstance(e, DataError) else DataError(path, f"cannot read: {type(e).__name__}: {e}")
             if on_error == "raise":
@@ -223,19 +257,98 @@ def predict(saved: SavedModel, inputs: Sequence[str | Path], batch_size: int = 6
     return out
 
 
+def check_output(out: str | Path, model: str | Path, inputs: Sequence[str | Path] = ()) -> None:
+    """Refuse an output path `write_csv` could not use, before any input is read: a folder, a
+    path that is not a regular file (a device, a pipe), the model file or an input, or a place
+    that cannot be written. '-' is stdout (a file named '-' is `./-`)."""
+    if str(out) == "-":
+        return
+    path = Path(out)
+    if path.is_dir():
+        raise SettingsError(f"--out {out}: is a folder; give a file name, e.g. {path / 'predictions.csv'}")
+    if path.exists() and not path.is_file():
+        raise SettingsError(f"--out {out}: exists and is not a regular file (a device or a pipe?); the CSV "
+                            "replaces the file it is written to")
+    target = path.resolve()
+    for given in (model, *inputs):
+        if Path(given).resolve() == target:
+            raise SettingsError(f"--out {out}: is {'the model file' if given == model else 'an input'}; it "
+                                "would be overwritten")
+    folder = path.parent if str(path.parent) else Path(".")
+    existing = next((f for f in (folder, *folder.parents) if f.exists()), Path("."))
+    if not existing.is_dir():
+        raise SettingsError(f"--out {out}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SettingsError(f"--out {out}: cannot write into {existing} (permission denied)")
+
+
+def check_recorded(path: str | Path, require: bool = False) -> str | None:
+    """Compare the model file with the SHA-256 its run recorded (`results.json["files"]`,
+    `fed_uml.results.recorded_digest`).
+
+    Returns None where they agree, or where no results.json lies near the file (a model
+    copied away from its run) and `require` is off; otherwise the problem, as a warning to
+    print, or, with `require`, raised as a ModelFileError. The check says the file is the one
+    its run wrote; it does not say who wrote it (README "Reliability and security")."""
+    results, recorded = recorded_digest(path)
+    if results is None:
+        if not require:
+            return None
+        problem = "no results.json in its folder or the 3 folders above it, so it cannot be matched to a run"
+    elif recorded is None and "files" not in _read_json(results):
+        problem = (f"{results} records no file digests (written by a fed-uml from before runs recorded them?), "
+                   "so the file cannot be matched to its run")
+    elif recorded is None:
+        problem = (f"{results} does not list it among the files its run wrote: it may come from another run "
+                   "or have been copied there")
+    else:
+        actual = sha256_file(path)
+        if actual == recorded:
+            return None
+        problem = (f"its SHA-256 {actual} is not the one {results} recorded for it ({recorded}): it was "
+                   "replaced or modified after its run")
+    if require:
+        raise ModelFileError(path, f"{problem} (--require-recorded)")
+    return f"{path}: {problem}"
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _csv_rows(saved: SavedModel, predictions: Predictions) -> Iterable[list[str]]:
+    """The CSV of module docstring: header, then one row per classified input."""
+    column = "predicted_labels" if saved.multi_label else "predicted_class"
+    yield ["file", column, *(f"prob_{c}" for c in saved.class_names)]
+    if not predictions.files:
+        return
+    probabilities = torch.stack(predictions.probabilities)
+    for f, p, labels in zip(predictions.files, probabilities, saved.predicted(probabilities)):
+        yield [f, LABEL_SEPARATOR.join(saved.class_names[i] for i in labels), *(f"{v:.6f}" for v in p.tolist())]
+
+
 def write_csv(path: str | Path, saved: SavedModel, predictions: Predictions) -> None:
-    """`file, predicted_class, prob_<class>...` (one row per classified input; '-' is stdout)."""
-    rows = ([f, saved.class_names[int(p.argmax())], *(f"{v:.6f}" for v in p.tolist())]
-            for f, p in zip(predictions.files, predictions.probabilities))
-    header = ["file", "predicted_class", *(f"prob_{c}" for c in saved.class_names)]
+    """The predictions as CSV (module docstring) to `path` ('-': stdout), atomically: a temp
+    file beside it, renamed over it once complete, so a crash never leaves half a CSV."""
     if str(path) == "-":
-        w = csv.writer(sys.stdout)
-        w.writerow(header)
-        w.writerows(rows)
+        csv.writer(sys.stdout).writerows(_csv_rows(saved, predictions))
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
+    buffer = io.StringIO(newline="")
+    csv.writer(buffer).writerows(_csv_rows(saved, predictions))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(buffer.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

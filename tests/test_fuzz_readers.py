@@ -357,13 +357,13 @@ def test_complex_pixels_are_refused(data, scratch, dtype):
 
 
 @FUZZ
-@given(dtype=st.sampled_from([np.float16, np.float32, np.float64]),
-       bad=st.lists(st.tuples(st.integers(0, 1), st.integers(0, 63), st.integers(0, 63),
+@given(bad=st.lists(st.tuples(st.integers(0, 1), st.integers(0, 63), st.integers(0, 63),
                               st.sampled_from([np.nan, np.inf, -np.inf])), min_size=1, max_size=20))
-def test_nan_and_inf_pixels_are_counted(data, scratch, dtype, bad):
+def test_nan_and_inf_pixels_are_counted(data, scratch, bad):
     tick()
     ds, path, _ = data.targets["sar"]
-    arr = np.random.default_rng(0).normal(-15, 3, (2, 64, 64)).astype(dtype)
+    # float32, the type EuroSAT-SAR ships (other float types are refused for that alone)
+    arr = np.random.default_rng(0).normal(-15, 3, (2, 64, 64)).astype(np.float32)
     for b, y, x, value in bad:
         arr[b, y, x] = value
     n = int((~np.isfinite(arr)).sum())

@@ -18,13 +18,23 @@ from fed_uml.data import load_dataset
 from fed_uml.data.bigearthnet import CLASSES_19, LABEL_43_TO_19
 from fed_uml.data.errors import DataError
 from fed_uml.data.splits import rarest_label
+from fed_uml.errors import SettingsError
 from fed_uml.federated.partition import split_indices, strata
 from fed_uml.federated.protocol import CalibrateReport, EvaluateReport, TrainReport
 from fed_uml.methods.alignment import label_set_entropy
 from fed_uml.methods.cdan import CDANObjective, entropy_weights, multilinear_map
 from fed_uml.methods.mcc import mcc_loss, multi_label_mcc_loss
 from fed_uml.methods.mdd import intra_class_distance
-from fed_uml.metrics import average_precision, f1_macro, map_macro, map_micro, multi_label_metrics, task_of
+from fed_uml.metrics import (
+    DecisionSettings,
+    average_precision,
+    f1_macro,
+    map_macro,
+    map_micro,
+    multi_label_metrics,
+    task_of,
+    tune_thresholds,
+)
 from fed_uml.results import make_results, modality_result, read_results, write_json_atomic
 from fed_uml.training.loop import task_loss
 from tests.conftest import shared_data_root
@@ -71,6 +81,32 @@ def test_f1_macro_at_one_half():
     assert f1_macro(scores, targets) == pytest.approx((2 / 3 + 1 / 2) / 2)
     m = multi_label_metrics(torch.logit(scores), targets)
     assert set(m) == {"map_macro", "map_micro", "f1_macro"} and m["f1_macro"] == pytest.approx(7 / 12)
+
+
+def test_tuned_thresholds_maximise_each_class_f1():
+    scores = torch.tensor([[0.9, 0.2, 0.3], [0.8, 0.6, 0.1], [0.4, 0.55, 0.2], [0.3, 0.1, 0.7], [0.35, 0.6, 0.9]])
+    targets = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 1, 0], [1, 0, 0], [0, 0, 0]])
+    t = tune_thresholds(scores, targets, default=0.5)
+    # class 0: positives at 0.9, 0.8, 0.3; the best cut keeps 0.9, 0.8 (F1 4/5), half-way down to 0.4
+    assert t[0] == pytest.approx(0.6)
+    # class 1: the tied scores 0.6 (one positive, one negative) are one decision (F1 1/2); the best keeps
+    # them and 0.55 (F1 4/5), half-way down to 0.2
+    assert t[1] == pytest.approx(0.375)
+    assert t[2] == 0.5  # no positive: nothing to maximise, the default stays
+    for c in (0, 1):  # no other threshold gives the class a higher F1
+        def f1(th):
+            pred, y = scores[:, c] >= th, targets[:, c].bool()
+            return 2 * (pred & y).sum() / (pred.sum() + y.sum())
+        assert all(f1(t[c]) >= f1(float(th)) for th in scores[:, c])
+
+
+def test_decision_settings_are_checked():
+    assert DecisionSettings.from_config({}) == DecisionSettings(0.5, "fixed")
+    assert DecisionSettings.from_config({"decision": {"threshold": 0.3, "thresholds": "tuned"}}).threshold == 0.3
+    for bad, setting in (({"threshold": 1.0}, "decision.threshold"), ({"threshold": "0.5"}, "decision.threshold"),
+                         ({"thresholds": "best"}, "decision.thresholds"), ({"treshold": 0.5}, "decision.treshold")):
+        with pytest.raises(SettingsError, match=setting):
+            DecisionSettings.from_config({"decision": bad})
 
 
 def test_task_of_targets_and_the_loss():

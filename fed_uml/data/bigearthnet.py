@@ -152,6 +152,9 @@ LABEL_43_TO_19 = {
 
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
 S1_BANDS = ("VV", "VH")
+# The pixel type each band file is shipped in (v1 and v2 alike): S2 reflectance x 10000 as
+# uint16, S1 backscatter in dB as float32.
+BAND_DTYPE = {**{b: "uint16" for b in S2_BANDS}, **{b: "float32" for b in S1_BANDS}}
 # Native size (px) of each band file: 10 m bands 120, 20 m bands 60, 60 m bands 20.
 BAND_SIZE = {
     "B01": 20, "B02": 120, "B03": 120, "B04": 120, "B05": 60, "B06": 60, "B07": 60,
@@ -178,14 +181,18 @@ def labels_19(names: list[str], source: str | Path) -> tuple[int, ...]:
 class BigEarthNetBandReader:
     """Reading BigEarthNet's one-file-per-band patches (v1, v2 and `fed_uml.predict`'s band folders).
 
-    Each band file is checked (one band, its native size, or 120 px where `STRICT_SIZES` is
-    off, as v2 allows) and resampled straight from its native size to the requested grid.
+    Each band file is checked (the pixel type BigEarthNet ships it in, one band, its native
+    size, or 120 px where `STRICT_SIZES` is off, as v2 allows) and resampled straight from
+    its native size to the requested grid. A patch is 120 x 120 px on the 10 m grid
+    (`NATIVE_SIZE`), whatever the sizes of its band files.
     """
 
     STRICT_SIZES: ClassVar[bool] = True
+    NATIVE_SIZE: ClassVar[int] = 120
 
     def _read_band(self, path: Path, band: str, size: int) -> np.ndarray:
-        arr = read_tiff(path)
+        sensor = "S1" if band in S1_BANDS else "S2"
+        arr = read_tiff(path, (BAND_DTYPE[band],), f"BigEarthNet {sensor} band {band}")
         native = BAND_SIZE[band]
         if arr.shape[0] != 1:
             raise DataError(path, f"expected 1 band, found {arr.shape[0]}")
@@ -208,7 +215,6 @@ class BigEarthNetBase(BigEarthNetBandReader, SceneDataset):
 
     CLASSES: ClassVar[tuple[str, ...]] = CLASSES_19
     SENSORS: ClassVar[dict[str, tuple[str, ...]]] = {"s1": S1_BANDS, "s2": S2_BANDS}
-    NATIVE_SIZE = 120
     MULTI_LABEL = True
     DIRS: ClassVar[dict[str, str]] = {}
 
@@ -221,7 +227,9 @@ class BigEarthNetBase(BigEarthNetBandReader, SceneDataset):
     def load(self, record: SceneRecord) -> np.ndarray:
         """The selected bands, each resampled once, from its native size to `image_size`."""
         size = self.image_size or self.NATIVE_SIZE
-        return self._read_patch(record.files["folder"], record.files["name"], self.bands, size)
+        arr = self._read_patch(record.files["folder"], record.files["name"], self.bands, size)
+        self.sizes_read.add((self.NATIVE_SIZE, self.NATIVE_SIZE))
+        return arr
 
     def _read(self, record: SceneRecord) -> np.ndarray:
         return self._read_patch(record.files["folder"], record.files["name"], self.SENSORS[self.sensor],
@@ -253,7 +261,7 @@ class BigEarthNet(BigEarthNetBase):
 
     def _index(self, split: str) -> list[SceneRecord]:
         sensor_dir = self._sensor_dir()
-        path = self.root / f"bigearthnet-{split}.csv"
+        path = self.index_file = self.root / f"bigearthnet-{split}.csv"
         if not path.is_file():
             raise DataError(path, "split file not found (dataset.download=true fetches the official ones)")
         records = []

@@ -75,7 +75,7 @@ class BigEarthNetV2(BigEarthNetBase):
     def _index(self, split: str) -> list[SceneRecord]:
         sensor_dir = self._sensor_dir()
         meta = self._metadata()
-        source = self.root / "metadata.parquet"
+        source = self.index_file = self.root / "metadata.parquet"
         wanted = _SPLIT_NAMES[split]
         records = []
         for pid, s1, labels, sp in zip(meta["patch_id"], meta["s1_name"], meta["labels"], meta["split"]):

@@ -12,6 +12,10 @@ indices (N,) for single_label, the default; multi-hot (N, C) for multi_label) an
 unless `normalize=False`, standardises each modality per band with the statistics of its
 own training images (`fed_uml.data.normalize.standardize`). A federated institution loads
 with `normalize=False` and standardises its own share.
+
+`modality_bands(dataset_cfg, modality)` says which bands, in which order, a run's settings
+give a modality of a built-in data set, without reading any data: a model file is checked
+against it when it is loaded (`fed_uml.model_file`).
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from fed_uml.data.eurosat import EuroSAT, EuroSATRGB
 from fed_uml.data.eurosat_sar import EuroSATSAR
 from fed_uml.data.normalize import standardize
 from fed_uml.data.real import load_real
+from fed_uml.data.real.settings import RealModality
 from fed_uml.data.sen12ms import SEN12MS
-from fed_uml.data.synthetic import load_synthetic
+from fed_uml.data.synthetic import ModalitySpec, load_synthetic
 from fed_uml.modality import ModalityData
 from fed_uml.results import check_task
 
@@ -38,14 +43,18 @@ BIGEARTHNET_SENSORS = {"s1": BigEarthNet, "s2": BigEarthNet}
 BIGEARTHNET_V2_SENSORS = {"s1": BigEarthNetV2, "s2": BigEarthNetV2}
 SEN12MS_SENSORS = {"s1": SEN12MS, "s2": SEN12MS}
 
+# The built-in real data sets and their readers.
+REAL_READERS = {
+    "eurosat": EUROSAT_SENSORS,
+    "eurosat_ms": EUROSAT_SENSORS,
+    "bigearthnet": BIGEARTHNET_SENSORS,
+    "bigearthnet_v2": BIGEARTHNET_V2_SENSORS,
+    "sen12ms": SEN12MS_SENSORS,
+}
 # The built-in data sets (conf/dataset/<name>.yaml).
 BUILTIN: dict[str, Loader] = {
     "synthetic": load_synthetic,
-    "eurosat": partial(load_real, readers=EUROSAT_SENSORS),
-    "eurosat_ms": partial(load_real, readers=EUROSAT_SENSORS),
-    "bigearthnet": partial(load_real, readers=BIGEARTHNET_SENSORS),
-    "bigearthnet_v2": partial(load_real, readers=BIGEARTHNET_V2_SENSORS),
-    "sen12ms": partial(load_real, readers=SEN12MS_SENSORS),
+    **{name: partial(load_real, readers=readers) for name, readers in REAL_READERS.items()},
 }
 _LOADERS: dict[str, Loader] = dict(BUILTIN)
 
@@ -85,3 +94,21 @@ def load_dataset(cfg: Mapping, normalize: bool = True) -> dict[str, ModalityData
     if normalize:
         data = {k: standardize(d) for k, d in data.items()}
     return data
+
+
+def modality_bands(dataset_cfg: Mapping, modality: str) -> tuple[str, ...] | None:
+    """The bands, in input order, that the `dataset` settings `dataset_cfg` give `modality` of a
+    built-in data set (the loader's own parsing, no data read); None where that cannot be told:
+    a registered data set, or settings that do not define the modality."""
+    name = dataset_cfg.get("name")
+    sensors = dataset_cfg.get("sensors")
+    if not isinstance(sensors, Mapping) or modality not in sensors:
+        return None
+    try:
+        if name == "synthetic":
+            return ModalitySpec.parse(modality, sensors[modality]).bands
+        if name in REAL_READERS:
+            return RealModality.parse(modality, sensors[modality], REAL_READERS[name], str(name)).bands
+    except ValueError:  # settings the loader itself would refuse
+        return None
+    return None

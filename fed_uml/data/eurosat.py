@@ -17,7 +17,8 @@ Layout (under the data root; see `fed_uml.data.settings` for the root convention
     Split files ``eurosat-train.txt``, ``eurosat-val.txt``, ``eurosat-test.txt`` (one file
     name per line; the official ones, from Neumann et al. 2019, list ``.jpg`` names and
     are matched by stem, so they serve the MS, RGB and SAR versions alike) sit in the data
-    set's folder.
+    set's folder. Split files that list a tile in two splits are refused
+    (`fed_uml.data.scenes.check_disjoint_splits`); so is an MS GeoTIFF that is not uint16.
 
 Scene ids are the file stems (``AnnualCrop_1``): the MS, RGB and SAR (EuroSAT-SAR, see
 `fed_uml.data.eurosat_sar`) versions of one patch share it, which is what the unpaired
@@ -31,7 +32,6 @@ Citation
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -39,7 +39,7 @@ import numpy as np
 
 from fed_uml.data.download import Resource
 from fed_uml.data.errors import DataError
-from fed_uml.data.raster import check_shape, read_jpeg, read_tiff, tiff_band_count
+from fed_uml.data.raster import check_shape, read_jpeg, tiff_band_count
 from fed_uml.data.scenes import SceneDataset, SceneRecord, class_of, read_text_lines
 
 CLASSES = (
@@ -72,8 +72,6 @@ class EuroSATBase(SceneDataset):
     CLASSES: ClassVar[tuple[str, ...]] = CLASSES
     NATIVE_SIZE: ClassVar[int | None] = 64
     EXTENSION: ClassVar[str] = ".tif"
-    # How one file is decoded: GeoTIFF (MS, SAR) or JPEG (RGB), to float32 (C, H, W).
-    DECODE: ClassVar[Callable[[str | Path], np.ndarray]] = staticmethod(read_tiff)
     # Where the class folders may sit inside the data set's folder, first match wins.
     IMAGE_DIRS: ClassVar[tuple[str, ...]] = ("",)
     # Other data set folders (under the data root) whose split files serve this one too.
@@ -123,7 +121,7 @@ class EuroSATBase(SceneDataset):
         if image_dir is None:
             raise DataError(self.root, f"no class folder ({', '.join(CLASSES)}) found for {self.NAME}")
         self.image_dir = image_dir
-        path = self.split_file(split)
+        path = self.index_file = self.split_file(split)
         records, seen = [], set()
         for line in read_text_lines(path):
             if Path(line).name != line or line in (".", ".."):
@@ -145,11 +143,15 @@ class EuroSATBase(SceneDataset):
             records.append(SceneRecord(scene=stem, label=label, split=split, files={"image": file}))
         return records
 
+    def _decode(self, path: Path) -> np.ndarray:
+        """One file as float32 (C, H, W): a GeoTIFF (MS, SAR) in the pixel type the version ships."""
+        return self.read_tiff(path)
+
     def _read(self, record: SceneRecord) -> np.ndarray:
         """One file: all of the version's bands, checked for band count and the 64 x 64 size."""
         path = record.files["image"]
         size = (self.NATIVE_SIZE, self.NATIVE_SIZE)
-        return check_shape(self.DECODE(path), path, bands=len(self.SENSORS[self.sensor]), size=size)
+        return check_shape(self._decode(path), path, bands=len(self.SENSORS[self.sensor]), size=size)
 
 
 class EuroSAT(EuroSATBase):
@@ -158,6 +160,7 @@ class EuroSAT(EuroSATBase):
     NAME = "EuroSAT MS"
     FOLDER = "eurosat_ms"
     SENSORS: ClassVar[dict[str, tuple[str, ...]]] = {"ms": MS_BANDS}
+    DTYPES: ClassVar[dict[str, tuple[str, ...]]] = {"ms": ("uint16",)}  # digital numbers, as shipped
     IMAGE_DIRS = ("", "ds/images/remote_sensing/otherDatasets/sentinel_2/tif", "EuroSAT_MS", "EuroSATallBands")
     SPLIT_FALLBACK_FOLDERS = ("eurosat_rgb", "eurosat_sar")
     RESOURCES = (
@@ -173,7 +176,6 @@ class EuroSATRGB(EuroSATBase):
     FOLDER = "eurosat_rgb"
     SENSORS: ClassVar[dict[str, tuple[str, ...]]] = {"rgb": RGB_BANDS}
     EXTENSION = ".jpg"
-    DECODE = staticmethod(read_jpeg)
     IMAGE_DIRS = ("2750", "EuroSAT_RGB", "")
     SPLIT_FALLBACK_FOLDERS = ("eurosat_ms", "eurosat_sar")
     RESOURCES = (
@@ -185,3 +187,6 @@ class EuroSATRGB(EuroSATBase):
         ),
         *SPLIT_RESOURCES,
     )
+
+    def _decode(self, path: Path) -> np.ndarray:
+        return read_jpeg(path)

@@ -36,6 +36,7 @@ class EuroSATSAR(EuroSATBase):
     NAME = "EuroSAT-SAR"
     FOLDER = "eurosat_sar"
     SENSORS: ClassVar[dict[str, tuple[str, ...]]] = {"sar": SAR_BANDS}
+    DTYPES: ClassVar[dict[str, tuple[str, ...]]] = {"sar": ("float32",)}  # sigma0 in dB
     IMAGE_DIRS = ("", "EuroSAT-SAR", "EuroSAT_SAR")
     SPLIT_FALLBACK_FOLDERS = ("eurosat_ms", "eurosat_rgb")
     # The zip as published on the Hugging Face hub, pinned to the commit that added it. No

@@ -2,13 +2,15 @@
 
 Why one module: a GeoTIFF or JPEG must be read the same way in training and in prediction,
 and every bad file must fail the same way, as a `DataError` that names it (truncated or
-corrupt files, unsupported pixel types, NaN/inf pixels, wrong band count or size, and
-headers that declare rasters too large to be a patch, refused before decoding). Arrays come
+corrupt files, unsupported pixel types, a pixel type the data set does not ship, NaN/inf
+pixels, wrong band count or size, and headers that declare rasters too large to be a patch,
+refused before decoding). Arrays come
 back as float32 (C, H, W) in the file's physical units; nothing here normalises.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +25,14 @@ from fed_uml.data.errors import DataError
 MAX_RASTER_BYTES = 256 << 20
 
 
-def read_tiff(path: str | Path) -> np.ndarray:
+def read_tiff(path: str | Path, dtypes: Sequence[str] | None = None, product: str = "") -> np.ndarray:
     """A TIFF as a float32 (C, H, W) array; any read problem becomes a DataError naming the file.
 
     tifffile reports pixel-interleaved files (EuroSAT) as (H, W, C) with axes ending in 'S'
-    and band-sequential ones as (C, H, W); both come back as (C, H, W).
+    and band-sequential ones as (C, H, W); both come back as (C, H, W). `dtypes`: the pixel
+    types the data set ships (`product` says which data set and what the values are); any
+    other is refused from the header, since the values would be in other units (an int16 S1
+    file is not backscatter in dB) and every value would be converted to float32 silently.
     """
     import tifffile
 
@@ -43,6 +48,10 @@ def read_tiff(path: str | Path) -> np.ndarray:
                 raise DataError(path, f"declares a raster of shape {series.shape} ({series.dtype}, "
                                       f"{nbytes / 2**20:.0f} MiB), too large for one patch "
                                       f"(limit {MAX_RASTER_BYTES >> 20} MiB)")
+            if dtypes is not None and series.dtype.name not in dtypes:
+                raise DataError(path, f"pixel type {series.dtype.name}, but {product or 'the data set'} is "
+                                      f"shipped as {' or '.join(dtypes)}: a converted or foreign file? Use "
+                                      "the data set's own files")
             if any(not n for page in series.pages if page is not None for n in page.databytecounts):
                 raise DataError(path, "has no data for some of its strips or tiles (sparse or truncated TIFF)")
             arr = series.asarray()

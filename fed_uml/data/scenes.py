@@ -8,6 +8,11 @@ way, and hand back samples in the same form,
 A reader first indexes a split into `SceneRecord`s from the data set's own index files
 (no pixel read), so that the unpaired deal can choose scenes before any raster is decoded.
 Normalisation is *not* done here (see `fed_uml.data.normalize`): readers only read.
+
+Two checks every reader shares: a raster must have the pixel type the data set ships
+(`DTYPES`, `read_tiff`), and the splits a run reads must not share a scene
+(`check_disjoint_splits`: a scene in the training and the test split makes the test
+score a training score).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from torch.utils.data import Dataset
 
 from fed_uml.data.download import fetch_resources
 from fed_uml.data.errors import DataError, DatasetNotFoundError
-from fed_uml.data.raster import resample
+from fed_uml.data.raster import read_tiff, resample
 from fed_uml.data.settings import ROOT_SETTING
 
 
@@ -70,6 +75,8 @@ class SceneDataset(Dataset):
     # Several labels per scene: the loader applies the single-label rule (fed_uml.data.splits).
     MULTI_LABEL: ClassVar[bool] = False
     RESOURCES: ClassVar[tuple] = ()  # fed_uml.data.download.Resource entries
+    # {sensor: the numpy pixel types its GeoTIFFs are shipped in}; a sensor not listed is not checked
+    DTYPES: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __init__(
         self,
@@ -100,6 +107,10 @@ class SceneDataset(Dataset):
         if download:
             self.download(root, folder)
         self.root = self.locate(root, folder)
+        # the file that lists the split (set by `_index`), named when splits overlap
+        self.index_file: Path | None = None
+        # the (H, W) sizes of the patches read so far, before resampling (`native_size`)
+        self.sizes_read: set[tuple[int, int]] = set()
         self.records: list[SceneRecord] = self._index(split)
 
     # -- metadata -------------------------------------------------------------------
@@ -162,9 +173,14 @@ class SceneDataset(Dataset):
         """All of the sensor's bands of one record, (C, H, W) float32 in physical units."""
         raise NotImplementedError
 
+    def read_tiff(self, path: str | Path) -> np.ndarray:
+        """A GeoTIFF of this data set's sensor, refused unless in the pixel type the data set ships."""
+        return read_tiff(path, self.DTYPES.get(self.sensor), f"{self.NAME} sensor {self.sensor!r}")
+
     def load(self, record: SceneRecord) -> np.ndarray:
         """The selected bands of one record at `image_size`, checked for NaN/inf."""
         arr = self._read(record)
+        self.sizes_read.add((int(arr.shape[1]), int(arr.shape[2])))
         arr = arr[self.band_index]
         return resample(arr, self.image_size)
 
@@ -174,6 +190,33 @@ class SceneDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         r = self.records[i]
         return {"image": torch.from_numpy(np.ascontiguousarray(self.load(r))), "label": r.label, "scene": r.scene}
+
+
+def check_disjoint_splits(datasets: Sequence[SceneDataset], shown: int = 5) -> None:
+    """Refuse readers of different splits of one sensor that list a scene in common, naming
+    both split files and the first shared scenes (in the later file's order)."""
+    by_split: dict[str, SceneDataset] = {}
+    for ds in datasets:
+        by_split.setdefault(ds.split, ds)
+    readers = list(by_split.values())
+    for i, a in enumerate(readers):
+        scenes_a = {r.scene for r in a.records}
+        for b in readers[i + 1:]:
+            shared = [r.scene for r in b.records if r.scene in scenes_a]
+            if shared:
+                first = ", ".join(dict.fromkeys(shared[:shown]))
+                raise DataError(
+                    b.index_file or b.root,
+                    f"the {b.split} split lists {len(shared)} scene(s) that the {a.split} split "
+                    f"({a.index_file or a.root}) lists too, first {first}: splits must not share scenes "
+                    "(a scene trained on and tested on gives a training score); fix the split files",
+                )
+
+
+def native_size(datasets: Sequence[SceneDataset]) -> tuple[int, int] | None:
+    """The one patch size (H, W) the readers read before resampling, or None if they read several."""
+    sizes = set().union(*(ds.sizes_read for ds in datasets)) if datasets else set()
+    return next(iter(sizes)) if len(sizes) == 1 else None
 
 
 # ---------------------------------------------------------------- index-file helpers

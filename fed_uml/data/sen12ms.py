@@ -112,7 +112,7 @@ def majority_class(igbp: np.ndarray, source: str | Path) -> int:
 @lru_cache(maxsize=None)
 def _lc_label(path: str, mtime_ns: int) -> int:
     """Cached so that the s1 and s2 modalities do not both read every land-cover patch."""
-    lc = check_shape(read_tiff(path), path, bands=4)
+    lc = check_shape(read_tiff(path, ("uint16",), "SEN12MS land cover (lc)"), path, bands=4)
     return majority_class(lc[0], path)
 
 
@@ -123,6 +123,8 @@ class SEN12MS(SceneDataset):
     FOLDER = "sen12ms"
     CLASSES: ClassVar[tuple[str, ...]] = CLASSES
     SENSORS: ClassVar[dict[str, tuple[str, ...]]] = {"s1": S1_BANDS, "s2": S2_BANDS}
+    # as shipped (and as torchgeo's SEN12MS reads them): s1 sigma0 in dB, s2 reflectance x 10000
+    DTYPES: ClassVar[dict[str, tuple[str, ...]]] = {"s1": ("float32",), "s2": ("uint16",)}
     SPLITS = ("train", "test")
     NATIVE_SIZE = 256
     SEASONS: ClassVar[tuple[str, ...]] = ("ROIs1158_spring", "ROIs1868_summer", "ROIs1970_fall", "ROIs2017_winter")
@@ -183,7 +185,7 @@ class SEN12MS(SceneDataset):
         return labels
 
     def _index(self, split: str) -> list[SceneRecord]:
-        path = self._find(f"{split}_list.txt")
+        path = self.index_file = self._find(f"{split}_list.txt")
         if path is None:
             raise DataError(self.root / f"{split}_list.txt",
                             "split list not found (dataset.download=true fetches the official ones)")
@@ -219,5 +221,5 @@ class SEN12MS(SceneDataset):
 
     def _read(self, record: SceneRecord) -> np.ndarray:
         path = record.files[self.sensor]
-        arr = read_tiff(path)
+        arr = self.read_tiff(path)
         return check_shape(arr, path, bands=len(self.SENSORS[self.sensor]), size=(arr.shape[1], arr.shape[1]))

@@ -4,7 +4,8 @@ Why before anything else: the label rule, the class selection and the unpaired d
 work on scene records (id, label(s), split, files), so they can choose scenes from the
 whole pool before a single raster is decoded. One reader is opened per modality and
 official split; files that fail to index are raised, or kept as skipped with
-`dataset.on_error=skip`.
+`dataset.on_error=skip`. Split files that list one scene in two of the splits a run reads
+are refused here, whatever `dataset.on_error` (`check_disjoint_splits`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 from fed_uml.data.errors import DataError
 from fed_uml.data.real.settings import RealSettings
-from fed_uml.data.scenes import SceneDataset, SceneRecord
+from fed_uml.data.scenes import SceneDataset, SceneRecord, check_disjoint_splits
 
 # "train" or "test" -> modality -> records
 Pools = dict[str, dict[str, list[SceneRecord]]]
@@ -43,4 +44,5 @@ def index_scenes(s: RealSettings) -> SceneIndex:
                 skipped[m].extend(ds.skipped)
                 recs.extend(ds.records)
             pools[kind][m] = recs
+        check_disjoint_splits([readers[(m, split)] for split in (*s.train_splits, s.test_split)])
     return SceneIndex(readers, pools, skipped)

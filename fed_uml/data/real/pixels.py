@@ -4,8 +4,10 @@ Why last: only the scenes dealt to a loaded modality are decoded (a federated in
 reads its own share only), each by the reader that indexed it, in physical units
 (`load_dataset` normalises). A bad file is raised, or with `dataset.on_error=skip` left out
 and counted in `info["skipped"]`. `info` also records the reader, sensor, bands, image
-size, the task (multi-label data get multi-hot targets (N, C)), per-class counts (positives per
-class for multi-label data), the seed and the label rule, so a result says what it was trained on.
+size, the native size of the patches before resampling (`native_size`, what a model file
+tells `experiments.predict` its inputs must have), the task (multi-label data get multi-hot
+targets (N, C)), per-class counts (positives per class for multi-label data), the seed and
+the label rule, so a result says what it was trained on.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from fed_uml.data.errors import DataError
 from fed_uml.data.real.index import Pools, SceneIndex
 from fed_uml.data.real.labels import LabelSet
 from fed_uml.data.real.settings import RealSettings
-from fed_uml.data.scenes import SceneRecord
+from fed_uml.data.scenes import SceneRecord, native_size
 from fed_uml.modality import ArrayDataset, ModalityData
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ def read_modality(s: RealSettings, m: str, chosen: dict[str, list[SceneRecord]],
         "sensor": spec.sensor,
         "bands": list(spec.bands),
         "image_size": int(arrays["train"].shape[-1]),
+        "native_size": _native_size(index, m),
         "task": labels.task,
         "class_counts": counts,
         "unpaired": s.unpaired,
@@ -70,6 +73,11 @@ def read_modality(s: RealSettings, m: str, chosen: dict[str, list[SceneRecord]],
         band_names=spec.bands,
         info=info,
     )
+
+
+def _native_size(index: SceneIndex, m: str) -> list[int] | None:
+    size = native_size([ds for (modality, _), ds in index.readers.items() if modality == m])
+    return None if size is None else list(size)
 
 
 def _multi_hot(label_sets: list[tuple[int, ...]], num_classes: int) -> torch.Tensor:
