@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from fed_uml.errors import SettingsError
+from fed_uml.metrics import DecisionSettings
 from fed_uml.training import TrainSettings
 
 
@@ -53,6 +54,7 @@ def check_common(cfg: Mapping, *, device: bool = True) -> None:
     _int(calibration, "calibration.epochs", 1, " (passes over the data in Algorithm 1)")
     _int(calibration, "calibration.batch_size", 2, " (BatchNorm needs two images per batch)")
     _int(cfg, "num_threads", 0, " (0: torch's default)")
+    DecisionSettings.from_config(cfg)
     if device:
         check_device(cfg.get("device") or "cpu")
 

@@ -28,6 +28,7 @@ from flwr.app import ArrayRecord
 from flwr.common.logger import FLOWER_LOGGER
 from flwr.serverapp import Grid
 
+from fed_uml.errors import SettingsError
 from fed_uml.federated import protocol
 from fed_uml.federated.backbone import initial_backbone
 from fed_uml.federated.protocol import (
@@ -41,7 +42,6 @@ from fed_uml.federated.protocol import (
     TrainReport,
 )
 from fed_uml.federated.transfer import from_wire, to_wire
-from fed_uml.errors import SettingsError
 from fed_uml.files import save_atomic
 from fed_uml.results import claim_results_dir, deploys_calibrated, file_record, make_results, write_json_atomic
 from server import FederationError

@@ -33,7 +33,7 @@ def _with(cfg: dict, dotted: str, value) -> dict:
     node = cfg
     *parents, leaf = dotted.split(".")
     for p in parents:
-        node = node[p]
+        node = node.setdefault(p, {})
     node[leaf] = value
     return cfg
 
@@ -44,6 +44,7 @@ def _with(cfg: dict, dotted: str, value) -> dict:
     ("training.epochs", 0),
     ("num_threads", -2),
     ("training.checkpoint_every", -1),
+    ("decision.threshold", 1.5),
 ])
 def test_a_bad_setting_is_refused_before_any_data_is_read(no_data, tmp_path, setting, value):
     cfg = _with(tiny_config("uml"), setting, value)
