@@ -20,7 +20,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from fed_uml.federated.config import run_config_from_overrides
+from fed_uml.federated.config import conf_dir, run_config_from_overrides
 from fed_uml.federated.roles import parse_counts
 from localrun.flower import FlowerRuntime
 
@@ -63,7 +63,7 @@ def deploy(cfg: dict, overrides: list[str], workdir: Path, results_dir: Path,
     return path
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     out = Path(HydraConfig.get().runtime.output_dir)
     results_dir = Path(cfg.results_dir).resolve()

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.grid import write_csv
 from experiments.stats import paired_rows
-from fed_uml.federated.config import run_config_from_overrides
+from fed_uml.federated.config import conf_dir, run_config_from_overrides
 from localrun.flower import FlowerRuntime
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def plot(csv_path: Path) -> Path:
     return out
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
