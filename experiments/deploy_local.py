@@ -5,7 +5,7 @@
 Starts `flower-superlink` (not the simulation runtime) and a `flower-supernode` per
 institution with `--node-config "modality=... partition-id=... num-partitions=..."`,
 runs the app with `flwr run` against them, waits for results.json and stops every
-process. This is the same sequence as a real multi-machine deployment (see README), with
+process. This is the same sequence as a real multi-machine deployment (docs/how-to/deployment.md), with
 all processes on one host.
 """
 

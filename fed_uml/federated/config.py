@@ -74,7 +74,7 @@ RUN_CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
     "fraction-train": (int, float), "fraction-evaluate": (int, float), "fraction-calibrate": (int, float),
     "round-timeout": (int, float), "resume": bool, "describe-upfront": bool,
     "institutions-per-modality": (int, str),
-    # privacy (README "Privacy")
+    # privacy (docs/privacy.md)
     "secure-aggregation": bool,
     "secure-num-shares": (int, float),
     "secure-reconstruction-threshold": (int, float),
