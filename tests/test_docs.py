@@ -175,6 +175,30 @@ def test_every_repository_path_and_link_exists():
     assert not missing, f"the docs name paths that do not exist: {missing}"
 
 
+# ----------------------------------------------------------------------------- the README, a front door
+
+README_COMMANDS = (
+    "python3.11 -m venv .venv && .venv/bin/pip install -e '.[test]' && . .venv/bin/activate && "
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 flwr run . --stream --federation-config \"num-supernodes=4\"",
+    "python3.11 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest",
+)
+
+
+def test_readme_opens_with_the_two_commands_and_stays_short():
+    lines = _text().splitlines()
+    assert len(lines) <= 150, f"README has {len(lines)} lines: move detail into docs/"
+    first_block = code_blocks(_text())[0]
+    assert _text().index("```") < _text().index("\n## "), "the two commands must come first"
+    assert [line for line in first_block.splitlines() if not line.startswith("#")] == list(README_COMMANDS)
+
+
+def test_every_page_the_readme_links_exists_and_is_on_the_site():
+    linked = {p for p in repo_paths(_text()) if p.startswith("docs/") and p.endswith(".md")}
+    assert {"docs/tutorials/first-federated-run.md", "docs/results.md"} <= linked
+    assert not [p for p in linked if not (ROOT / p).is_file()]
+    assert not linked - {_name(p) for p in PAGES}
+
+
 def _nav_pages(node) -> list[str]:
     if isinstance(node, str):
         return [node]
@@ -376,7 +400,7 @@ def test_command_line_reference_lists_every_command():
 PROCESS_WORDS = re.compile(r"\b(this round|the issue|sessions?|issue #?\d+|before this change)\b", re.I)
 
 
-@pytest.mark.parametrize("path", PAGES, ids=_name)
+@pytest.mark.parametrize("path", DOCUMENTS, ids=_name)
 def test_no_word_of_the_projects_process_in_user_docs(path):
     found = [f"line {n}: {line.strip()}" for n, line in enumerate(_text(path).splitlines(), 1)
              if PROCESS_WORDS.search(line)]
