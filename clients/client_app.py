@@ -23,7 +23,7 @@ from clients.mods import dp_clip_mod, secure_aggregation_mod
 from fed_uml.federated import protocol
 from fed_uml.federated.audit import audit_mod
 
-# audit_mod outermost: it logs what actually leaves (README "Privacy" for the other two)
+# audit_mod outermost: it logs what actually leaves (docs/privacy.md for the other two)
 app = ClientApp(mods=[audit_mod, secure_aggregation_mod, dp_clip_mod])
 
 

@@ -1,5 +1,5 @@
 """Client mods of the privacy features: what an institution does to its backbone update before
-it leaves (README "Privacy"). Both act only on train messages that ask for them; a plain run's
+it leaves (docs/privacy.md). Both act only on train messages that ask for them; a plain run's
 messages pass through untouched.
 
 `dp_clip_mod`: with a `clipping` record (differential privacy) the reply's backbone becomes

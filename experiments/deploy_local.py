@@ -5,7 +5,7 @@
 Starts `flower-superlink` (not the simulation runtime) and a `flower-supernode` per
 institution with `--node-config "modality=... partition-id=... num-partitions=..."`,
 runs the app with `flwr run` against them, waits for results.json and stops every
-process. This is the same sequence as a real multi-machine deployment (see README), with
+process. This is the same sequence as a real multi-machine deployment (docs/how-to/deployment.md), with
 all processes on one host.
 """
 
@@ -21,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.cli import report_user_errors
-from fed_uml.federated.config import run_config_from_overrides
+from fed_uml.federated.config import conf_dir, run_config_from_overrides
 from fed_uml.federated.roles import parse_counts
 from fed_uml.preflight import check_federated
 from localrun.flower import FlowerRuntime
@@ -65,7 +65,7 @@ def deploy(cfg: dict, overrides: list[str], workdir: Path, results_dir: Path,
     return path
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     out = Path(HydraConfig.get().runtime.output_dir)
     results_dir = Path(cfg.results_dir).resolve()

@@ -13,12 +13,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.cli import debug_requested, report_user_errors
 from fed_uml.centralized import run_centralized
+from fed_uml.federated.config import conf_dir
 from fed_uml.results import TASK_METRICS
 
 DEBUG = False
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     results_dir = cfg.results_dir
     plain = OmegaConf.to_container(cfg, resolve=True)

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.cli import report_user_errors
 from experiments.grid import write_csv
 from experiments.stats import paired_rows
-from fed_uml.federated.config import run_config_from_overrides
+from fed_uml.federated.config import conf_dir, run_config_from_overrides
 from fed_uml.preflight import check_federated
 from localrun.flower import FlowerRuntime
 
@@ -114,7 +114,7 @@ def plot(csv_path: Path) -> Path:
     return out
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)

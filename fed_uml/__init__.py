@@ -5,7 +5,7 @@ containers (`fed_uml.modality`), data sets (`fed_uml.data`), models (`fed_uml.mo
 training (`fed_uml.training`), post-hoc BN calibration (`fed_uml.calibration`), UML and the
 compared methods (`fed_uml.methods`), centralized runs (`fed_uml.centralized`) and the
 federated pieces (`fed_uml.federated`). It never imports from `clients/`, `server/`,
-`localrun/` or `experiments/` (README "Architecture"; `tests/test_architecture.py`).
+`localrun/` or `experiments/` (docs/explanation/architecture.md; `tests/test_architecture.py`).
 """
 
 __version__ = "0.1.0"

@@ -12,7 +12,7 @@ writes into OUTDIR:
     ``<name>``, ``<name>.pub``       one SuperNode key pair per ``--supernode`` (EC P-384 in
                                      OpenSSH format, the only format Flower 1.42 accepts).
 
-How they are used (Flower 1.42; see README, "Reliability and security"):
+How they are used (Flower 1.42; see docs/how-to/deployment.md):
     SuperLink   ``flower-superlink --ssl-ca-certfile ca.crt --ssl-certfile server.crt
                 --ssl-keyfile server.key --enable-supernode-auth ...`` (no ``--insecure``).
                 The CA file is also what the SuperLink's own SuperExec uses to verify the

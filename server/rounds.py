@@ -102,7 +102,7 @@ class FederatedRun:
         self.roster = Roster(self.modalities, int(cfg["dataset"]["num_classes"]), self.method)
         self.messenger = Messenger(grid, float(fed["round_timeout"]), self.roster.name,
                                    int(fed.get("max_in_flight") or 0))
-        self.private = PrivateRounds(grid, cfg, self.strategy, self.roster, self.messenger)  # README "Privacy"
+        self.private = PrivateRounds(grid, cfg, self.strategy, self.roster, self.messenger)  # docs/privacy.md
         self.history: list[dict] = []
         self._first_contact: tuple[list[int], int] | None = None  # (nodes, resumed after round) until round 1 is back
         self._t_rounds, self._first_round = time.perf_counter(), 1  # for the progress line

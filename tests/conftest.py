@@ -26,6 +26,19 @@ def _few_threads():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _flower_runtime_only_in_slow_tests(request, monkeypatch):
+    """The fast loop (`pytest -m "not slow"`) stays fast only if every test that starts the
+    Flower runtime is marked `slow`: one that is not fails here, saying so."""
+    if request.node.get_closest_marker("slow") is None:
+        from localrun.flower import FlowerRuntime
+
+        def refuse(*_args, **_kwargs):
+            pytest.fail(f"{request.node.nodeid} starts the Flower runtime: mark it @pytest.mark.slow", pytrace=False)
+
+        monkeypatch.setattr(FlowerRuntime, "__init__", refuse)
+
+
 def tiny_dataset_cfg(modalities=("sar", "rgb"), samples_per_class=3, test_samples_per_class=2, image_size=16,
                      seed=0) -> dict:
     return {

@@ -1,4 +1,4 @@
-"""The layering rule of the code base (README "Architecture"), checked on the source itself.
+"""The layering rule of the code base (docs/explanation/architecture.md), checked on the source itself.
 
 Every import statement of the project's packages, including imports inside functions
 (a lazy import is still a dependency), is read with `ast`; `if TYPE_CHECKING:` blocks are

@@ -58,7 +58,7 @@ def test_the_timed_main_job_is_the_readmes():
     import shlex
 
     from experiments.bench.scale import MAIN_JOB_FEDERATION
-    from tests.test_readme import _text
+    from tests.test_docs import _text
 
     first = next(line for line in _text().splitlines() if "flwr run" in line)
     words = shlex.split(first[first.index("flwr run"):])

@@ -129,7 +129,7 @@ def test_loopback_deployment_with_real_processes(tmp_path):
 CROSS_CHECK = ["model.width=8", "dataset.samples_per_class=15", "dataset.test_samples_per_class=20",
                "dataset.image_size=16", "training.epochs=12", "federated.num_rounds=12", "federated.local_epochs=1",
                "federated.evaluate_every=0"]
-# Documented tolerance (README, "Federated"): one institution per modality, full participation and
+# Documented tolerance (docs/explanation/method.md): one institution per modality, full participation and
 # L=1 is centralized UML up to where the averaging happens; the two runs differ in initialisation
 # and batch order, which on 200 test images per modality moves accuracy by a few points.
 TOLERANCE_MEAN = 0.10

@@ -3,7 +3,7 @@
 A Ray head is started with `ray start --head` on 127.0.0.1; the SuperLink gets
 `RAY_ADDRESS` in its environment (Ray's own convention), so the simulation runtime's
 `ray.init()` joins that cluster instead of starting a private one. A multi-node cluster is
-the same with worker nodes joined by `ray start --address=HEAD:PORT` (see README).
+the same with worker nodes joined by `ray start --address=HEAD:PORT` (docs/how-to/ray-cluster.md).
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ def test_secure_run_equals_plain_run_and_dp_run_records_epsilon(flower_runtime, 
     secure = _run(flower_runtime, tmp_path, "secure", ["federated.secure_aggregation=true"], audit=True)
     for m, mod in plain["modalities"].items():
         # the backbones differ by at most the quantisation bound per element and round (~5e-7);
-        # over the rounds the stated tolerance of the accuracies (README "Privacy") is one
+        # over the rounds the stated tolerance of the accuracies (docs/privacy.md) is one
         # percentage point or one test example, whichever is larger
         for key in ("accuracy_before_calibration", "accuracy_after_calibration"):
             tolerance = max(0.01, 1 / mod["n_test"]) + 1e-9

@@ -1,1 +1,1 @@
-"""Benchmarks: each prints a table and writes JSON (see README, "Performance")."""
+"""Benchmarks: each prints a table and writes JSON (the Performance page of the docs)."""

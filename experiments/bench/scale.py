@@ -63,7 +63,7 @@ from fed_uml.federated.config import compose_config, run_config_from_overrides
 from localrun.flower import FlowerRuntime, find_strays
 
 MINIMAL_APP = Path(__file__).resolve().parent / "minimal_app"
-# The README's main job: `flwr run . --stream --federation-config "num-supernodes=4"` (tests/test_readme.py)
+# The README's main job: `flwr run . --stream --federation-config "num-supernodes=4"` (tests/test_bench_scale.py)
 MAIN_JOB_FEDERATION = {"num-supernodes": 4}
 LOCAL_SUPERLINK_PORT = 39091  # where `flwr run` starts its local SuperLink (address ":local:")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 import shlex
 from collections.abc import Mapping
@@ -77,7 +76,7 @@ RUN_CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
     "fraction-train": (int, float), "fraction-evaluate": (int, float), "fraction-calibrate": (int, float),
     "round-timeout": (int, float), "resume": bool, "describe-upfront": bool,
     "institutions-per-modality": (int, str),
-    # privacy (README "Privacy")
+    # privacy (docs/privacy.md)
     "secure-aggregation": bool,
     "secure-num-shares": (int, float),
     "secure-reconstruction-threshold": (int, float),
@@ -111,12 +110,19 @@ def _check_type(key: str, value) -> None:
 
 
 def conf_dir() -> Path:
-    """`conf/` beside the `fed_uml` package (the repository or the shipped Flower app)."""
-    env = os.environ.get("FED_UML_CONF")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "conf"
-    if not (path / "config.yaml").is_file():
-        raise FileNotFoundError(f"Hydra config not found: {path / 'config.yaml'} (set FED_UML_CONF to the conf/ dir)")
-    return path
+    """The Hydra config folder, wherever fed-uml runs from, found without any setting.
+
+    An installed package (a wheel, `pip install .`) carries `conf/` as package data inside
+    `fed_uml` (`fed_uml/conf`, see setup.py); a source tree (the repository, an editable
+    install, or the app bundle that `flwr run` ships) has it beside `fed_uml/`.
+    """
+    package = Path(__file__).resolve().parents[1]
+    candidates = (package / "conf", package.parent / "conf")
+    for path in candidates:
+        if (path / "config.yaml").is_file():
+            return path
+    raise FileNotFoundError("fed-uml's settings (conf/config.yaml) are in none of "
+                            f"{[str(c) for c in candidates]}: reinstall the package")
 
 
 def _override_value(value) -> str:

@@ -92,7 +92,7 @@ AFTER_CALIBRATION = "-after-calibration"
 # Set by the server on a train reply before averaging (never sent by an institution).
 AGGREGATION_WEIGHT = "aggregation-weight"
 
-# -- privacy: only in runs with secure aggregation or differential privacy (README "Privacy") --
+# -- privacy: only in runs with secure aggregation or differential privacy (docs/privacy.md) --
 # Extra records of a train message; a plain run's messages carry neither.
 CLIPPING = "clipping"  # ConfigRecord: clip the backbone update (ClipInstruction)
 SECURE = "secure-aggregation"  # ConfigRecord: this institution's SecAgg+ input (SecureInstruction)

@@ -64,7 +64,7 @@ class GaussianSumMechanism:
         return (z ** -2 - (2 * sigma_b) ** -2) ** -0.5
 
     def _rng(self, server_round: int, group: str) -> np.random.Generator:
-        # seeded for reproducible research runs (README "Privacy"); a deployment that must
+        # seeded for reproducible research runs (docs/privacy.md); a deployment that must
         # resist a server knowing the seed draws it from the OS instead
         return np.random.default_rng([self.seed, int(server_round), sum(map(ord, group)), 0x5EC])
 

@@ -1,13 +1,18 @@
-"""README.md against the code: its Markdown renders as meant and what it names exists.
+"""The documentation against the code: README.md and every page of the site (docs/) render as
+meant, and what they name exists.
 
 Fast (nothing trains, nothing starts): every ``` fence pairs up and no section renders as
-code; every `python -m MODULE` in it is importable and runnable; every repository path and
-dotted project name it quotes exists; the run-config table holds exactly the keys of
-pyproject.toml's `[tool.flwr.app.config]`, and every `--run-config` it shows uses known keys;
-the `python -m experiments.run` commands compose with Hydra; the "Code layout" block lists
-every module and package of fed_uml/, clients/, server/, localrun/ and experiments/.
+code; every `python -m MODULE` they show is importable and runnable; every repository path,
+link and dotted project name they quote exists; every page is in the site's navigation; the
+run-config reference holds exactly the keys of pyproject.toml's `[tool.flwr.app.config]`, and
+every `--run-config` shown uses known keys; the `python -m experiments.run` commands compose
+with Hydra; the code layout (explanation/architecture.md) lists every module and package of
+fed_uml/, clients/, server/, localrun/ and experiments/; the generated settings and
+command-line references cover every setting of conf/ and every `fed-uml` command.
+`mkdocs build --strict` (in .ci/run) checks the links between pages and their anchors.
 
-`python tests/test_readme.py` prints the fences per section and any section that renders as code.
+`python tests/test_docs.py` prints the fences per section of every page and any section that
+renders as code.
 """
 
 from __future__ import annotations
@@ -24,19 +29,32 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+PAGES = sorted(p for p in DOCS.rglob("*.md") if "hooks" not in p.relative_to(DOCS).parts)
+DOCUMENTS = [README, *PAGES]
+ARCHITECTURE = DOCS / "explanation" / "architecture.md"
+RUN_CONFIG = DOCS / "reference" / "run-config.md"
 PROJECT = ("fed_uml", "clients", "server", "localrun", "experiments", "tests", "conf", "docs", ".ci")
 FENCE = re.compile(r"^\s*```")
 
 
-def _text() -> str:
-    return README.read_text(encoding="utf-8")
+def _text(path: Path = README) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def _all_text() -> str:
+    return "\n\n".join(_text(p) for p in DOCUMENTS)
+
+
+def _name(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
 
 
 # ----------------------------------------------------------------------------- Markdown structure
 
 
 def sections(text: str) -> list[dict]:
-    """The README cut at its headings (outside code): title, fence count, and the problems found.
+    """A page cut at its headings (outside code): title, fence count, and the problems found.
 
     A problem is a fence that does not start its line (e.g. `REAL_```bash`), a heading-like
     line (`## ...`) inside a code block (a fence went missing above it), or a section that
@@ -66,8 +84,9 @@ def sections(text: str) -> list[dict]:
     return out
 
 
-def test_fences_pair_up_and_no_section_renders_as_code():
-    problems = [f"{s['title']} (line {s['line']}): {p}" for s in sections(_text()) for p in s["problems"]]
+@pytest.mark.parametrize("path", DOCUMENTS, ids=_name)
+def test_fences_pair_up_and_no_section_renders_as_code(path):
+    problems = [f"{s['title']} (line {s['line']}): {p}" for s in sections(_text(path)) for p in s["problems"]]
     assert not problems, "\n".join(problems)
 
 
@@ -96,7 +115,7 @@ def code_blocks(text: str) -> list[str]:
 
 
 def prose(text: str) -> str:
-    """The README without its fenced code blocks."""
+    """A page without its fenced code blocks."""
     return re.sub(r"^\s*```.*?^\s*```[^\n]*$", "", text, flags=re.S | re.M)
 
 
@@ -120,36 +139,80 @@ def python_modules(text: str) -> set[str]:
 
 
 def test_every_python_m_module_exists_and_runs_as_a_script():
-    modules = python_modules(_text())
+    modules = python_modules(_all_text())
     assert {"experiments.run", "experiments.tables", "localrun.certificates"} <= modules
     for name in sorted(modules):
         spec = importlib.util.find_spec(name)
-        assert spec is not None, f"README runs `python -m {name}`, which does not exist"
+        assert spec is not None, f"the docs run `python -m {name}`, which does not exist"
         if name.split(".")[0] in PROJECT:
             assert spec.origin and spec.origin.endswith(".py"), name
             source = Path(spec.origin).read_text()
             assert 'if __name__ == "__main__"' in source, f"`python -m {name}` would do nothing: no __main__ block"
 
 
-def repo_paths(text: str) -> set[str]:
-    """Repository paths the README names: in inline code, in links, and in commands."""
+def repo_paths(text: str, page_dir: Path = ROOT) -> set[str]:
+    """Repository paths a page names, relative to the repository: in inline code and in
+    commands (written from the repository's root), and in links (relative to the page)."""
     found = set()
     tops = "|".join(map(re.escape, PROJECT))
     pattern = re.compile(rf"(?<![\w./-])((?:{tops})/[\w./-]*)")
     for span in re.findall(r"`([^`]+)`", prose(text)):
         found.update(m for m in pattern.findall(span))
-    found.update(p for p in re.findall(r"\]\(([^)#\s]+)\)", text) if not p.startswith(("http:", "https:")))
     for cmd in commands(text):
         found.update(pattern.findall(cmd))
+    for link in re.findall(r"\]\(([^)#\s]+)(?:#[^)\s]*)?\)", prose(text)):
+        if not link.startswith(("http:", "https:", "mailto:")):
+            target = (page_dir / link).resolve()
+            found.add(target.relative_to(ROOT).as_posix() if target.is_relative_to(ROOT) else str(target))
     # placeholders (<name>, {a,b}, *) are not paths; trailing punctuation is not part of one
     return {p.rstrip(".,:;") for p in found if not re.search(r"[<>{}*]", p)}
 
 
-def test_every_repository_path_exists():
-    paths = repo_paths(_text())
-    assert {"experiments/bench/gpu_simulation.sh", "docs/regime_map.png", ".ci/run"} <= paths
-    missing = sorted(p for p in paths if not (ROOT / p).exists())
-    assert not missing, f"README names paths that do not exist: {missing}"
+def test_every_repository_path_and_link_exists():
+    paths = {path: repo_paths(_text(path), path.parent) for path in DOCUMENTS}
+    assert {"experiments/bench/gpu_simulation.sh", "docs/regime_map.png", ".ci/run"} <= set().union(*paths.values())
+    missing = sorted(f"{_name(page)}: {p}" for page, found in paths.items() for p in found if not (ROOT / p).exists())
+    assert not missing, f"the docs name paths that do not exist: {missing}"
+
+
+# ----------------------------------------------------------------------------- the README, a front door
+
+README_COMMANDS = (
+    "python3.11 -m venv .venv && .venv/bin/pip install -e '.[test]' && . .venv/bin/activate && "
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 flwr run . --stream --federation-config \"num-supernodes=4\"",
+    "python3.11 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest",
+)
+
+
+def test_readme_opens_with_the_two_commands_and_stays_short():
+    lines = _text().splitlines()
+    assert len(lines) <= 150, f"README has {len(lines)} lines: move detail into docs/"
+    first_block = code_blocks(_text())[0]
+    assert _text().index("```") < _text().index("\n## "), "the two commands must come first"
+    assert [line for line in first_block.splitlines() if not line.startswith("#")] == list(README_COMMANDS)
+
+
+def test_every_page_the_readme_links_exists_and_is_on_the_site():
+    linked = {p for p in repo_paths(_text()) if p.startswith("docs/") and p.endswith(".md")}
+    assert {"docs/tutorials/first-federated-run.md", "docs/results.md"} <= linked
+    assert not [p for p in linked if not (ROOT / p).is_file()]
+    assert not linked - {_name(p) for p in PAGES}
+
+
+def _nav_pages(node) -> list[str]:
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, dict):
+        return [p for value in node.values() for p in _nav_pages(value)]
+    return [p for item in node for p in _nav_pages(item)]
+
+
+def test_every_page_is_in_the_navigation_once():
+    import yaml
+
+    nav = _nav_pages(yaml.safe_load((ROOT / "mkdocs.yml").read_text())["nav"])
+    assert len(nav) == len(set(nav)), "a page is in the navigation twice"
+    assert set(nav) == {p.relative_to(DOCS).as_posix() for p in PAGES}
 
 
 def dotted_names(text: str) -> set[str]:
@@ -177,7 +240,7 @@ def _resolve(name: str):
 
 
 def test_every_dotted_project_name_exists():
-    names = dotted_names(_text())
+    names = dotted_names(_all_text())
     assert "fed_uml.models.shared_state_keys" in names
     missing = []
     for name in sorted(names):
@@ -185,7 +248,7 @@ def test_every_dotted_project_name_exists():
             _resolve(name)
         except (ImportError, AttributeError) as e:
             missing.append(f"{name} ({e})")
-    assert not missing, f"README names what does not exist: {missing}"
+    assert not missing, f"the docs name what does not exist: {missing}"
 
 
 # ----------------------------------------------------------------------------- code layout
@@ -194,7 +257,7 @@ LAYOUT_PACKAGES = ("fed_uml", "clients", "server", "localrun", "experiments")
 
 
 def layout_listing(text: str) -> set[str]:
-    """The paths the "Code layout" block lists. A line is `NAMES  description`: NAMES (up to the
+    """The paths the "Code layout" block of a page lists. A line is `NAMES  description`: NAMES (up to the
     first two spaces) is one name or several separated by ", ", a folder ends in "/", and
     indentation (two spaces a level) puts a name inside the folder above it."""
     body = text[text.index("## Code layout"):]
@@ -229,12 +292,12 @@ def existing_layout(root: Path = ROOT) -> set[str]:
 
 
 def test_code_layout_lists_every_module_and_package():
-    listed, existing = layout_listing(_text()), existing_layout()
+    listed, existing = layout_listing(_text(ARCHITECTURE)), existing_layout()
     assert "fed_uml/methods/isca.py" in listed and "localrun/flower.py" in listed
     ours = {p for p in listed if p.split("/")[0] in LAYOUT_PACKAGES}
-    assert not existing - ours, f"modules missing from README's code layout: {sorted(existing - ours)}"
+    assert not existing - ours, f"modules missing from the code layout: {sorted(existing - ours)}"
     gone = sorted(ours - existing) + sorted(p for p in listed - ours if not (ROOT / p).exists())
-    assert not gone, f"README's code layout lists what does not exist: {gone}"
+    assert not gone, f"the code layout lists what does not exist: {gone}"
 
 
 # ----------------------------------------------------------------------------- run config
@@ -245,7 +308,7 @@ def pyproject_run_config() -> dict:
 
 
 def run_config_table(text: str) -> set[str]:
-    """The keys (first column) of the run-config table in "Federated runs"."""
+    """The keys (first column) of the run-config table of a page."""
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if re.match(r"^\|\s*key\s*\|\s*Hydra setting", line))
     keys = set()
@@ -257,26 +320,26 @@ def run_config_table(text: str) -> set[str]:
 
 
 def test_run_config_table_matches_pyproject():
-    table, config = run_config_table(_text()), set(pyproject_run_config())
-    assert not config - table, f"run-config keys missing from the README table: {sorted(config - table)}"
-    assert not table - config, f"README table keys that are not run-config keys: {sorted(table - config)}"
+    table, config = run_config_table(_text(RUN_CONFIG)), set(pyproject_run_config())
+    assert not config - table, f"run-config keys missing from the reference: {sorted(config - table)}"
+    assert not table - config, f"reference keys that are not run-config keys: {sorted(table - config)}"
 
 
 def test_run_config_of_every_command_uses_known_keys():
     config = set(pyproject_run_config())
     used = set()
-    for cmd in commands(_text()) + re.findall(r"`([^`]*--run-config[^`]*)`", prose(_text())):
+    for cmd in commands(_all_text()) + re.findall(r"`([^`]*--run-config[^`]*)`", prose(_all_text())):
         for value in re.findall(r"--run-config\s+\"([^\"]*)\"", cmd):
             used.update(token.split("=", 1)[0] for token in shlex.split(value))
-    assert used, "no --run-config found in the README"
-    assert not used - config, f"README passes unknown run-config keys: {sorted(used - config)}"
+    assert used, "no --run-config found in the docs"
+    assert not used - config, f"the docs pass unknown run-config keys: {sorted(used - config)}"
 
 
 def test_centralized_commands_compose():
-    """Every `python -m experiments.run ...` override in the README composes (no run)."""
+    """Every `python -m experiments.run ...` override in the docs composes (no run)."""
     from fed_uml.federated.config import compose_config
 
-    runs = [cmd.split("python -m experiments.run", 1)[1] for cmd in commands(_text())
+    runs = [cmd.split("python -m experiments.run", 1)[1] for cmd in commands(_all_text())
             if "python -m experiments.run " in cmd]
     assert len(runs) >= 10
     for args in runs:
@@ -287,8 +350,69 @@ def test_centralized_commands_compose():
             pytest.fail(f"`python -m experiments.run{args}` does not compose: {e}")
 
 
+# ----------------------------------------------------------------------------- generated references
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("docs_generated", DOCS / "hooks" / "generated.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _leaves(node, prefix=""):
+    """Dotted keys of a YAML tree's leaves (a flow mapping written on one line counts as one)."""
+    if isinstance(node, dict) and node:
+        return {k for key, value in node.items() for k in _leaves(value, f"{prefix}{key}.")}
+    return {prefix.rstrip(".")}
+
+
+def test_settings_reference_lists_every_setting_of_every_conf_file():
+    import yaml
+
+    generator, conf = _generator(), ROOT / "conf"
+    for path in [conf / "config.yaml", *sorted(conf.glob("*/*.yaml"))]:
+        _, rows = generator.yaml_settings(path.read_text())
+        tree = {k: v for k, v in yaml.safe_load(path.read_text()).items() if k not in generator.SKIPPED}
+        flow = {key for key, value, _ in rows if value.startswith("{")}  # a mapping on one line: one row
+        under_flow = {k for k in _leaves(tree) if any(k.startswith(f + ".") for f in flow)}
+        assert all(any(k.startswith(f + ".") for k in under_flow) for f in flow), path
+        assert {key for key, _, _ in rows} == _leaves(tree) - under_flow | flow, path
+    page = generator.settings_markdown()
+    assert "| `federated.dp_delta` | `1.0e-05` |" in page and "| `dataset.sensors.sar` |" in page
+    assert "Hydra setting" not in page and "`hydra." not in page
+    assert "<!-- generated: settings -->" in _text(DOCS / "reference" / "settings.md")
+
+
+def test_command_line_reference_lists_every_command():
+    from experiments.commands import COMMANDS, group_members, is_group
+
+    page = _generator().commands_markdown()
+    for name, module in COMMANDS.items():
+        subs = group_members(module) if is_group(module) else {"": module}
+        for sub, target in subs.items():
+            assert f"| `{' '.join(filter(None, ['fed-uml', name, sub]))}` | `python -m {target}` |" in page
+    assert "<!-- generated: commands -->" in _text(DOCS / "reference" / "cli.md")
+
+
+# ----------------------------------------------------------------------------- words for users
+
+PROCESS_WORDS = re.compile(r"\b(this round|the issue|sessions?|issue #?\d+|before this change)\b", re.I)
+
+
+@pytest.mark.parametrize("path", DOCUMENTS, ids=_name)
+def test_no_word_of_the_projects_process_in_user_docs(path):
+    found = [f"line {n}: {line.strip()}" for n, line in enumerate(_text(path).splitlines(), 1)
+             if PROCESS_WORDS.search(line)]
+    assert not found, "\n".join(found)
+
+
 if __name__ == "__main__":
-    for sec in sections(_text()):
-        flag = "  <-- " + "; ".join(sec["problems"]) if sec["problems"] else ""
-        print(f"{sec['line']:>5}  fences {sec['fences']:>2}  {sec['title']}{flag}")
-    sys.exit(1 if any(s["problems"] for s in sections(_text())) else 0)
+    bad = False
+    for page in DOCUMENTS:
+        print(_name(page))
+        for sec in sections(_text(page)):
+            flag = "  <-- " + "; ".join(sec["problems"]) if sec["problems"] else ""
+            bad = bad or bool(sec["problems"])
+            print(f"{sec['line']:>5}  fences {sec['fences']:>2}  {sec['title']}{flag}")
+    sys.exit(1 if bad else 0)
