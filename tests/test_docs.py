@@ -416,3 +416,16 @@ if __name__ == "__main__":
             bad = bad or bool(sec["problems"])
             print(f"{sec['line']:>5}  fences {sec['fences']:>2}  {sec['title']}{flag}")
     sys.exit(1 if bad else 0)
+
+
+def test_the_docs_site_builds_strict(tmp_path):
+    """`mkdocs build --strict`: a broken link or anchor, or a page left out of the navigation, fails."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+                          cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "site" / "index.html").is_file()
