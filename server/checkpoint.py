@@ -24,7 +24,7 @@ FORMAT_VERSION = 2  # 1: the unversioned, pickled checkpoints of earlier version
 
 # Settings that may change between a stopped run and its resumption.
 RESUME_FREE = ("results_dir", "resume", "overwrite", "federated.round_timeout", "federated.max_in_flight",
-               "federated.describe_upfront", "federated.audit_log", "num_threads", "federated.stop_after_round",
+               "federated.describe_upfront", "federated.delivery_index", "federated.audit_log", "num_threads", "federated.stop_after_round",
                "federated.state_dir")
 
 

@@ -11,7 +11,9 @@ process with the project's own `Institution` code (`federated_overhead.in_proces
 unless `--no-floor`, Flower's own floor: the same N and rounds through `flwr run` with a
 numpy-only app that sends an ArrayRecord of the backbone's size and averages the replies
 (`experiments/bench/minimal_app`), so that what Flower and Ray cost by themselves is told
-from what the project adds. It prints and writes (`<out>/scale.json`) per N:
+from what the project adds; the floor runs twice, as Flower ships (`floor_*`) and with
+fed-uml's delivery index (`floor_indexed_*`, `server/delivery_index.py`, which fed-uml's own
+runs use unless `federated.delivery_index=false`). It prints and writes (`<out>/scale.json`) per N:
 
 - per-round seconds of each (rounds 2..R: round 1 also carries the start-up, below) and their
   ratio (`per_round_ratio` = flwr / in-process);
@@ -230,26 +232,31 @@ def backbone_elements(overrides: list[str]) -> int:
     return sum(t.numel() for t in initial_backbone(compose_config(overrides)).values())
 
 
-def flower_floor(n: int, rounds: int, cpus: int, gpus: float, parameters: int = 910) -> dict:
+def flower_floor(n: int, rounds: int, cpus: int, gpus: float, parameters: int = 910,
+                 delivery_index: bool = False) -> dict:
     """Flower's own floor at N institutions: `experiments/bench/minimal_app` (numpy, an
     ArrayRecord of `parameters` float32 each way (`main` passes the backbone's size), no torch,
     no data) through the same `flwr run`, SuperLink and federation settings as fed-uml, timed
-    the same way (`startup_and_round`)."""
+    the same way (`startup_and_round`). `delivery_index`: with fed-uml's index of undelivered
+    messages (`server/delivery_index.py`), keys prefixed `floor_indexed_` instead of `floor_`."""
     with TemporaryDirectory(prefix="fed-uml-floor-") as tmp:
         tmp = Path(tmp)
         with FlowerRuntime(tmp) as rt:
             rt.start_superlink(simulation=True)
             launched, t0 = time.time(), time.perf_counter()
             rt.run({"num-server-rounds": rounds, "nodes": n, "parameters": parameters,
-                    "results-file": str(tmp / "floor.json")},
+                    "results-file": str(tmp / "floor.json"), "delivery-index": delivery_index},
                    {"num-supernodes": n, "client-resources-num-cpus": cpus, "client-resources-num-gpus": gpus},
                    app_dir=MINIMAL_APP, timeout=6 * 3600, log_name="floor")
             wall = time.perf_counter() - t0
         res = json.loads((tmp / "floor.json").read_text())
+    if delivery_index and not res["timing"].get("delivery_index"):
+        raise RuntimeError("the floor app could not install the delivery index (another Flower version?)")
     phases = startup_and_round(launched, res["timing"]["first_round_unix"], [h["seconds"] for h in res["history"]])
-    return {"floor_wall_s": wall, "floor_startup_s": phases["startup_s"], "floor_round_s": phases["round_s"],
-            "floor_round1_extra_s": phases["round1_extra_s"],
-            "floor_to_serverapp_s": res["timing"]["server_start_unix"] - launched}
+    key = "floor_indexed" if delivery_index else "floor"
+    return {f"{key}_wall_s": wall, f"{key}_startup_s": phases["startup_s"], f"{key}_round_s": phases["round_s"],
+            f"{key}_round1_extra_s": phases["round1_extra_s"],
+            f"{key}_to_serverapp_s": res["timing"]["server_start_unix"] - launched}
 
 
 def main_job() -> dict:
@@ -327,8 +334,9 @@ def main() -> None:
                 "fixed_cost_ratio": row["flwr_startup_s"] / local["startup_s"],
             })
         if not args.no_floor:
-            row.update(flower_floor(n, int(row["rounds"]), args.client_cpus, args.client_gpus,
-                                    parameters=backbone_elements(overrides)))
+            for indexed in (False, True):  # Flower as shipped, and with fed-uml's delivery index
+                row.update(flower_floor(n, int(row["rounds"]), args.client_cpus, args.client_gpus,
+                                        parameters=backbone_elements(overrides), delivery_index=indexed))
             if "in_process_startup_s" in row:
                 row["floor_fixed_cost_ratio"] = row["floor_startup_s"] / row["in_process_startup_s"]
         rows.append(row)

@@ -41,6 +41,7 @@ RUN_CONFIG_KEYS: dict[str, str] = {
     "round-timeout": "federated.round_timeout",
     "max-in-flight": "federated.max_in_flight",
     "describe-upfront": "federated.describe_upfront",
+    "delivery-index": "federated.delivery_index",
     "transfer-dtype": "federated.transfer_dtype",
     "secure-aggregation": "federated.secure_aggregation",
     "secure-num-shares": "federated.secure_num_shares",
@@ -74,7 +75,7 @@ RUN_CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
     "max-in-flight": int, "evaluate-every": int, "calibration-epochs": int, "num-threads": int,
     "dirichlet-alpha": (int, float),
     "fraction-train": (int, float), "fraction-evaluate": (int, float), "fraction-calibrate": (int, float),
-    "round-timeout": (int, float), "resume": bool, "describe-upfront": bool,
+    "round-timeout": (int, float), "resume": bool, "describe-upfront": bool, "delivery-index": bool,
     "institutions-per-modality": (int, str),
     # privacy (docs/privacy.md)
     "secure-aggregation": bool,

@@ -19,6 +19,10 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     timing = {"server_start_unix": time.time()}
     cfg = context.run_config
+    if cfg.get("delivery-index"):  # the one thing of fed-uml's here: measure Flower with and without it
+        from server.delivery_index import patch_in_memory_link_state
+
+        timing["delivery_index"] = patch_in_memory_link_state()
     arrays = [np.zeros(int(cfg["parameters"]), dtype=np.float32)]
     nodes = list(grid.get_node_ids())
     while len(nodes) < int(cfg["nodes"]):  # the simulation registers its nodes beside the ServerApp's start
