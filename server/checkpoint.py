@@ -23,9 +23,9 @@ FORMAT = "fed-uml/round-checkpoint"
 FORMAT_VERSION = 2  # 1: the unversioned, pickled checkpoints of earlier versions (never read back)
 
 # Settings that may change between a stopped run and its resumption.
-RESUME_FREE = ("results_dir", "resume", "overwrite", "federated.round_timeout", "federated.max_in_flight",
-               "federated.describe_upfront", "federated.delivery_index", "federated.audit_log", "num_threads", "federated.stop_after_round",
-               "federated.state_dir")
+RESUME_FREE = ("results_dir", "resume", "overwrite", "num_threads", "federated.round_timeout",
+               "federated.max_in_flight", "federated.describe_upfront", "federated.delivery_index",
+               "federated.audit_log", "federated.stop_after_round", "federated.state_dir")
 
 
 def config_digest(cfg: Mapping) -> str:
