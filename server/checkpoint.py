@@ -1,14 +1,15 @@
 """The server's round checkpoint: written atomically after every round, read to resume.
 
 It holds the global backbone of every averaging group, the history so far, the recorded
-failures, the state of the client sampler and a digest of the settings, so that a run
+failures, the state of the client sampler, the institutions' descriptions learned so far and a
+digest of the settings, so that a run
 resumes only with the settings it was started with (`RESUME_FREE` may change in between).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -40,6 +41,7 @@ class Checkpoint:
     history: list[dict]
     failures: list[dict]
     rng: object  # random.Random.getstate() of the client sampler: a tuple of ints
+    members: list[dict] = field(default_factory=list)  # what the server learned of the institutions
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint, cfg: Mapping) -> None:
@@ -53,6 +55,7 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint, cfg: Mapping) -> None:
         "history": checkpoint.history,
         "failures": checkpoint.failures,
         "rng": checkpoint.rng,
+        "members": [dict(m) for m in checkpoint.members],
     }, path)
 
 
@@ -81,4 +84,5 @@ def load_checkpoint(path: Path, cfg: Mapping, resume: bool) -> Checkpoint | None
     if missing:
         raise FederationError(f"{path}: incomplete round checkpoint (missing {missing}); {how}")
     log.info("resuming after round %d from %s", state["round"], path)
-    return Checkpoint(int(state["round"]), state["arrays"], state["history"], state["failures"], state["rng"])
+    return Checkpoint(int(state["round"]), state["arrays"], state["history"], state["failures"], state["rng"],
+                      list(state.get("members") or []))

@@ -51,11 +51,12 @@ class Messenger:
 
     def send(self, backbones: Mapping[int, ArrayRecord | None], message_type: str, instruction,
              server_round: int = 0) -> dict[int, Message]:
-        """Send every node in `backbones` the `instruction` (a protocol record) and its backbone
-        (or none); return the replies by node id. A node that does not answer within the
-        timeout (counted from when its message went out), or answers with an error, is
-        recorded in `failures` and left out."""
-        pending = [(node_id, Message(content=instruction.content(arrays), message_type=message_type,
+        """Send every node in `backbones` the `instruction` (a protocol record, or a function
+        node id -> record) and its backbone (or none); return the replies by node id. A node
+        that does not answer within the timeout (counted from when its message went out), or
+        answers with an error, is recorded in `failures` and left out."""
+        record_for = instruction if callable(instruction) else (lambda _node: instruction)
+        pending = [(node_id, Message(content=record_for(node_id).content(arrays), message_type=message_type,
                                      dst_node_id=node_id)) for node_id, arrays in backbones.items()]
         pending.reverse()  # popped from the end: sent in the order given
         in_flight: dict[str, tuple[int, float]] = {}  # message id -> (node id, deadline)

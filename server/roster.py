@@ -67,14 +67,20 @@ class Roster:
                 raise FederationError(f"institution {d.institution} has {d.num_classes} classes but "
                                       f"dataset.num_classes={self.num_classes}")
             self.members[node_id] = Member(node_id, d.modality, d.institution, d.n_train, d.n_test)
-        names = [m.name for m in self.members.values()]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise FederationError(f"two nodes claim the same institution {dupes}: check their node configs")
-        missing = [m for m in self.modalities if not any(x.modality == m for x in self.members.values())]
-        if missing:
-            log.warning("no institution holds modality %s", missing)
-        log.info("institutions: %s", ", ".join(f"{m.name} ({m.n_train} train)" for m in self.members.values()))
+        seen: dict[str, int] = {}
+        for m in self.members.values():
+            if seen.setdefault(m.name, m.node_id) != m.node_id:
+                raise FederationError(f"two nodes claim the same institution {m.name!r}: check their node configs")
+        if len(replies) <= 20:
+            log.info("institutions: %s", ", ".join(f"{self.members[n].name} ({self.members[n].n_train} train)"
+                                                   for n in sorted(replies) if n in self.members))
+        else:
+            log.info("%d institutions described themselves (%d known)", len(replies), len(self.members))
+
+    def missing_modalities(self) -> list[str]:
+        """Modalities no described institution holds."""
+        held = {m.modality for m in self.members.values()}
+        return [m for m in self.modalities if m not in held]
 
     def __len__(self) -> int:
         return len(self.members)
@@ -88,6 +94,26 @@ class Roster:
 
     def modality(self, node_id: int) -> str:
         return self.members[node_id].modality
+
+    def unknown(self, connected: set[int]) -> list[int]:
+        """Connected nodes that have not described themselves yet, in node-id order."""
+        return sorted(n for n in connected if n not in self.members)
+
+    def group_of(self, node_id: int) -> str:
+        """The averaging group of a described institution (see `groups`)."""
+        return "uml" if self.method == "uml" else self.members[node_id].modality
+
+    def to_records(self) -> list[dict]:
+        """The descriptions learned so far, as plain data (the round checkpoint keeps them)."""
+        return [m.as_dict() for m in self.members.values()]
+
+    def restore(self, records: Sequence[Mapping], connected: set[int]) -> None:
+        """Descriptions of an earlier run of this federation, for the nodes still connected
+        (a deployment keeps its node ids across a server restart; a new simulation does not)."""
+        for r in records:
+            if int(r["node_id"]) in connected:
+                m = Member(int(r["node_id"]), str(r["modality"]), str(r["name"]), int(r["n_train"]), int(r["n_test"]))
+                self.members[m.node_id] = m
 
     def groups(self, connected: set[int] | None = None) -> dict[str, list[int]]:
         """Which institutions average their backbones together (only `connected` ones, if given):

@@ -1,16 +1,24 @@
 """The federated UML run as the server drives it, round by round.
 
-1. `query.describe`: every connected institution says who it is (name, modality, data sizes);
-   the instruction tells it whether the run is new or resumes after round k. Where the first
-   round needs nothing from the descriptions (federated UML, `fraction-train=1`, no secure
-   aggregation or DP; `describe-upfront=false`, the default) they come instead with the
-   first round's train replies ("first contact"): one message less to every institution at
-   start-up, the same run otherwise (the replies are averaged in the same order).
+1. First contact: an institution says who it is (name, modality, data sizes) the first time
+   the server needs it, never before. The server samples from every registered node, known or
+   not; an institution met for the first time in this run describes itself in its reply to
+   its first train message, whose instruction says whether the run is new or resumes after
+   round k (so it starts or restores its private state). Where the server must know an
+   institution before it sends it anything (its modality picks its group's backbone: the
+   federated unimodal baseline; secure aggregation and DP weigh and group a round's cohort
+   before it trains; evaluation and calibration of an institution never trained), a
+   `query.describe` goes to those sampled institutions only, just before. With 1 % of 10,000
+   institutions sampled, a round meets 100 institutions, not 10,000. `describe-upfront=true`
+   describes every institution before round 1 instead (sampling then orders institutions
+   by name from round 1, so partial participation draws the same cohorts in every run).
 2. R rounds: the strategy samples the institutions of each averaging group (one group for
-   UML; one per modality for the federated unimodal baseline); each trains on the backbone it
-   was sent and the strategy averages what they return. Every `evaluate_every` rounds the
-   institutions evaluate locally (the last round's evaluation comes with the calibration
-   replies where everyone calibrates). After each round the state is checkpointed atomically.
+   UML; one per modality for the federated unimodal baseline) and, at the same fraction,
+   the institutions not met yet; each trains on the backbone it was sent and the strategy
+   averages what they return. Every `evaluate_every` rounds the institutions evaluate locally
+   (the last round's evaluation comes with the calibration replies where everyone
+   calibrates). After each round the state is checkpointed atomically, with what the server
+   learned of the institutions.
 3. `query.calibrate`: every institution runs Algorithm 1 on its local data, writes its model
    h_k to its own disk and reports test accuracy before and after and whether it wrote the
    model; the server averages the accuracies per modality (weighted by test size) and lists
@@ -24,7 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from flwr.app import ArrayRecord
+from flwr.app import ArrayRecord, Message
 from flwr.common.logger import FLOWER_LOGGER
 from flwr.serverapp import Grid
 
@@ -63,15 +71,22 @@ __all__ = ["FEDERATED_METHODS", "FederatedRun", "FederationError", "GroupBackbon
 class GroupBackbones:
     """The global backbone of every averaging group: tensors, and their wire form built once
     per version (one serialisation per group per round, shared by every message of the round
-    and by the byte count)."""
+    and by the byte count). A group first met later (a modality whose institutions describe
+    themselves in a later round) starts from `initial`, as every group did."""
 
-    def __init__(self, tensors: Mapping[str, Mapping[str, torch.Tensor]], dtype: str):
+    def __init__(self, tensors: Mapping[str, Mapping[str, torch.Tensor]], dtype: str,
+                 initial: Mapping[str, torch.Tensor] | None = None):
         self.tensors = dict(tensors)
         self.dtype = dtype
+        self.initial = initial
         self._wire: dict[str, ArrayRecord] = {}
 
     def wire(self, group: str) -> ArrayRecord:
         if group not in self._wire:
+            if group not in self.tensors:
+                if self.initial is None:
+                    raise KeyError(f"no backbone for averaging group {group!r}")
+                self.tensors[group] = self.initial
             self._wire[group] = to_wire(self.tensors[group], self.dtype)
         return self._wire[group]
 
@@ -81,7 +96,7 @@ class GroupBackbones:
 
     def bytes_per_institution(self) -> int:
         """Bytes of the backbone one institution is sent (every group's has the same shapes)."""
-        return self.wire(next(iter(self.tensors))).count_bytes()
+        return self.wire(next(iter(self.tensors))).count_bytes() if self.tensors else 0
 
 
 class FederatedRun:
@@ -104,7 +119,9 @@ class FederatedRun:
                                    int(fed.get("max_in_flight") or 0))
         self.private = PrivateRounds(grid, cfg, self.strategy, self.roster, self.messenger)  # docs/privacy.md
         self.history: list[dict] = []
-        self._first_contact: tuple[list[int], int] | None = None  # (nodes, resumed after round) until round 1 is back
+        self.contacted: set[int] = set()  # nodes whose private state this run has started (their first message)
+        self.unreachable: set[int] = set()  # nodes whose first contact failed: not sampled again (see failures)
+        self.resumed_after = 0  # the round this run resumes after (0: a new run), told to every node first met
         self._t_rounds, self._first_round = time.perf_counter(), 1  # for the progress line
         self.timing: dict[str, float] = {"server_start_unix": time.time()}
         self.checkpoint_path = self.results_dir / "checkpoint.pt"
@@ -114,28 +131,51 @@ class FederatedRun:
         return self.messenger.failures
 
     # -- phases ----------------------------------------------------------------------------
-    def describe(self, nodes: list[int], resumed_after_round: int) -> None:
-        replies = self.messenger.send({n: None for n in nodes}, protocol.DESCRIBE,
-                                      DescribeInstruction(resumed_after_round=resumed_after_round))
+    def describe(self, nodes: list[int], server_round: int = 0) -> None:
+        """`query.describe` to those of `nodes` not yet met in this run: they start (or, when the
+        run resumes, restore) their private state and say who they are."""
+        new = [n for n in nodes if n not in self.contacted]
+        if not new:
+            return
+        t0 = time.perf_counter()
+        replies = self.messenger.send({n: None for n in new}, protocol.DESCRIBE,
+                                      DescribeInstruction(resumed_after_round=self.resumed_after), server_round)
         self.roster.admit(replies)
-        if len(self.roster) < self.min_institutions:
-            raise FederationError(f"{len(self.roster)} institution(s) answered describe; "
-                                  f"federated.min_institutions={self.min_institutions}")
+        self.contacted.update(replies)
+        self.unreachable.update(n for n in new if n not in replies)
+        self.timing["describe_seconds"] = self.timing.get("describe_seconds", 0.0) + time.perf_counter() - t0
+        self.timing["described"] = self.timing.get("described", 0) + len(replies)
 
-    def describes_on_first_contact(self) -> bool:
-        """Whether institutions describe themselves in their first train reply instead of in
-        answer to `query.describe`: only where round 1 needs nothing from the descriptions
-        (one averaging group, everyone trains, no secure or private round which weighs and
-        groups institutions before they train)."""
-        return (self.method == "uml" and self.strategy.fraction_train >= 1 and not self.private.active
-                and not self.fed.get("describe_upfront"))
+    def needs_descriptions(self) -> bool:
+        """Whether the server must know an institution before its first train message: its
+        modality picks its group's backbone (one group per modality: the unimodal baseline),
+        or a secure or private round weighs and groups the cohort before it trains."""
+        return self.method != "uml" or self.private.active
 
-    def _admit_first_contact(self, replies: Mapping) -> None:
-        self._first_contact = None
-        self.roster.admit(replies)
-        if len(self.roster) < self.min_institutions:
-            raise FederationError(f"{len(self.roster)} institution(s) answered their first train message; "
-                                  f"federated.min_institutions={self.min_institutions}")
+    def _first_contact(self, replies: Mapping[int, Message]) -> None:
+        """Admit the descriptions that came with first train replies."""
+        first = {n: r for n, r in replies.items() if n not in self.contacted}
+        if first:
+            self.roster.admit(first)
+            self.contacted.update(first)
+            self.timing["described_on_first_contact"] = self.timing.get("described_on_first_contact", 0) + len(first)
+
+    def _sample(self, connected: set[int], fraction: float | None, by: str) -> dict[str, list[int]]:
+        """The cohort: `fraction` of every group of known institutions (`by="group"`: averaging
+        groups; `"modality"`), and at the same fraction the connected institutions not met yet
+        (key None), drawn by the strategy's seeded generator."""
+        known = self.roster.groups(connected)
+        if by == "modality":
+            by_modality: dict[str, list[int]] = {}
+            for nodes in known.values():
+                for n in nodes:
+                    by_modality.setdefault(self.roster.modality(n), []).append(n)
+            known = by_modality
+        chosen: dict = {g: self.strategy.sample(nodes, fraction) for g, nodes in known.items() if nodes}
+        unknown = self.roster.unknown(connected - self.unreachable)
+        if unknown:
+            chosen[None] = self.strategy.sample(unknown, fraction)
+        return chosen
 
     def _connected(self, server_round: int) -> set[int]:
         connected = set(self.grid.get_node_ids())
@@ -147,21 +187,36 @@ class FederatedRun:
     def train_round(self, server_round: int, backbones: GroupBackbones) -> None:
         t0 = time.perf_counter()
         self.timing.setdefault("first_round_unix", time.time())  # start-up ends here (benchmarks)
-        first = self._first_contact
-        if first is not None:  # nobody described yet: every institution connected at the start
-            connected = set(self.grid.get_node_ids())
-            groups = {"uml": [n for n in first[0] if n in connected]}
-        else:
-            groups = self.roster.groups(self._connected(server_round))
-        chosen = {g: self.strategy.sample(nodes) for g, nodes in groups.items() if nodes}
+        connected = self._connected(server_round)
+        chosen = self._sample(connected, None, "group")
+        newcomers = chosen.pop(None, [])
+        if self.needs_descriptions():  # know every institution of the cohort before it trains
+            self.describe(newcomers + [n for nodes in chosen.values() for n in nodes], server_round)
+            newcomers = [n for n in newcomers if n in self.contacted]
+            chosen = {g: [n for n in nodes if n in self.contacted] for g, nodes in chosen.items()}
+            for n in newcomers:
+                chosen.setdefault(self.roster.group_of(n), []).append(n)
+            for g in {self.roster.group_of(n) for n in newcomers}:  # as a described roster orders them: by name
+                chosen[g].sort(key=lambda n: self.roster.members[n].name)
+        elif newcomers:  # one averaging group: they describe themselves in their reply
+            chosen.setdefault("uml", []).extend(newcomers)
         sent = {n: backbones.wire(g) for g, nodes in chosen.items() for n in nodes}
-        instruction = TrainInstruction(
-            server_round=server_round, num_rounds=self.num_rounds, local_epochs=int(self.fed["local_epochs"]),
-            local_steps=int(self.fed.get("local_steps") or 0), transfer_dtype=self.dtype,
-            first_contact_after_round=None if first is None else first[1],
-        )
+        schedule = dict(server_round=server_round, num_rounds=self.num_rounds,
+                        local_epochs=int(self.fed["local_epochs"]), local_steps=int(self.fed.get("local_steps") or 0),
+                        transfer_dtype=self.dtype)
+        met, first = TrainInstruction(**schedule), TrainInstruction(**schedule,
+                                                                    first_contact_after_round=self.resumed_after)
+
+        def instruction(node: int) -> TrainInstruction:  # the first message of this run restores or starts its state
+            return met if node in self.contacted else first
+
         if self.private.active:  # secure aggregation and/or differential privacy (server/secure.py)
-            reports, extras = self.private.train_round(server_round, chosen, groups, backbones, instruction,
+            # the DP sampling rate's denominator: a modality's institutions known so far (an upper bound
+            # on the rate until all have described themselves), or everyone connected (UML's one group)
+            population = self.roster.groups(connected)
+            if self.method == "uml":
+                population["uml"] = population.get("uml", []) + self.roster.unknown(connected - self.unreachable)
+            reports, extras = self.private.train_round(server_round, chosen, population, backbones, met,
                                                        self.min_institutions, self.history)
             record = {"round": server_round, "participants": len(sent), "answered": len(reports)}
             bytes_sent = backbones.bytes_per_institution()
@@ -174,13 +229,14 @@ class FederatedRun:
                     f"round {server_round}: {len(replies)} of {len(sent)} institutions answered, fewer than "
                     f"federated.min_institutions={self.min_institutions}"
                 )
-            if first is not None:
-                self._admit_first_contact(replies)
+            first_met = {n for n in replies if n not in self.contacted}
+            self.unreachable.update(n for n in sent if n not in replies and n not in self.contacted)
+            self._first_contact(replies)
             record = {"round": server_round, "participants": len(sent), "answered": len(replies)}
             bytes_sent = backbones.bytes_per_institution()  # of the backbone sent this round
             for g, nodes in chosen.items():
                 got = [n for n in nodes if n in replies]
-                if first is not None:  # averaged in the order a described roster gives: by name
+                if first_met.intersection(got):  # averaged in the order a described roster gives: by name
                     got.sort(key=lambda n: self.roster.members[n].name)
                 if not got:
                     log.warning("round %d: no institution of group %s answered; its backbone is unchanged",
@@ -201,16 +257,14 @@ class FederatedRun:
 
     def _everyone(self, backbones: GroupBackbones, fraction: float = 1.0) -> dict[int, ArrayRecord]:
         """Every connected institution with the backbone of its group; with `fraction` < 1 that
-        fraction of each modality's institutions (at least one each), drawn by the strategy."""
+        fraction of each modality's institutions (at least one each) and of those not met yet,
+        drawn by the strategy. Those not met in this run describe themselves first (they start
+        or restore their private state)."""
         connected = set(self.grid.get_node_ids())
-        everyone = {n: backbones.wire(g) for g, nodes in self.roster.groups().items() for n in nodes if n in connected}
-        if fraction >= 1:
-            return everyone
-        by_modality: dict[str, list[int]] = {}
-        for n in everyone:
-            by_modality.setdefault(self.roster.modality(n), []).append(n)
-        chosen = {n for nodes in by_modality.values() for n in self.strategy.sample(nodes, fraction)}
-        return {n: wire for n, wire in everyone.items() if n in chosen}
+        picked = {n for nodes in self._sample(connected, fraction, "modality").values() for n in nodes}
+        self.describe(sorted(picked), self.history[-1]["round"] if self.history else 0)
+        return {n: backbones.wire(g) for g, nodes in self.roster.groups(connected).items() for n in nodes
+                if n in picked and n in self.contacted}
 
     def evaluate_round(self, server_round: int, backbones: GroupBackbones) -> None:
         replies = self.messenger.send(self._everyone(backbones, self.strategy.fraction_evaluate), protocol.EVALUATE,
@@ -269,21 +323,18 @@ class FederatedRun:
             self.messenger.failures = resumed.failures
             self.strategy.rng.setstate(resumed.rng)
         done = resumed.round if resumed is not None else 0
+        self.resumed_after = done
         nodes = wait_for_nodes(self.grid, self.min_institutions, self.messenger.timeout)
-        if self.describes_on_first_contact() and done < self.num_rounds:
-            self._first_contact = (nodes, done)
-            self.timing["describe_seconds"] = 0.0  # they describe themselves in round 1's replies
-            self.timing["described_on_first_contact"] = 1
-        else:
-            t_describe = time.perf_counter()
-            self.describe(nodes, done)
-            self.timing["describe_seconds"] = time.perf_counter() - t_describe  # part of the start-up (benchmarks)
+        self.timing["describe_seconds"] = 0.0  # part of the start-up (benchmarks)
         if resumed is not None:
-            tensors = resumed.arrays
-        else:
-            init = initial_backbone(self.cfg)
-            tensors = {g: init for g in self.roster.groups()}
-        backbones = GroupBackbones(tensors, self.dtype)
+            self.roster.restore(resumed.members, set(nodes))
+        if self.fed.get("describe_upfront"):
+            self.describe(nodes)
+            if len(self.roster) < self.min_institutions:
+                raise FederationError(f"{len(self.roster)} institution(s) answered describe; "
+                                      f"federated.min_institutions={self.min_institutions}")
+        backbones = GroupBackbones(resumed.arrays if resumed is not None else {}, self.dtype,
+                                   initial=initial_backbone(self.cfg))
         every = int(self.fed["evaluate_every"])
         self._t_rounds, self._first_round = time.perf_counter(), done + 1
         for server_round in range(done + 1, self.num_rounds + 1):
@@ -292,7 +343,8 @@ class FederatedRun:
             if every and (server_round % every == 0 or last) and not (last and self.last_evaluation_by_calibration()):
                 self.evaluate_round(server_round, backbones)
             save_checkpoint(self.checkpoint_path, Checkpoint(server_round, backbones.tensors, self.history,
-                                                             self.failures, self.strategy.rng.getstate()), self.cfg)
+                                                             self.failures, self.strategy.rng.getstate(),
+                                                             self.roster.to_records()), self.cfg)
             if server_round == int(self.fed.get("stop_after_round") or 0) and server_round < self.num_rounds:
                 log.warning("stopping after round %d as requested (federated.stop_after_round); continue with "
                             "resume=true and the same results-dir", server_round)

@@ -96,6 +96,7 @@ def test_same_seed_same_metrics_with_and_without_the_index(flower_runtime, tmp_p
     for on in (False, True):
         out = tmp_path / f"index-{on}"
         flower_runtime.run({"num-server-rounds": 3, "delivery-index": on, "evaluate-every": 1, "fraction-train": 0.75,
+                            "describe-upfront": True,  # cohorts by name: the same in both runs
                             "results-dir": str(out), "overrides": "dataset.samples_per_class=6 "
                             "dataset.test_samples_per_class=3 dataset.image_size=16 model.width=4"},
                            {"num-supernodes": 4, "client-resources-num-cpus": 1}, timeout=600)

@@ -285,6 +285,7 @@ def test_evaluation_and_calibration_sample_each_modality(tmp_path):
         for n in range(1, 41):  # 30 sar and 10 rgb institutions
             mod, i = ("sar", n - 1) if n <= 30 else ("rgb", n - 31)
             run.roster.members[n] = Member(n, mod, f"{mod}-{i}", 10, 5)
+        run.contacted.update(run.roster.members)  # met in this run: no describe goes out first
         return run, GroupBackbones({"uml": {"backbone.w": torch.zeros(2)}}, "float32")
 
     run, backbones = run_with()

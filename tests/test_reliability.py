@@ -37,11 +37,13 @@ def test_stopped_server_resumes_and_matches_uninterrupted_run(flower_runtime, tm
     run. Same seed, so C's first two rounds repeat A's exactly (determinism across runs), and
     the resumed C ends with A's final metrics. With fraction-train=0.5 one of the two
     institutions trains per round, so one of them did not train in round 2 and resumes from
-    the private state of an earlier round (or its initial one)."""
+    the private state of an earlier round (or its initial one). `describe-upfront=true`: under
+    partial participation a simulation's cohorts are reproducible only when the server knows
+    every institution by name before round 1 (Flower's node ids change from run to run)."""
     rt = flower_runtime
     rt.start_superlink(simulation=True)
     a_dir, c_dir, c_state = tmp_path / "a", tmp_path / "c", tmp_path / "state-c"
-    run = RUN + ["federated.fraction_train=0.5"]
+    run = RUN + ["federated.fraction_train=0.5", "federated.describe_upfront=true"]
     rt.run(run_config_from_overrides(run, **{"results-dir": str(a_dir), "state-dir": str(tmp_path / "state-a")}),
            FEDERATION)
     a = json.loads((a_dir / "results.json").read_text())
