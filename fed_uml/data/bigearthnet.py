@@ -185,7 +185,10 @@ class BigEarthNetBandReader:
     STRICT_SIZES: ClassVar[bool] = True
 
     def _read_band(self, path: Path, band: str, size: int) -> np.ndarray:
-        arr = read_tiff(path)
+        return self._fit_band(read_tiff(path), path, band, size)
+
+    def _fit_band(self, arr: np.ndarray, path: str | Path, band: str, size: int) -> np.ndarray:
+        """One band (1, H, W) as decoded from `path`, checked and resampled to size x size."""
         native = BAND_SIZE[band]
         if arr.shape[0] != 1:
             raise DataError(path, f"expected 1 band, found {arr.shape[0]}")
