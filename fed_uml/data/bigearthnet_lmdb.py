@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,15 @@ def find_environment(folder: Path) -> Path | None:
             if (sub / "data.mdb").is_file():
                 return sub
     return None
+
+
+@lru_cache(maxsize=8)
+def _environment(path: str, pid: int):
+    """One read-only handle per environment and process (LMDB allows one; a forked or spawned
+    worker opens its own)."""
+    import lmdb
+
+    return lmdb.open(path, readonly=True, lock=False, readahead=False, max_readers=1024, subdir=True)
 
 
 class BigEarthNetV2LMDB(BigEarthNetV2):
@@ -65,20 +75,12 @@ class BigEarthNetV2LMDB(BigEarthNetV2):
         return [replace(r, files={"env": env, "key": r.files["name"], "s1": r.files["s1"], "s2": r.files["s2"]})
                 for r in super()._index(split)]
 
-    def __getstate__(self) -> dict:  # an open environment is not sent to worker processes
-        return {**self.__dict__, "_env": None}
-
     def _patch(self, record: SceneRecord) -> tuple[dict[str, np.ndarray], str]:
-        import lmdb
         from safetensors.numpy import load
 
         env_path, key = record.files["env"], record.files["key"]
         source = f"{env_path}[{key}]"
-        env = getattr(self, "_env", None)
-        if env is None or getattr(self, "_env_pid", None) != os.getpid():
-            env = lmdb.open(str(env_path), readonly=True, lock=False, readahead=False, max_readers=1024, subdir=True)
-            self._env, self._env_pid = env, os.getpid()
-        with env.begin(buffers=False) as txn:
+        with _environment(str(env_path), os.getpid()).begin(buffers=False) as txn:
             blob = txn.get(key.encode())
         if blob is None:
             raise DataError(source, "patch not found in the LMDB environment")
