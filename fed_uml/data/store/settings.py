@@ -53,7 +53,7 @@ class StoreSettings:
     workers: int = 0
     rebuild: str = "auto"
     verify: str = "changed"
-    stream_above_mib: float = 1024.0
+    stream_above_mib: float = 512.0
 
     @classmethod
     def parse(cls, cfg: Mapping) -> StoreSettings:
@@ -68,7 +68,7 @@ class StoreSettings:
             workers=_int(store.get("workers", 0), "dataset.store.workers"),
             rebuild=str(store.get("rebuild") or "auto"),
             verify=str(store.get("verify") or "changed"),
-            stream_above_mib=float(store.get("stream_above_mib", 1024.0)),
+            stream_above_mib=float(store.get("stream_above_mib", 512.0)),
         )
         for name, value, allowed in (("dataset.storage", s.mode, STORAGE_MODES), ("dataset.store.dtype", s.dtype, DTYPES),
                                      ("dataset.store.rebuild", s.rebuild, REBUILD),
