@@ -271,7 +271,8 @@ def federated(overrides: list[str], n: int, reads_dir: Path) -> dict:
     shutil.rmtree(reads_dir, ignore_errors=True)
     reads_dir.mkdir(parents=True)
     os.environ[READS_ENV] = str(reads_dir)
-    fed = ["federated.num_rounds=2", "federated.evaluate_every=0", "federated.min_institutions=2", *overrides]
+    fed = ["federated.num_rounds=2", "federated.evaluate_every=0", "federated.min_institutions=2", *overrides,
+           "num_threads=1"]
     try:
         with flower_lock():
             out = with_flower(fed, n, 1, 0.0)
