@@ -68,8 +68,13 @@ def test_streamed_run_equals_the_in_memory_run_bit_for_bit_on_the_shared_samples
     memory = _run(dataset_config(name, root, storage="memory", image_size=32))
     cfg = dataset_config(name, root, storage="stream", image_size=32,
                          **{"store.dir": str(tmp_path), "store.dtype": "float32", "store.workers": 1})
-    streamed_data = load_dataset(cfg)
-    assert all(isinstance(d.train, StreamedDataset) for d in streamed_data.values())
+    streamed_data, memory_data = load_dataset(cfg), load_dataset({**cfg, "storage": "memory"})
+    for m, d in streamed_data.items():
+        assert isinstance(d.train, StreamedDataset)
+        assert (d.info["band_mean"], d.info["band_std"]) == (memory_data[m].info["band_mean"],
+                                                             memory_data[m].info["band_std"])
+        assert torch.equal(d.train.images[:], memory_data[m].train.images)
+        assert torch.equal(d.test.images[:], memory_data[m].test.images)
     streamed = _run(cfg)
     assert streamed == memory
 
