@@ -31,11 +31,10 @@ class StoredImages:
     dtype = torch.float32
 
     def __init__(self, store: StoreFile, rows: np.ndarray, mean: torch.Tensor | None = None,
-                 std: torch.Tensor | None = None, pin_memory: bool = False):
+                 std: torch.Tensor | None = None):
         self.store = store
         self.rows = np.asarray(rows, dtype=np.int64)
         self.mean, self.std = mean, std
-        self.pin_memory = pin_memory
 
     @property
     def shape(self) -> torch.Size:
@@ -65,15 +64,13 @@ class StoredImages:
         x = torch.from_numpy(raw.astype(np.float32, copy=False))
         if self.mean is not None:
             x = normalize(x, self.mean, self.std)
-        if self.pin_memory:
-            x = x.pin_memory()
         return x[0] if single else x
 
     def take(self, index) -> StoredImages:
-        return StoredImages(self.store, self._positions(index), self.mean, self.std, self.pin_memory)
+        return StoredImages(self.store, self._positions(index), self.mean, self.std)
 
     def normalized(self, mean: torch.Tensor, std: torch.Tensor) -> StoredImages:
-        return StoredImages(self.store, self.rows, mean, std, self.pin_memory)
+        return StoredImages(self.store, self.rows, mean, std)
 
     def band_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-band mean and std of these rows' stored values (as `normalize.band_stats` on them)."""
