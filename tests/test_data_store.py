@@ -373,3 +373,34 @@ def test_an_institution_reads_only_its_share_and_holds_no_pixels(tmp_path):
                                      full.band_names, full.info))
     assert local.info["band_mean"] == insts[0].data.info["band_mean"]
     assert torch.equal(local.train.images, insts[0].train.images[:])
+
+
+def test_a_deployed_institution_prepares_its_store_under_its_node_state_dir(tmp_path):
+    """A SuperNode started with a node-config state-dir keeps its store on its own disk."""
+    from clients.handlers import _new_institution
+    from tests.flower_helpers import context
+
+    root = make_bigearthnet_v1(tmp_path / "data").parent
+    run_config = {"dataset": "bigearthnet", "data-root": str(root), "seed": 0,
+                  "overrides": "dataset.storage=stream dataset.image_size=16 dataset.store.workers=1 model.width=8"}
+    node = {"partition-id": 0, "num-partitions": 1, "modality": "s1", "state-dir": str(tmp_path / "node")}
+    inst = _new_institution(context(run_config, node))
+    assert isinstance(inst.train, StreamedDataset)
+    assert inst.train.images.store.folder.parent == tmp_path / "node" / "store"
+
+
+def test_sen12ms_land_cover_labels_are_read_once_by_the_index(tmp_path):
+    """SEN12MS scene labels come from the land-cover patches when indexing; runs after that read
+    the store's index table, so they no longer need the land-cover files."""
+    from tests.fixtures.make_fixtures import make_sen12ms
+
+    folder = make_sen12ms(tmp_path / "data")
+    cfg = dataset_config("sen12ms", folder.parent, storage="stream",
+                         **{"store.dir": str(tmp_path / "s"), "store.workers": 1})
+    first = load_dataset(cfg)
+    for lc in folder.rglob("*_lc_*.tif"):
+        lc.unlink()
+    again = load_dataset(cfg)
+    for m in first:
+        assert torch.equal(first[m].train.labels, again[m].train.labels)
+        assert first[m].train.scene_ids == again[m].train.scene_ids
