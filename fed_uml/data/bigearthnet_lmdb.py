@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -44,13 +43,29 @@ def find_environment(folder: Path) -> Path | None:
     return None
 
 
-@lru_cache(maxsize=8)
-def _environment(path: str, pid: int):
+# An environment is reopened after this many reads: LMDB maps its file, and every page a read
+# touches stays in the process's resident memory until the map is closed, so a pass over the
+# whole archive would otherwise end with the archive (14 GiB at 50,000 pairs) counted in the
+# resident memory of every process that read it.
+READS_PER_OPEN = 512
+_OPEN: dict[str, list] = {}  # path -> [environment, reads, pid]
+
+
+def _environment(path: str):
     """One read-only handle per environment and process (LMDB allows one; a forked or spawned
-    worker opens its own)."""
+    worker opens its own), reopened every `READS_PER_OPEN` reads."""
     import lmdb
 
-    return lmdb.open(path, readonly=True, lock=False, readahead=False, max_readers=1024, subdir=True)
+    entry = _OPEN.get(path)
+    if entry is not None and (entry[2] != os.getpid() or entry[1] >= READS_PER_OPEN):
+        if entry[2] == os.getpid():
+            entry[0].close()
+        entry = None
+    if entry is None:
+        env = lmdb.open(path, readonly=True, lock=False, readahead=False, max_readers=1024, subdir=True)
+        entry = _OPEN[path] = [env, 0, os.getpid()]
+    entry[1] += 1
+    return entry[0]
 
 
 class BigEarthNetV2LMDB(BigEarthNetV2):
@@ -80,7 +95,7 @@ class BigEarthNetV2LMDB(BigEarthNetV2):
 
         env_path, key = record.files["env"], record.files["key"]
         source = f"{env_path}[{key}]"
-        with _environment(str(env_path), os.getpid()).begin(buffers=False) as txn:
+        with _environment(str(env_path)).begin(buffers=False) as txn:
             blob = txn.get(key.encode())
         if blob is None:
             raise DataError(source, "patch not found in the LMDB environment")
