@@ -49,7 +49,8 @@ class _InstitutionCache:
     Why: a Ray actor plays many virtual institutions, one message at a time, and composing the
     settings and cutting and standardising an institution's data share cost about as much as
     a round of its training (measured at 1,000 institutions). What is cached is only what the
-    run config and node config determine (settings, the standardised data share); the private
+    run config and node config determine (settings, the standardised data share: tensors, or for
+    a data set streamed from its store only row numbers and the store's handle); the private
     state (projection, BN statistics) stays in `context.state`. Bounded by the bytes of the
     cached data shares (`max_bytes`): an institution evicted is rebuilt, identically, on its
     next message.
@@ -86,6 +87,10 @@ class _InstitutionCache:
 def _new_institution(context: Context) -> Institution:
     cfg = config_from_run_config(context.run_config)
     check_device(str(cfg.get("device") or "cpu"))  # the server checked the rest; the device is this node's
+    node_state = context.node_config.get(roles.STATE_DIR)
+    store = cfg["dataset"].get("store")
+    if node_state and isinstance(store, dict) and not store.get("dir"):  # deployment: the node's own disk
+        store["dir"] = str(Path(str(node_state)).expanduser() / "store")
     ident = roles.institution_for_node(
         context.node_config, cfg["dataset"]["modalities"], cfg["federated"]["institutions_per_modality"]
     )

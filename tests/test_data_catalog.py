@@ -9,7 +9,7 @@ from fed_uml.data import available_datasets, catalog, load_dataset, register_dat
 from fed_uml.modality import ArrayDataset, ModalityData
 from tests.conftest import tiny_dataset_cfg
 
-BUILTIN = ["bigearthnet", "bigearthnet_v2", "eurosat", "eurosat_ms", "sen12ms", "synthetic"]
+BUILTIN = ["bigearthnet", "bigearthnet_v2", "bigearthnet_v2_lmdb", "eurosat", "eurosat_ms", "sen12ms", "synthetic"]
 
 
 @pytest.fixture

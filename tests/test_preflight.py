@@ -100,9 +100,12 @@ def test_real_data_too_large_for_memory_is_refused_before_reading_pixels(monkeyp
 
     monkeypatch.setattr(assemble, "read_modality", refuse)
     monkeypatch.setattr(memory, "available_bytes", lambda: 256 * 2**20)
-    cfg = compose_config(["dataset=eurosat_ms", f"dataset.root={root}"])
+    cfg = compose_config(["dataset=eurosat_ms", f"dataset.root={root}", "dataset.storage=memory"])
     with pytest.raises(SettingsError, match=r"eurosat_ms.*available; lower dataset\.samples_per_class"):
         load_dataset(cfg["dataset"])
+    # what `auto` keeps in memory (modalities under dataset.store.stream_above_mib) is checked too
+    with pytest.raises(SettingsError, match=r"eurosat_ms \(.* in memory\).*dataset\.storage=stream"):
+        load_dataset({**cfg["dataset"], "storage": "auto"})
 
 
 @pytest.mark.parametrize("key, value, setting", [

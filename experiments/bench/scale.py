@@ -202,7 +202,7 @@ def with_flower(overrides: list[str], n: int, cpus: int, gpus: float, profile: P
         "peak_memory_gib_by_process": {k: v / 2**30 for k, v in sorted(monitor.peak_by_kind.items())},
         "processes_at_peak": monitor.peak_procs,
         "failures": len(res["failures"]),
-        "mean_accuracy": res["mean_accuracy"],
+        "mean_accuracy": res.get("mean_accuracy", res.get("mean_map_macro")),  # multi-label: macro mAP
     }
     if profile is not None and profile.exists():
         out["profile"] = summarize_profile(profile)

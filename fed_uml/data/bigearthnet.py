@@ -193,6 +193,10 @@ class BigEarthNetBandReader:
     def _read_band(self, path: Path, band: str, size: int) -> np.ndarray:
         sensor = "S1" if band in S1_BANDS else "S2"
         arr = read_tiff(path, (BAND_DTYPE[band],), f"BigEarthNet {sensor} band {band}")
+        return self._fit_band(arr, path, band, size)
+
+    def _fit_band(self, arr: np.ndarray, path: str | Path, band: str, size: int) -> np.ndarray:
+        """One band (1, H, W) as decoded from `path`, checked and resampled to size x size."""
         native = BAND_SIZE[band]
         if arr.shape[0] != 1:
             raise DataError(path, f"expected 1 band, found {arr.shape[0]}")

@@ -28,6 +28,7 @@ Citation
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar
 
@@ -61,16 +62,11 @@ class BigEarthNetV2(BigEarthNetBase):
         return (path / "metadata.parquet").is_file()
 
     def _metadata(self) -> dict[str, list]:
-        import pyarrow.parquet as pq
-
         path = self.root / "metadata.parquet"
         if not path.is_file():
             raise DataError(path, "metadata file not found (dataset.download=true fetches it)")
-        try:
-            table = pq.read_table(path, columns=["patch_id", "s1_name", "labels", "split"])
-        except Exception as e:
-            raise DataError(path, f"cannot read patch_id, s1_name, labels, split: {e}") from e
-        return table.to_pydict()
+        st = path.stat()
+        return _read_metadata(str(path), st.st_size, st.st_mtime_ns)
 
     def _index(self, split: str) -> list[SceneRecord]:
         sensor_dir = self._sensor_dir()
@@ -98,3 +94,16 @@ class BigEarthNetV2(BigEarthNetBase):
         if name not in CLASSES_19:
             raise DataError(source, f"patch {pid}: unknown label {name!r} (not one of the 19 classes)")
         return CLASSES_19.index(name)
+
+
+@lru_cache(maxsize=1)
+def _read_metadata(path: str, size: int, mtime_ns: int) -> dict[str, list]:
+    """The parquet's columns, read once per process for every split and sensor (549,488 rows
+    take seconds to read; indexing reads them for 3 splits x 2 sensors)."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path, columns=["patch_id", "s1_name", "labels", "split"])
+    except Exception as e:
+        raise DataError(path, f"cannot read patch_id, s1_name, labels, split: {e}") from e
+    return table.to_pydict()

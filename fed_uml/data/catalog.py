@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 
 from fed_uml.data.bigearthnet import BigEarthNet
+from fed_uml.data.bigearthnet_lmdb import BigEarthNetV2LMDB
 from fed_uml.data.bigearthnet_v2 import BigEarthNetV2
 from fed_uml.data.eurosat import EuroSAT, EuroSATRGB
 from fed_uml.data.eurosat_sar import EuroSATSAR
@@ -32,6 +33,7 @@ from fed_uml.data.real import load_real
 from fed_uml.data.real.settings import RealModality
 from fed_uml.data.sen12ms import SEN12MS
 from fed_uml.data.synthetic import ModalitySpec, load_synthetic
+from fed_uml.errors import SettingsError
 from fed_uml.modality import ModalityData
 from fed_uml.results import check_task
 
@@ -41,6 +43,7 @@ Loader = Callable[[Mapping], dict[str, ModalityData]]
 EUROSAT_SENSORS = {"ms": EuroSAT, "rgb": EuroSATRGB, "sar": EuroSATSAR}
 BIGEARTHNET_SENSORS = {"s1": BigEarthNet, "s2": BigEarthNet}
 BIGEARTHNET_V2_SENSORS = {"s1": BigEarthNetV2, "s2": BigEarthNetV2}
+BIGEARTHNET_V2_LMDB_SENSORS = {"s1": BigEarthNetV2LMDB, "s2": BigEarthNetV2LMDB}
 SEN12MS_SENSORS = {"s1": SEN12MS, "s2": SEN12MS}
 
 # The built-in real data sets and their readers.
@@ -49,6 +52,7 @@ REAL_READERS = {
     "eurosat_ms": EUROSAT_SENSORS,
     "bigearthnet": BIGEARTHNET_SENSORS,
     "bigearthnet_v2": BIGEARTHNET_V2_SENSORS,
+    "bigearthnet_v2_lmdb": BIGEARTHNET_V2_LMDB_SENSORS,
     "sen12ms": SEN12MS_SENSORS,
 }
 # The built-in data sets (conf/dataset/<name>.yaml).
@@ -74,6 +78,16 @@ def register_dataset(name: str, loader: Loader) -> Loader:
 
 def available_datasets() -> list[str]:
     return sorted(_LOADERS)
+
+
+def readers_of(name: str) -> Mapping:
+    """The {sensor: reader class} table of a real data set (what its store is prepared with)."""
+    readers = getattr(_LOADERS.get(name), "keywords", {}).get("readers")
+    if readers is None:
+        real = sorted(n for n, loader in _LOADERS.items() if getattr(loader, "keywords", {}).get("readers"))
+        raise SettingsError(f"dataset {name!r} is not read from files, so it has no store to prepare "
+                            f"(setting dataset.name; real data sets: {real})")
+    return readers
 
 
 def load_dataset(cfg: Mapping, normalize: bool = True) -> dict[str, ModalityData]:

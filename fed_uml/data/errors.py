@@ -33,3 +33,8 @@ class ChecksumError(UserError, ValueError):
 
 class DownloadError(UserError, OSError):
     """A file could not be fetched."""
+
+
+class StoreError(DataError):
+    """A prepared data store cannot be used or written (incomplete, corrupt, of another format
+    version, or the disk is full); the message names its folder and what to do."""

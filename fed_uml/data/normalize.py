@@ -30,9 +30,14 @@ def standardize(data: ModalityData) -> ModalityData:
     """`data` (physical units) scaled per band by the mean/std of ITS training images."""
     if "band_mean" in data.info:
         raise ValueError(f"modality {data.name!r} is already normalised")
-    mean, std = band_stats(data.train.images)
+    # a streamed data set (fed_uml.data.store) combines its rows' stored statistics and
+    # normalises each batch as it is read; an in-memory one is scaled here, once
+    streamed = hasattr(data.train, "normalized")
+    mean, std = data.train.band_stats() if streamed else band_stats(data.train.images)
 
     def scaled(ds: ArrayDataset) -> ArrayDataset:
+        if streamed:
+            return ds.normalized(mean, std)
         return ArrayDataset(normalize(ds.images, mean, std), ds.labels, ds.scene_ids)
 
     info = {**data.info, "band_mean": mean.tolist(), "band_std": std.tolist(),

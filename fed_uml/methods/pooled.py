@@ -28,7 +28,8 @@ def run_pooled(data: Mapping[str, ModalityData], cfg: Mapping) -> dict[str, dict
     settings = train_settings(cfg)
     g = seed_everything(settings.seed)
     first = next(iter(data.values()))
-    train = ArrayDataset(torch.cat([d.train.images for d in data.values()]),
+    # `[:]` reads a streamed modality's images into memory (the pooled control is a small-data check)
+    train = ArrayDataset(torch.cat([d.train.images[:] for d in data.values()]),
                          torch.cat([d.train.labels for d in data.values()]))
     pooled = ModalityData("pooled", train, train, first.class_names, first.band_names, dict(first.info))
     model = build_model(cfg["model"], {"pooled": pooled})

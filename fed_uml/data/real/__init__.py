@@ -40,6 +40,10 @@ samples_per_class, test_samples_per_class, image_size, seed):
                         ``task: single_label`` (see splits.py).
     ``on_error``        ``raise`` (default) or ``skip``: skip unreadable files, reporting
                         how many (log warning and ``info["skipped"]``).
+    ``storage``         ``auto`` (default), ``memory`` or ``stream``: read the chosen patches
+                        into tensors, or stream them from the prepared store
+                        (`fed_uml.data.store`, settings ``store.*``), where the same steps run
+                        over the store's index tables.
 
 Normalisation is kept apart from reading: `load_dataset` standardises each modality with the
 per-band mean and standard deviation of its own *training* images (after resampling),

@@ -1,7 +1,9 @@
 """`load_real`: the steps of `fed_uml.data.real` in order, for one real data set.
 
 Why apart from the steps: it is the one place that shows the whole assembly at a glance
-(settings -> index -> label set -> deal -> pixels); each step is in its own module.
+(settings -> index -> label set -> deal -> pixels); each step is in its own module. The
+same steps run over a prepared store (`fed_uml.data.store.assemble`) where `dataset.storage`
+says so.
 """
 
 from __future__ import annotations
@@ -9,28 +11,30 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from fed_uml.data.memory import check_fits
-from fed_uml.data.real.deal import deal_scenes
+from fed_uml.data.real.deal import choose_scenes
 from fed_uml.data.real.index import index_scenes
-from fed_uml.data.real.labels import choose_label_set
 from fed_uml.data.real.pixels import read_modality
 from fed_uml.data.real.settings import Readers, RealSettings
+from fed_uml.data.store.settings import StoreSettings
 from fed_uml.modality import ModalityData
 
 
 def load_real(cfg: Mapping, readers: Readers) -> dict[str, ModalityData]:
     """Every modality of `dataset.modalities` of a real data set read by `readers`
-    ({sensor: reader class}), in physical units (see `fed_uml.data.real`)."""
+    ({sensor: reader class}), in physical units (see `fed_uml.data.real`); with
+    `dataset.storage` other than `memory`, through the prepared store (`fed_uml.data.store`)."""
     s = RealSettings.parse(cfg, readers)
+    storage = StoreSettings.parse(cfg)
+    if storage.mode != "memory":
+        from fed_uml.data.store.assemble import load_with_store
+
+        return load_with_store(cfg, s, storage)
     index = index_scenes(s)
-    labels = choose_label_set(cfg, s, index.pools, index.skipped)
-    # `balanced.undersample` belongs to the single-label rule (dataset.task=single_label)
-    undersample = (bool(dict(cfg.get("balanced") or {}).get("undersample", False)) and labels.rule_report is not None
-                   and labels.task == "single_label")
-    chosen = deal_scenes(cfg, s, labels.pools, labels.class_names, undersample)
+    labels, chosen = choose_scenes(cfg, s, index.pools, index.skipped)
     check_fits(sum(len(records) * len(s.specs[m].bands) * _pixels(s, m) for m in s.modalities
                    for records in chosen[m].values()),
-               f"{s.name} ({', '.join(s.modalities)})", "dataset.samples_per_class, dataset.image_size or "
-               "dataset.modalities")
+               f"{s.name} ({', '.join(s.modalities)})", "dataset.samples_per_class, dataset.image_size, "
+               "dataset.modalities, or dataset.storage=stream (the prepared store)")
     return {m: read_modality(s, m, chosen[m], index, labels) for m in s.modalities}
 
 

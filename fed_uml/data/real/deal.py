@@ -15,7 +15,9 @@ import logging
 from collections.abc import Mapping
 
 from fed_uml.data import splits as sp
+from fed_uml.data.errors import DataError
 from fed_uml.data.real.index import Pools
+from fed_uml.data.real.labels import LabelSet, choose_label_set
 from fed_uml.data.real.settings import RealSettings
 from fed_uml.data.scenes import SceneRecord
 from fed_uml.data.settings import optional_int, per_modality
@@ -24,6 +26,16 @@ log = logging.getLogger(__name__)
 
 # the two quotas, per kind of split
 QUOTA_SETTINGS = (("train", "samples_per_class"), ("test", "test_samples_per_class"))
+
+
+def choose_scenes(cfg: Mapping, s: RealSettings, pools: Pools, skipped: dict[str, list[DataError]]
+                  ) -> tuple[LabelSet, dict[str, dict[str, list[SceneRecord]]]]:
+    """The label set (`labels.choose_label_set`), then the scenes each loaded modality gets."""
+    labels = choose_label_set(cfg, s, pools, skipped)
+    # `balanced.undersample` belongs to the single-label rule (dataset.task=single_label)
+    undersample = (bool(dict(cfg.get("balanced") or {}).get("undersample", False)) and labels.rule_report is not None
+                   and labels.task == "single_label")
+    return labels, deal_scenes(cfg, s, labels.pools, labels.class_names, undersample)
 
 
 def deal_scenes(cfg: Mapping, s: RealSettings, pools: Pools, class_names: tuple[str, ...],

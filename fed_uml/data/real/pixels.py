@@ -13,6 +13,7 @@ the label rule, so a result says what it was trained on.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -31,19 +32,30 @@ log = logging.getLogger(__name__)
 def read_modality(s: RealSettings, m: str, chosen: dict[str, list[SceneRecord]], index: SceneIndex,
                   labels: LabelSet) -> ModalityData:
     """Modality `m` with the records `chosen` for it ({"train"/"test": records})."""
-    spec = s.specs[m]
     skipped = index.skipped[m]
-    class_names = labels.class_names
     arrays, targets, scenes = {}, {}, {}
     for kind in ("train", "test"):
         imgs, targets[kind], scenes[kind] = _read_records(s, m, kind, chosen[kind], index, skipped)
         if not imgs:
-            raise ValueError(_empty_message(s, m, kind, labels.pools, class_names))
+            raise ValueError(empty_message(s, m, kind, labels.pools, labels.class_names))
         arrays[kind] = torch.from_numpy(np.stack(imgs).astype(np.float32, copy=False))
+    return modality_data(s, m, labels, skipped, targets, scenes,
+                         lambda kind, y, ids: ArrayDataset(arrays[kind], y, ids),
+                         {"native_size": _native_size(index, m)})
+
+
+def modality_data(s: RealSettings, m: str, labels: LabelSet, skipped: list[DataError], targets: dict,
+                  scenes: dict, make: Callable[[str, torch.Tensor, list[str]], ArrayDataset],
+                  extra_info: dict | None = None) -> ModalityData:
+    """`ModalityData` of modality `m` from its targets and scene ids per kind ("train"/"test"),
+    with `make(kind, labels, scene_ids)` giving each set (in memory, or streamed from a store)."""
+    spec = s.specs[m]
+    class_names = labels.class_names
     if labels.task == "multi_label":  # multi-hot targets (N, C) over the label set
         labels_ = {k: _multi_hot(targets[k], len(class_names)) for k in ("train", "test")}
     else:
         labels_ = {k: torch.tensor(targets[k], dtype=torch.long) for k in ("train", "test")}
+    sets = {k: make(k, labels_[k], scenes[k]) for k in ("train", "test")}
     counts = {k: sp.class_counts(labels_[k], class_names) for k in ("train", "test")}
     if skipped:
         log.warning("%s %s: skipped %d bad file(s) (dataset.on_error=skip), e.g. %s",
@@ -55,24 +67,18 @@ def read_modality(s: RealSettings, m: str, chosen: dict[str, list[SceneRecord]],
         "reader": spec.reader.NAME,
         "sensor": spec.sensor,
         "bands": list(spec.bands),
-        "image_size": int(arrays["train"].shape[-1]),
-        "native_size": _native_size(index, m),
+        "image_size": int(sets["train"].images.shape[-1]),
         "task": labels.task,
         "class_counts": counts,
         "unpaired": s.unpaired,
         "seed": s.seed,
         "skipped": {"count": len(skipped), "files": [str(e) for e in skipped[:20]]},
+        **(extra_info or {}),
     }
     if labels.rule_report is not None:
         info["label_rule"] = labels.rule_report
-    return ModalityData(
-        name=m,
-        train=ArrayDataset(arrays["train"], labels_["train"], scenes["train"]),
-        test=ArrayDataset(arrays["test"], labels_["test"], scenes["test"]),
-        class_names=class_names,
-        band_names=spec.bands,
-        info=info,
-    )
+    return ModalityData(name=m, train=sets["train"], test=sets["test"], class_names=class_names,
+                        band_names=spec.bands, info=info)
 
 
 def _native_size(index: SceneIndex, m: str) -> list[int] | None:
@@ -106,7 +112,7 @@ def _read_records(s: RealSettings, m: str, kind: str, records: list[SceneRecord]
     return imgs, labels, ids
 
 
-def _empty_message(s: RealSettings, m: str, kind: str, pools: Pools, class_names: tuple[str, ...]) -> str:
+def empty_message(s: RealSettings, m: str, kind: str, pools: Pools, class_names: tuple[str, ...]) -> str:
     return (
         f"dataset {s.name!r}, modality {m!r}: the {kind} set is empty (pool of "
         f"{len(pools[kind][m])} scenes over classes {list(class_names)}; check dataset.root, "
