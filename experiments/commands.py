@@ -22,6 +22,7 @@ PROG = "fed-uml"
 COMMANDS: dict[str, str] = {
     "run": "experiments.run",
     "predict": "experiments.predict",
+    "prepare": "experiments.prepare",
     "sweep": "experiments.sweep",
     "tables": "experiments.tables",
     "regime-map": "experiments.regime_map",

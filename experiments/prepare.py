@@ -19,11 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.cli import debug_requested, report_user_errors
 from fed_uml.data.catalog import readers_of
 from fed_uml.data.store.assemble import prepare_stores
+from fed_uml.federated.config import conf_dir
 
 DEBUG = debug_requested()
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     logging.getLogger("fed_uml").setLevel(logging.INFO)
     dataset = OmegaConf.to_container(cfg, resolve=True)["dataset"]
