@@ -17,6 +17,7 @@ after round 0 fails (`_private`).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import OrderedDict
 from pathlib import Path
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 from flwr.app import ArrayRecord, Context, Message
 
-from fed_uml.federated import protocol, roles
+from fed_uml.federated import protocol, roles, stages
 from fed_uml.federated.config import config_from_run_config
 from fed_uml.federated.institution import Institution
 from fed_uml.federated.private_store import PrivateStateStore
@@ -41,6 +42,21 @@ from fed_uml.preflight import check_device
 from fed_uml.results import sha256_file
 
 _PRIVATE = "private"  # the key of the private state in context.state (never sent)
+
+
+def _timed(name: str):
+    """The handler's wall time as stage `name`, flushed with its parts after each message
+    (`fed_uml.federated.stages`: only when the scale benchmark switches the timers on)."""
+    def wrap(handler):
+        @functools.wraps(handler)
+        def timed(msg: Message, context: Context) -> Message:
+            try:
+                with stages.stage(name):
+                    return handler(msg, context)
+            finally:
+                stages.flush("client")
+        return timed
+    return wrap
 
 
 class _InstitutionCache:
@@ -101,7 +117,8 @@ _INSTITUTIONS = _InstitutionCache(max_bytes=2 * 2**30)
 
 
 def _institution(context: Context) -> Institution:
-    inst = _INSTITUTIONS.get(context)
+    with stages.stage("client.institution"):
+        inst = _INSTITUTIONS.get(context)
     threads = int(inst.cfg.get("num_threads") or 0)
     if threads > 0:
         torch.set_num_threads(threads)
@@ -157,31 +174,37 @@ def _reply(msg: Message, report, arrays: ArrayRecord | None = None) -> Message:
     return Message(report.content(arrays), reply_to=msg)
 
 
+@_timed("client.message.describe")
 def describe(msg: Message, context: Context) -> Message:
     inst = _institution(context)
     _start_private(context, inst, DescribeInstruction.from_content(msg.content).resumed_after_round)
     return _reply(msg, inst.describe())
 
 
+@_timed("client.message.train")
 def train(msg: Message, context: Context) -> Message:
     inst = _institution(context)
     task = TrainInstruction.from_content(msg.content)
     if task.first_contact_after_round is not None:  # no query.describe came first: this is it
         _start_private(context, inst, task.first_contact_after_round)
+    with stages.stage("client.decode"):
+        backbone = from_wire(msg.content[protocol.ARRAYS])
     shared, private, report = inst.fit(
-        from_wire(msg.content[protocol.ARRAYS]), _private(context, inst, task.server_round - 1), task.server_round,
+        backbone, _private(context, inst, task.server_round - 1), task.server_round,
         task.local_epochs, num_rounds=task.num_rounds, local_steps=task.local_steps,
     )
     context.state[_PRIVATE] = ArrayRecord(private)
     store = _store(context, inst)
     if store is not None:
         store.save(task.server_round, private)
-    content = report.content(to_wire(shared, task.transfer_dtype))
+    with stages.stage("client.encode"):
+        content = report.content(to_wire(shared, task.transfer_dtype))
     if task.first_contact_after_round is not None:
         inst.describe().add_to(content)
     return Message(content, reply_to=msg)
 
 
+@_timed("client.message.evaluate")
 def evaluate(msg: Message, context: Context) -> Message:
     inst = _institution(context)
     task = EvaluateInstruction.from_content(msg.content)
@@ -206,6 +229,7 @@ def model_dir(context: Context, inst: Institution, suggested: str | None) -> Pat
     return None
 
 
+@_timed("client.message.calibrate")
 def calibrate(msg: Message, context: Context) -> Message:
     inst = _institution(context)
     task = CalibrateInstruction.from_content(msg.content)

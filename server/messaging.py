@@ -21,6 +21,8 @@ from flwr.app import ArrayRecord, Message
 from flwr.common.logger import FLOWER_LOGGER
 from flwr.serverapp import Grid
 
+from fed_uml.federated import stages
+
 log = FLOWER_LOGGER
 
 SIMULATION_WINDOW = 32  # messages in flight in a simulation when `max_in_flight` is 0 (auto)
@@ -56,8 +58,9 @@ class Messenger:
         that does not answer within the timeout (counted from when its message went out), or
         answers with an error, is recorded in `failures` and left out."""
         record_for = instruction if callable(instruction) else (lambda _node: instruction)
-        pending = [(node_id, Message(content=record_for(node_id).content(arrays), message_type=message_type,
-                                     dst_node_id=node_id)) for node_id, arrays in backbones.items()]
+        with stages.stage("server.build"):
+            pending = [(node_id, Message(content=record_for(node_id).content(arrays), message_type=message_type,
+                                         dst_node_id=node_id)) for node_id, arrays in backbones.items()]
         pending.reverse()  # popped from the end: sent in the order given
         in_flight: dict[str, tuple[int, float]] = {}  # message id -> (node id, deadline)
         replies: dict[int, Message] = {}
@@ -71,14 +74,16 @@ class Messenger:
             room = len(pending) if self.window is None else self.window - len(in_flight)
             if room > 0 and pending:
                 batch = [pending.pop() for _ in range(min(room, len(pending)))]
-                stored = set(self.grid.push_messages([m for _, m in batch])) - {None}
+                with stages.stage("server.push"):
+                    stored = set(self.grid.push_messages([m for _, m in batch])) - {None}
                 deadline = time.monotonic() + self.timeout
                 for node_id, msg in batch:  # pushing gave each message its id
                     if msg.metadata.message_id in stored:
                         in_flight[msg.metadata.message_id] = (node_id, deadline)
                     else:
                         self.record_failure(node_id, message_type, server_round, "the SuperLink refused the message")
-            got = list(self.grid.pull_messages(list(in_flight))) if in_flight else []
+            with stages.stage("server.pull"):
+                got = list(self.grid.pull_messages(list(in_flight))) if in_flight else []
             for reply in got:
                 # an error reply made by the SuperLink for an unreachable node may carry no
                 # content and another source id: match replies to the messages they answer
@@ -98,7 +103,8 @@ class Messenger:
             if got:
                 poll = _FIRST_POLL
             elif in_flight:
-                time.sleep(poll)
+                with stages.stage("server.wait"):
+                    time.sleep(poll)
                 poll = min(_LONGEST_POLL, poll * 1.5)
         return {n: replies[n] for n in backbones if n in replies}
 

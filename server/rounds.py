@@ -37,7 +37,7 @@ from flwr.common.logger import FLOWER_LOGGER
 from flwr.serverapp import Grid
 
 from fed_uml.errors import SettingsError
-from fed_uml.federated import protocol
+from fed_uml.federated import protocol, stages
 from fed_uml.federated.backbone import initial_backbone
 from fed_uml.federated.protocol import (
     CalibrateInstruction,
@@ -200,7 +200,8 @@ class FederatedRun:
                 chosen[g].sort(key=lambda n: self.roster.members[n].name)
         elif newcomers:  # one averaging group: they describe themselves in their reply
             chosen.setdefault("uml", []).extend(newcomers)
-        sent = {n: backbones.wire(g) for g, nodes in chosen.items() for n in nodes}
+        with stages.stage("server.serialise"):
+            sent = {n: backbones.wire(g) for g, nodes in chosen.items() for n in nodes}
         schedule = dict(server_round=server_round, num_rounds=self.num_rounds,
                         local_epochs=int(self.fed["local_epochs"]), local_steps=int(self.fed.get("local_steps") or 0),
                         transfer_dtype=self.dtype)
@@ -242,10 +243,11 @@ class FederatedRun:
                     log.warning("round %d: no institution of group %s answered; its backbone is unchanged",
                                 server_round, g)
                     continue
-                agg = self.strategy.aggregate(server_round, [replies[n] for n in got],
-                                              [self.roster.modality(n) for n in got])
-                if agg is not None:
-                    backbones.replace(g, from_wire(agg))
+                with stages.stage("server.aggregate"):
+                    agg = self.strategy.aggregate(server_round, [replies[n] for n in got],
+                                                  [self.roster.modality(n) for n in got])
+                    if agg is not None:
+                        backbones.replace(g, from_wire(agg))
             record.update(train_metrics(
                 (self.roster.modality(n), TrainReport.from_content(r.content)) for n, r in replies.items()))
         record["seconds"] = time.perf_counter() - t0
@@ -342,9 +344,11 @@ class FederatedRun:
             last = server_round == self.num_rounds
             if every and (server_round % every == 0 or last) and not (last and self.last_evaluation_by_calibration()):
                 self.evaluate_round(server_round, backbones)
-            save_checkpoint(self.checkpoint_path, Checkpoint(server_round, backbones.tensors, self.history,
-                                                             self.failures, self.strategy.rng.getstate(),
-                                                             self.roster.to_records()), self.cfg)
+            with stages.stage("server.checkpoint"):
+                save_checkpoint(self.checkpoint_path, Checkpoint(server_round, backbones.tensors, self.history,
+                                                                 self.failures, self.strategy.rng.getstate(),
+                                                                 self.roster.to_records()), self.cfg)
+            stages.flush("server")
             if server_round == int(self.fed.get("stop_after_round") or 0) and server_round < self.num_rounds:
                 log.warning("stopping after round %d as requested (federated.stop_after_round); continue with "
                             "resume=true and the same results-dir", server_round)
@@ -352,6 +356,7 @@ class FederatedRun:
         t_cal = time.perf_counter()
         modalities, per_inst, model_files = self.calibrate(backbones)
         self.timing["calibration_seconds"] = time.perf_counter() - t_cal
+        stages.flush("server")
         save_atomic({k: {n: t.detach().cpu().clone() for n, t in v.items()} for k, v in backbones.tensors.items()},
                     self.results_dir / "backbone.pt")
         curves = plot_curves(self.history, modalities, self.num_rounds, self.results_dir / "curves.png")

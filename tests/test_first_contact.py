@@ -140,3 +140,23 @@ def test_a_resumed_run_keeps_what_it_learned_of_the_institutions(tmp_path):
     strip = ("seconds",)  # round 2 trained the same cohort, in the same order, from the same states
     assert ([{k: v for k, v in h.items() if k not in strip} for h in resumed["history"]]
             == [{k: v for k, v in h.items() if k not in strip} for h in straight["history"]])
+
+
+def test_stage_timers_say_where_a_run_spends_its_time(tmp_path, monkeypatch):
+    """With FED_UML_STAGE_TIMES set (the scale benchmark), the server and every institution add
+    each stage's seconds per message or round to that file; `summarise` adds them up."""
+    from fed_uml.federated import stages
+
+    path = tmp_path / "stages.jsonl"
+    monkeypatch.setenv(stages.ENV, str(path))
+    _run(tmp_path, "timed")
+    summary = stages.summarise(path)
+    assert summary["client.train"]["calls"] == 8  # 4 institutions x 2 rounds
+    assert summary["client.load_state"]["calls"] >= 8 and summary["server.push"]["calls"] >= 1
+    assert summary["client.message.train"]["calls"] == 8
+    assert summary["client.train"]["seconds"] < summary["client.message.train"]["seconds"]  # a part of the message
+    assert summary["server.checkpoint"]["calls"] == 2
+    monkeypatch.delenv(stages.ENV)
+    before = path.read_text()
+    _run(tmp_path, "untimed")
+    assert path.read_text() == before  # unset: nothing is timed or written

@@ -61,6 +61,7 @@ import torch
 from experiments.bench.common import save, speed_probe, table
 from experiments.bench.federated_overhead import in_process_timed
 from experiments.cli import run_main
+from fed_uml.federated import stages
 from fed_uml.federated.config import compose_config, run_config_from_overrides
 from localrun.flower import FlowerRuntime, find_strays
 
@@ -160,7 +161,8 @@ def with_flower(overrides: list[str], n: int, cpus: int, gpus: float, profile: P
     with TemporaryDirectory(prefix="fed-uml-scale-") as tmp:
         tmp = Path(tmp)
         monitor = PeakMemory(tmp)
-        with FlowerRuntime(tmp) as rt:
+        stage_file = tmp / "stages.jsonl"  # per-stage timers of the ServerApp and every actor
+        with FlowerRuntime(tmp, env={stages.ENV: str(stage_file)}) as rt:
             superlink = rt.start_superlink(simulation=True)
             spy = None
             if profile is not None:
@@ -182,6 +184,7 @@ def with_flower(overrides: list[str], n: int, cpus: int, gpus: float, profile: P
                 spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
                 spy.wait(timeout=120)
         res = json.loads((tmp / "results" / "results.json").read_text())
+        stage_times = stages.summarise(stage_file) if stage_file.exists() else {}
     rounds = [h["seconds"] for h in res["history"]]
     timing = res.get("timing", {})
     phases = startup_and_round(t0_unix, timing.get("first_round_unix", float("nan")), rounds)
@@ -203,6 +206,8 @@ def with_flower(overrides: list[str], n: int, cpus: int, gpus: float, profile: P
         "processes_at_peak": monitor.peak_procs,
         "failures": len(res["failures"]),
         "mean_accuracy": res.get("mean_accuracy", res.get("mean_map_macro")),  # multi-label: macro mAP
+        # seconds per stage over the whole run, summed over processes (fed_uml.federated.stages)
+        "stages": stage_times,
     }
     if profile is not None and profile.exists():
         out["profile"] = summarize_profile(profile)
@@ -340,8 +345,11 @@ def main() -> None:
             if "in_process_startup_s" in row:
                 row["floor_fixed_cost_ratio"] = row["floor_startup_s"] / row["in_process_startup_s"]
         rows.append(row)
-        shown = {k: v for k, v in row.items() if k not in ("peak_memory_gib_by_process", "profile")}
+        shown = {k: v for k, v in row.items() if k not in ("peak_memory_gib_by_process", "profile", "stages")}
         print(table([shown], list(shown)), flush=True)
+        print("  stages (s over the run, all processes): " + ", ".join(
+            f"{k} {v['seconds']:.1f} ({v['ms_per_call']:.1f} ms x {v['calls']})" for k, v in row["stages"].items()),
+            flush=True)
         print("  peak memory by process (GiB): " + ", ".join(
             f"{k} {v:.2f}" for k, v in row["peak_memory_gib_by_process"].items()), flush=True)
         for kind, p in row.get("profile", {}).items():

@@ -22,6 +22,7 @@ import torch
 from fed_uml.calibration import calibrate_modality
 from fed_uml.data import load_dataset
 from fed_uml.data.normalize import standardize
+from fed_uml.federated import stages
 from fed_uml.federated.partition import split_indices
 from fed_uml.federated.protocol import CalibrateReport, Description, EvaluateReport, TrainReport
 from fed_uml.federated.roles import InstitutionId
@@ -116,13 +117,15 @@ class Institution:
     def model(self, backbone: Mapping[str, torch.Tensor], private: Mapping[str, torch.Tensor] | None) -> UMLModel:
         """The institution's model with this backbone and private state (the process's model
         object for its architecture, `_skeleton`: valid until the next call)."""
-        model = _skeleton(*self._architecture)
-        state = dict(private if private is not None else self.initial_private_state())
-        state.update(backbone)  # float32 from the wire (`from_wire`); load_state_dict copies into float32
-        missing = set(model.state_dict()) - set(state)
-        if missing:
-            raise ValueError(f"institution {self.ident.name}: the server sent no tensors for {sorted(missing)[:3]}...")
-        model.load_state_dict(state, strict=True)
+        with stages.stage("client.load_state"):
+            model = _skeleton(*self._architecture)
+            state = dict(private if private is not None else self.initial_private_state())
+            state.update(backbone)  # float32 from the wire (`from_wire`); load_state_dict copies into float32
+            missing = set(model.state_dict()) - set(state)
+            if missing:
+                raise ValueError(f"institution {self.ident.name}: the server sent no tensors for "
+                                 f"{sorted(missing)[:3]}...")
+            model.load_state_dict(state, strict=True)
         return model
 
     def fit(self, backbone, private, server_round: int, local_epochs: int, *, num_rounds: int | None = None,
@@ -142,11 +145,12 @@ class Institution:
             epochs, steps = 1, local_steps
         else:
             epochs, steps = local_epochs, None
-        history = train_unpaired(
-            model, {self.ident.modality: self.train}, self.settings, epochs=epochs, generator=g,
-            desc=f"{self.ident.name} round {server_round}",
-            start_epoch=(server_round - 1) * epochs, total_epochs=rounds * epochs, steps_per_epoch=steps,
-        )
+        with stages.stage("client.train"):
+            history = train_unpaired(
+                model, {self.ident.modality: self.train}, self.settings, epochs=epochs, generator=g,
+                desc=f"{self.ident.name} round {server_round}",
+                start_epoch=(server_round - 1) * epochs, total_epochs=rounds * epochs, steps_per_epoch=steps,
+            )
         last = history[-1] if history else {}
         multi_label = self.train.labels.ndim == 2  # no training accuracy for multi-hot targets
         report = TrainReport(
@@ -158,7 +162,8 @@ class Institution:
         )
         # copies: the model object is the process's for this architecture (`_skeleton`), and the
         # next message loads another state into it
-        return _copied(shared_state(model)), _copied(private_state(model)), report
+        with stages.stage("client.copy_state"):
+            return _copied(shared_state(model)), _copied(private_state(model)), report
 
     def evaluate(self, backbone, private) -> EvaluateReport:
         """Test accuracy (single-label) or the multi-label metrics (`scores`) of the model on the local test share."""
