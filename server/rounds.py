@@ -43,7 +43,8 @@ from fed_uml.federated.protocol import (
 )
 from fed_uml.federated.transfer import from_wire, to_wire
 from fed_uml.files import save_atomic
-from fed_uml.results import claim_results_dir, deploys_calibrated, file_record, make_results, write_json_atomic
+from fed_uml.results import claim_results_dir, file_record, make_results, write_json_atomic
+from fed_uml.schema import settings_of
 from server import FederationError
 from server.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from server.messaging import Messenger
@@ -86,23 +87,27 @@ class GroupBackbones:
 
 class FederatedRun:
     def __init__(self, grid: Grid, cfg: Mapping, results_dir: Path, run_id: int = 0):
+        """`cfg`: the run's composed config as plain containers (it goes into results.json and
+        the checkpoints), read as typed settings (`settings`, `fed_uml.schema.settings_of`)."""
         self.grid, self.cfg, self.results_dir, self.run_id = grid, cfg, Path(results_dir), run_id
-        fed = self.fed = cfg["federated"]
-        self.method = cfg["method"]["name"]
+        self.settings = settings_of(cfg)
+        fed = self.fed = self.settings.federated
+        self.method = self.settings.method.name
         if self.method not in FEDERATED_METHODS:
             raise SettingsError(f"method={self.method!r} has no federated version; choose one of {FEDERATED_METHODS}")
-        self.modalities = list(cfg["dataset"]["modalities"])
-        self.strategy = BackboneFedAvg(weighting=fed["weighting"], fraction_train=float(fed["fraction_train"]),
-                                       fraction_evaluate=float(fed["fraction_evaluate"]),
-                                       fraction_calibrate=float(fed["fraction_calibrate"]),
-                                       seed=int(cfg["seed"]))
-        self.dtype = str(fed["transfer_dtype"])
-        self.num_rounds = int(fed["num_rounds"])
-        self.min_institutions = int(fed["min_institutions"])
-        self.roster = Roster(self.modalities, int(cfg["dataset"]["num_classes"]), self.method)
-        self.messenger = Messenger(grid, float(fed["round_timeout"]), self.roster.name,
-                                   int(fed.get("max_in_flight") or 0))
-        self.private = PrivateRounds(grid, cfg, self.strategy, self.roster, self.messenger)  # docs/privacy.md
+        self.modalities = list(self.settings.dataset.modalities)
+        self.strategy = BackboneFedAvg(weighting=fed.weighting, fraction_train=fed.fraction_train,
+                                       fraction_evaluate=fed.fraction_evaluate,
+                                       fraction_calibrate=fed.fraction_calibrate, seed=self.settings.seed)
+        self.dtype = fed.transfer_dtype
+        self.num_rounds = fed.num_rounds
+        self.min_institutions = fed.min_institutions
+        if self.settings.dataset.num_classes is None:
+            raise SettingsError(f"dataset {self.settings.dataset.name!r}: setting dataset.num_classes is needed to "
+                                "build the backbone on the server (set it, and dataset.classes, to the label set)")
+        self.roster = Roster(self.modalities, self.settings.dataset.num_classes, self.method)
+        self.messenger = Messenger(grid, fed.round_timeout, self.roster.name, fed.max_in_flight)
+        self.private = PrivateRounds(grid, self.settings, self.strategy, self.roster, self.messenger)  # privacy.md
         self.history: list[dict] = []
         self._first_contact: tuple[list[int], int] | None = None  # (nodes, resumed after round) until round 1 is back
         self._t_rounds, self._first_round = time.perf_counter(), 1  # for the progress line
@@ -128,7 +133,7 @@ class FederatedRun:
         (one averaging group, everyone trains, no secure or private round which weighs and
         groups institutions before they train)."""
         return (self.method == "uml" and self.strategy.fraction_train >= 1 and not self.private.active
-                and not self.fed.get("describe_upfront"))
+                and not self.fed.describe_upfront)
 
     def _admit_first_contact(self, replies: Mapping) -> None:
         self._first_contact = None
@@ -156,8 +161,8 @@ class FederatedRun:
         chosen = {g: self.strategy.sample(nodes) for g, nodes in groups.items() if nodes}
         sent = {n: backbones.wire(g) for g, nodes in chosen.items() for n in nodes}
         instruction = TrainInstruction(
-            server_round=server_round, num_rounds=self.num_rounds, local_epochs=int(self.fed["local_epochs"]),
-            local_steps=int(self.fed.get("local_steps") or 0), transfer_dtype=self.dtype,
+            server_round=server_round, num_rounds=self.num_rounds, local_epochs=self.fed.local_epochs,
+            local_steps=self.fed.local_steps, transfer_dtype=self.dtype,
             first_contact_after_round=None if first is None else first[1],
         )
         if self.private.active:  # secure aggregation and/or differential privacy (server/secure.py)
@@ -231,14 +236,14 @@ class FederatedRun:
         accuracy before calibration is its evaluation of the final model (the same model, the
         same test share, the same code), so asking for it twice would only cost a pass over
         every test set (about a training round in the main job)."""
-        return (bool(int(self.fed["evaluate_every"])) and self.strategy.fraction_evaluate >= 1
+        return (bool(self.fed.evaluate_every) and self.strategy.fraction_evaluate >= 1
                 and self.strategy.fraction_calibrate >= 1)
 
     def calibrate(self, backbones: GroupBackbones) -> tuple[dict, list, dict]:
         """(per-modality results, per-institution entries, the model files institutions wrote
         under the results folder: {relative path: {sha256, bytes}})."""
         instruction = CalibrateInstruction(server_round=self.num_rounds,
-                                           calibration_epochs=int(self.cfg["calibration"]["epochs"]),
+                                           calibration_epochs=self.settings.calibration.epochs,
                                            results_dir=str(self.results_dir))
         replies = self.messenger.send(self._everyone(backbones, self.strategy.fraction_calibrate), protocol.CALIBRATE,
                                       instruction, self.num_rounds)
@@ -249,7 +254,7 @@ class FederatedRun:
             self._record_evaluation(self.num_rounds, (
                 (m.modality, EvaluateReport(num_examples=r.num_examples, accuracy=r.accuracy_before_calibration,
                                             scores=r.scores_before)) for m, r in reports), " (before calibration)")
-        modalities, per_inst = calibration_results(reports, self.modalities, deploys_calibrated(self.cfg["method"]))
+        modalities, per_inst = calibration_results(reports, self.modalities, self.settings.method.calibrate)
         by_name = {self.roster.members[n].name: m for n, m in models.items()}
         for entry in per_inst:
             if entry["name"] in by_name:
@@ -260,10 +265,10 @@ class FederatedRun:
     # -- the whole run -----------------------------------------------------------------------
     def execute(self) -> dict:
         t0 = time.perf_counter()
-        claim_results_dir(self.results_dir, setting="results-dir", resume=bool(self.cfg.get("resume")), overwrite=None)
+        claim_results_dir(self.results_dir, setting="results-dir", resume=self.settings.resume, overwrite=None)
         self.results_dir.mkdir(parents=True, exist_ok=True)
-        log.info("federated %s on %s, results in %s", self.method, self.cfg["dataset"]["name"], self.results_dir)
-        resumed = load_checkpoint(self.checkpoint_path, self.cfg, bool(self.cfg.get("resume")))
+        log.info("federated %s on %s, results in %s", self.method, self.settings.dataset.name, self.results_dir)
+        resumed = load_checkpoint(self.checkpoint_path, self.cfg, self.settings.resume)
         if resumed is not None:
             self.history = resumed.history
             self.messenger.failures = resumed.failures
@@ -284,7 +289,7 @@ class FederatedRun:
             init = initial_backbone(self.cfg)
             tensors = {g: init for g in self.roster.groups()}
         backbones = GroupBackbones(tensors, self.dtype)
-        every = int(self.fed["evaluate_every"])
+        every = self.fed.evaluate_every
         self._t_rounds, self._first_round = time.perf_counter(), done + 1
         for server_round in range(done + 1, self.num_rounds + 1):
             self.train_round(server_round, backbones)
@@ -293,7 +298,7 @@ class FederatedRun:
                 self.evaluate_round(server_round, backbones)
             save_checkpoint(self.checkpoint_path, Checkpoint(server_round, backbones.tensors, self.history,
                                                              self.failures, self.strategy.rng.getstate()), self.cfg)
-            if server_round == int(self.fed.get("stop_after_round") or 0) and server_round < self.num_rounds:
+            if server_round == self.fed.stop_after_round and server_round < self.num_rounds:
                 log.warning("stopping after round %d as requested (federated.stop_after_round); continue with "
                             "resume=true and the same results-dir", server_round)
                 return {}
@@ -305,10 +310,10 @@ class FederatedRun:
         curves = plot_curves(self.history, modalities, self.num_rounds, self.results_dir / "curves.png")
         written = [self.results_dir / "backbone.pt", self.checkpoint_path] + ([curves] if curves else [])
         results = make_results(
-            self.method, self.cfg["dataset"]["name"], self.cfg["seed"], True, modalities, self.cfg,
+            self.method, self.settings.dataset.name, self.settings.seed, True, modalities, self.cfg,
             time.perf_counter() - t0,
             rounds=self.num_rounds,
-            local_epochs=int(self.fed["local_epochs"]),
+            local_epochs=self.fed.local_epochs,
             history=self.history,
             institutions=per_inst,
             models_written=sorted(i["name"] for i in per_inst if i["model_saved"]),
@@ -319,7 +324,7 @@ class FederatedRun:
         )
         path = write_json_atomic(self.results_dir / "results.json", results)
         log.info("federated %s after %d rounds, %.0f s:\n%s", self.method, self.num_rounds, time.perf_counter() - t0,
-                 summary_table(modalities, deploys_calibrated(self.cfg["method"])))
+                 summary_table(modalities, self.settings.method.calibrate))
         missing = sorted(i["name"] for i in per_inst if not i["model_saved"])
         log.info("institutions that wrote their model to their own disk: %s", ", ".join(results["models_written"]))
         if missing:
