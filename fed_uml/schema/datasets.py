@@ -33,8 +33,7 @@ class DatasetSettings:
     """The data root holding one folder per data set (null: the environment variable
     FED_UML_DATA). A path to the data set's own folder works too."""
     modalities: list[str] = run_config("modalities", MISSING)
-    """The modalities of the run, each a key of `sensors` (run-config key `modalities`:
-    comma-separated)."""
+    """The modalities of the run, each a key of `sensors`."""
     sensors: dict[str, Any] = MISSING
     """Every selectable modality: which sensor sees the scenes and which bands are kept,
     {modality: {sensor, bands}}."""
