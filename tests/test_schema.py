@@ -24,7 +24,16 @@ from fed_uml.federated.config import (
     run_config_to_overrides,
     run_config_types,
 )
-from fed_uml.schema import DATASETS, METHODS, MODELS, MultiLabelDatasetSettings, Settings, settings_of
+from fed_uml.schema import (
+    DATASETS,
+    METHODS,
+    MODELS,
+    MultiLabelDatasetSettings,
+    RealDatasetSettings,
+    Settings,
+    SyntheticDatasetSettings,
+    settings_of,
+)
 from fed_uml.schema.methods import CDANSettings
 from fed_uml.schema.models import ResNet18Settings
 from fed_uml.schema.reference import declared
@@ -47,7 +56,16 @@ def _hydra(overrides: list[str]):
 
 @pytest.mark.parametrize("name", DATASET_FILES)
 def test_every_data_set_file_composes_onto_its_schema(name):
+    """...the schema of its kind, as the data layer knows it: synthetic, real, real and multi-label."""
+    from fed_uml.data.catalog import BUILTIN, REAL_READERS
+
     assert name in DATASETS, f"conf/dataset/{name}.yaml has no schema in fed_uml.schema.datasets.DATASETS"
+    assert name in BUILTIN
+    kind = DATASETS[name]
+    assert (kind is SyntheticDatasetSettings) == (name == "synthetic")
+    assert issubclass(kind, RealDatasetSettings) == (name in REAL_READERS)
+    multi_label = name in REAL_READERS and all(r.MULTI_LABEL for r in REAL_READERS[name].values())
+    assert issubclass(kind, MultiLabelDatasetSettings) == multi_label
     assert OmegaConf.get_type(_hydra([f"dataset={name}"]).dataset) is DATASETS[name]
     settings = settings_of(compose_config([f"dataset={name}"]))
     assert type(settings.dataset) is DATASETS[name] and settings.dataset.name == name
