@@ -388,7 +388,10 @@ def test_settings_reference_is_the_schema():
         for setting in declared(schema, prefix):
             if not setting.is_group:
                 assert generator.setting_row(setting) in page, setting.path
-    assert "| `federated.dp_delta` | float | `1e-05` |" in page and "| `dataset.sensors.sar` |" in page
+    for row in ("| `federated.dp_delta` | float | `1e-05` |", "| `federated.state_dir` | str \\| null | `null` |",
+                "| `federated.secure_num_shares` | int \\| float | `1.0` |", "| `dataset.sensors.sar` |",
+                "| `dataset.modalities` | list[str] | `(per choice)` |", "| `method.trade_off` | float | `1.0` |"):
+        assert row in page, row
     for path in sorted((ROOT / "conf").glob("dataset/*.yaml")):
         _, rows = generator.yaml_settings(path.read_text())
         tree = yaml.safe_load(path.read_text())
