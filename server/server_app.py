@@ -20,6 +20,7 @@ from flwr.serverapp import Grid, ServerApp
 from fed_uml.errors import UserError
 from fed_uml.federated.config import config_from_run_config
 from fed_uml.preflight import check_federated
+from fed_uml.schema import settings_of
 from server.rounds import FederatedRun
 
 app = ServerApp()
@@ -42,7 +43,7 @@ def main(grid: Grid, context: Context) -> None:
     line `error: <message>` in the log instead of a traceback (README "Reliability")."""
     try:
         cfg = config_from_run_config(context.run_config)
-        results_dir = Path(cfg.get("results_dir") or default_results_dir(context.run_id)).expanduser().resolve()
+        results_dir = Path(settings_of(cfg).results_dir or default_results_dir(context.run_id)).expanduser().resolve()
         check_federated(cfg, results_dir)
         FederatedRun(grid, cfg, results_dir, run_id=context.run_id).execute()
     except UserError as e:
