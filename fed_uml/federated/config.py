@@ -23,9 +23,10 @@ from pathlib import Path
 from omegaconf import MISSING
 
 from fed_uml.errors import SettingsError
-from fed_uml.schema import DATASETS, METHODS, MODELS, Settings, settings_of
+from fed_uml.schema import Settings, settings_of
 from fed_uml.schema.reference import Declared, declared
 from fed_uml.schema.store import register
+from fed_uml.schema.typed import GROUPS as GROUP_SCHEMAS
 
 
 def _run_config_settings() -> dict[str, Declared]:
@@ -35,13 +36,12 @@ def _run_config_settings() -> dict[str, Declared]:
         if setting.run_config:
             out[setting.run_config] = setting
         if setting.is_group:  # a group's own settings may be run-config keys too (dataset.root)
-            for schema in {*SCHEMA_TABLES[setting.path].values(), setting.type}:
+            _, table, base = GROUP_SCHEMAS[setting.path]
+            for schema in dict.fromkeys([base, *table.values()]):
                 out.update({s.run_config: s for s in declared(schema, f"{setting.path}.") if s.run_config})
     return out
 
 
-# the choice tables of the config groups (their schemas may declare run-config keys)
-SCHEMA_TABLES = {"dataset": DATASETS, "model": MODELS, "method": METHODS}
 RUN_CONFIG_SETTINGS: dict[str, Declared] = _run_config_settings()
 # run-config key -> Hydra path ("overrides": any Hydra overrides, applied last)
 RUN_CONFIG_KEYS: dict[str, str] = {**{k: s.path for k, s in RUN_CONFIG_SETTINGS.items()}, "overrides": ""}
@@ -194,6 +194,7 @@ def _resolved_cached(overrides: tuple[str, ...]) -> str:
     if isinstance(raw.get("results_dir"), str) and "${hydra:" in raw["results_dir"]:
         raw["results_dir"] = None
     resolved = OmegaConf.to_container(OmegaConf.create(raw), resolve=True)
+    assert isinstance(resolved, dict)
     settings_of(resolved)  # keys that `+key=value` added, which Hydra lets into a schema
     return json.dumps(resolved)
 

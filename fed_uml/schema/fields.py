@@ -10,6 +10,7 @@ against it.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 RUN_CONFIG = "run_config"
@@ -25,9 +26,10 @@ def run_config(key: str, default: Any) -> Any:
     return dataclasses.field(default=default, metadata={RUN_CONFIG: key})
 
 
-def nested(cls: type) -> Any:
-    """A mapping of settings with its own schema `cls` (every field of which has a default)."""
-    return dataclasses.field(default_factory=cls)
+def nested(make: Callable[[], Any]) -> Any:
+    """A mapping of settings made by `make`: a schema class (every field of which has a
+    default) or a function giving the default mapping."""
+    return dataclasses.field(default_factory=make)
 
 
 def listed(*items: Any) -> Any:

@@ -82,12 +82,14 @@ def declared(cls: type, prefix: str = "") -> Iterator[Declared]:
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     for field in dataclasses.fields(cls):
-        kind, default = hints[field.name], _default(field)
+        kind: Any = hints[field.name]
+        default = _default(field)
         path = f"{prefix}{field.name}"
-        if dataclasses.is_dataclass(kind) and default is not MISSING:
+        schema = isinstance(kind, type) and dataclasses.is_dataclass(kind)
+        if schema and default is not MISSING:
             yield from declared(kind, f"{path}.")
             continue
-        doc = docs.get(field.name) or (class_doc(kind) if dataclasses.is_dataclass(kind) else "")
+        doc = docs.get(field.name) or (class_doc(kind) if schema else "")
         yield Declared(path, kind, default, " ".join(doc.split()), field.metadata.get(RUN_CONFIG), cls)
 
 

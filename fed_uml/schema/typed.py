@@ -90,7 +90,7 @@ def settings_of(cfg: Mapping) -> Settings:
     recorded `config`): every group read against its schema (`group_schemas`). A fresh object
     per call; the conversion is cached (it costs more than a small institution's round)."""
     values = {k: v for k, v in cfg.items() if k != "hydra"}
-    return copy.deepcopy(_settings(json.dumps(values, sort_keys=True, default=str)))
+    return copy.deepcopy(_settings(json.dumps(values, default=str)))
 
 
 @functools.lru_cache(maxsize=16)
