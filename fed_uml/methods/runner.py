@@ -8,7 +8,7 @@ and reads its settings from it as typed objects (`fed_uml.schema.settings_of`):
   mAP and F1 for multi-label data, `fed_uml.metrics`) with the
   training-time BN statistics and after BN calibration (Algorithm 1), as
   `fed_uml.results.modality_result` entries. Whether the calibrated h_k is the deployed model
-  is read only from the method's config group (`fed_uml.results.deploys_calibrated`).
+  is read only from the method's settings (`method.calibrate`).
 """
 
 from __future__ import annotations
