@@ -104,7 +104,8 @@ def setting_row(setting) -> str:
     from fed_uml.schema.reference import type_name
 
     doc = setting.doc + (f" Run-config key `{setting.run_config}`." if setting.run_config else "")
-    return f"| `{setting.path}` | {_cell(type_name(setting.type))} | `{_cell(default_text(setting.default))}` | {_cell(doc)} |"
+    kind, default = _cell(type_name(setting.type)), _cell(default_text(setting.default))
+    return f"| `{setting.path}` | {kind} | `{default}` | {_cell(doc)} |"
 
 
 TABLE_HEAD = ["| setting | type | default | what it does |", "|---|---|---|---|"]

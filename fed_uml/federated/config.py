@@ -24,9 +24,9 @@ from omegaconf import MISSING
 
 from fed_uml.errors import SettingsError
 from fed_uml.schema import Settings, settings_of
+from fed_uml.schema.convert import GROUPS as GROUP_SCHEMAS
 from fed_uml.schema.reference import Declared, declared
 from fed_uml.schema.store import register
-from fed_uml.schema.typed import GROUPS as GROUP_SCHEMAS
 
 
 def _run_config_settings() -> dict[str, Declared]:

@@ -33,8 +33,8 @@ from fed_uml.metrics import task_of
 from fed_uml.modality import ModalityData
 from fed_uml.models import UMLModel, backbone_stages, model_from_config
 from fed_uml.models.registry import get_stage_builder
+from fed_uml.schema.convert import typed
 from fed_uml.schema.methods import GradientReversalSettings, MethodSettings
-from fed_uml.schema.typed import typed
 from fed_uml.training import seed_everything, train_unpaired
 from fed_uml.training.loop import epoch_steps
 

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from fed_uml.methods.registry import register_method
 from fed_uml.methods.runner import build_model, evaluate_with_calibration, train_settings
 from fed_uml.modality import ModalityData
+from fed_uml.schema.convert import typed
 from fed_uml.schema.methods import UnimodalSettings
-from fed_uml.schema.typed import typed
 from fed_uml.training import seed_everything, train_unpaired
 from fed_uml.training.loop import epoch_steps
 

@@ -11,12 +11,13 @@ docstring under the field), and, where the Flower apps take it as a run-config k
 - the run-config key table and its types are derived (`fed_uml.federated.config`), and
   pyproject.toml's `[tool.flwr.app.config]` is checked against it;
 - the settings reference of the docs is generated (`reference.declared`);
-- entry points read a composed config as typed objects (`typed.settings_of`).
+- entry points read a composed config as typed objects (`convert.settings_of`).
 
 Adding a setting: one field, with its default and a docstring, in the class of its group
 (docs/reference/settings.md, "Adding a setting").
 """
 
+from fed_uml.schema.convert import settings_of, typed
 from fed_uml.schema.datasets import (
     DATASETS,
     DatasetSettings,
@@ -30,7 +31,6 @@ from fed_uml.schema.methods import METHODS, MethodSettings
 from fed_uml.schema.models import MODELS, ModelSettings
 from fed_uml.schema.top import CalibrationSettings, DecisionSettings, Settings
 from fed_uml.schema.training import TrainingSettings
-from fed_uml.schema.typed import settings_of, typed
 
 __all__ = [
     "DATASETS", "METHODS", "MODELS", "CalibrationSettings", "DatasetSettings", "DecisionSettings",

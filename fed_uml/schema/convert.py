@@ -100,10 +100,20 @@ def _settings(values_json: str) -> Settings:
 
     values = json.loads(values_json)
     try:
-        node = OmegaConf.structured(Settings)
-        node.results_dir = None  # its default is Hydra's output folder, known only inside Hydra
-        for group, schema in group_schemas(values).items():
-            node[group] = OmegaConf.structured(schema)
-        return OmegaConf.to_object(OmegaConf.merge(node, values))  # type: ignore[return-value]
+        node = OmegaConf.merge(_schema_node(tuple(group_schemas(values).items())), values)
+        return OmegaConf.to_object(node)  # type: ignore[return-value]
     except OmegaConfBaseException as e:
         raise SettingsError(_message(e, "") + _unknown_choices(values)) from None
+
+
+@functools.lru_cache(maxsize=16)
+def _schema_node(groups: tuple[tuple[str, type], ...]) -> Any:
+    """The schema `Settings` with these group schemas, as an OmegaConf node (made once: making
+    it costs more than merging a config into it, which leaves it as it is)."""
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.structured(Settings)
+    node.results_dir = None  # its default is Hydra's output folder, known only inside Hydra
+    for group, schema in groups:
+        node[group] = OmegaConf.structured(schema)
+    return node
