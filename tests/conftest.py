@@ -49,12 +49,12 @@ def tiny_config(method="uml", modalities=("sar", "rgb"), epochs=1, samples_per_c
     """The real conf/ composed for a tiny run of `method` on synthetic `modalities` (a fresh dict):
     `TINY_SETTINGS` plus these sizes; `settings` sets any other setting by dotted path
     (`**{"dataset.seed": 1}`)."""
-    from fed_uml.federated.config import compose_config, overrides_of
+    from fed_uml.federated.config import compose_config
 
-    return compose_config([f"method={method}", *overrides_of({
+    return compose_config([f"method={method}"], {
         **TINY_SETTINGS, "training.epochs": epochs, "dataset.modalities": list(modalities),
         "dataset.samples_per_class": samples_per_class, "dataset.test_samples_per_class": test_samples_per_class,
-        "dataset.image_size": image_size, **settings})])
+        "dataset.image_size": image_size, **settings})
 
 
 def tiny_dataset_cfg(modalities=("sar", "rgb"), samples_per_class=3, test_samples_per_class=2, image_size=16,

@@ -109,11 +109,11 @@ def test_classes_setting_restricts_the_label_set(root):
 
 
 def test_trains_end_to_end(root):
-    from fed_uml.federated.config import compose_config, overrides_of
+    from fed_uml.federated.config import compose_config
     from tests.conftest import TINY_SETTINGS
 
-    cfg = compose_config(["dataset=eurosat_ms", *overrides_of(
-        {**TINY_SETTINGS, "dataset.root": str(root), "dataset.image_size": 16, "training.epochs": 1})])
+    cfg = compose_config(["dataset=eurosat_ms"], {**TINY_SETTINGS, "dataset.root": str(root), "dataset.image_size": 16,
+                                                  "training.epochs": 1})
     res = run_centralized(cfg)
     assert set(res["modalities"]) == {"rgb", "nir_swir"}
     assert 0.0 <= res["mean_accuracy"] <= 1.0

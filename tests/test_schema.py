@@ -149,6 +149,20 @@ def test_composing_refuses_an_unknown_setting_or_a_wrong_type_by_name(override, 
         compose_config([override])
 
 
+def test_values_set_settings_as_overrides_do():
+    """`compose_config(overrides, values)`: the same config as the overrides would give, the
+    values applied before resolving (dataset.seed follows seed), checked against the schema."""
+    by_values = compose_config(["method=dann"], {"seed": 7, "training.lr": 0.01, "dataset.modalities": ["rgb", "sar"],
+                                                 "dataset.samples_per_class": {"rgb": 2, "sar": 3}})
+    assert by_values == compose_config(["method=dann", "seed=7", "training.lr=0.01", "dataset.modalities=[rgb,sar]",
+                                        "dataset.samples_per_class={rgb:2,sar:3}"])
+    assert by_values["dataset"]["seed"] == 7
+    with pytest.raises(SettingsError, match=r"unknown setting 'training\.epochz'"):
+        compose_config([], {"training.epochz": 1})
+    with pytest.raises(SettingsError, match=r"training\.epochs: Value 'many'"):
+        compose_config([], {"training.epochs": "many"})
+
+
 def test_typed_settings_of_a_composed_config():
     cfg = compose_config(["method=cdan", "model=resnet18", "dataset=bigearthnet", "dataset.task=single_label",
                           "federated.round_timeout=60"])
