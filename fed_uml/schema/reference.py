@@ -33,17 +33,27 @@ class Declared:
     """The field's type hint (`int`, `float | None`, a schema class for a group)."""
     default: Any
     """The default (`MISSING`: set by the group's choice, e.g. a data set's yaml file)."""
-    doc: str
-    """The description (the field's attribute docstring, or the class docstring of a mapping)."""
     run_config: str | None
     """Its run-config key, if the Flower apps take it as one."""
     owner: type
     """The schema class that declares it."""
 
     @property
+    def name(self) -> str:
+        return self.path.rpartition(".")[2]
+
+    @property
     def is_group(self) -> bool:
         """A config group (dataset, model, method): its schema depends on the choice."""
         return dataclasses.is_dataclass(self.type) and self.default is MISSING
+
+    @property
+    def doc(self) -> str:
+        """The description: the field's attribute docstring, or the class docstring of a group
+        (read from the source when asked: the run-config table, read by every process of a
+        run, does not need it)."""
+        doc = field_docs(self.owner).get(self.name) or (class_doc(self.type) if self.is_group else "")
+        return " ".join(doc.split())
 
 
 @functools.cache
@@ -80,17 +90,14 @@ def declared(cls: type, prefix: str = "") -> Iterator[Declared]:
     """Every setting of schema `cls`, depth first; a mapping with a schema of its own (a nested
     dataclass) yields its own settings, not itself; a group yields itself."""
     hints = typing.get_type_hints(cls)
-    docs = field_docs(cls)
     for field in dataclasses.fields(cls):
         kind: Any = hints[field.name]
         default = _default(field)
         path = f"{prefix}{field.name}"
-        schema = isinstance(kind, type) and dataclasses.is_dataclass(kind)
-        if schema and default is not MISSING:
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind) and default is not MISSING:
             yield from declared(kind, f"{path}.")
             continue
-        doc = docs.get(field.name) or (class_doc(kind) if schema else "")
-        yield Declared(path, kind, default, " ".join(doc.split()), field.metadata.get(RUN_CONFIG), cls)
+        yield Declared(path, kind, default, field.metadata.get(RUN_CONFIG), cls)
 
 
 def type_name(kind: Any) -> str:
