@@ -40,6 +40,7 @@ from fed_uml.federated.transfer import from_wire, to_wire
 from fed_uml.model_file import model_filename
 from fed_uml.preflight import check_device
 from fed_uml.results import sha256_file
+from fed_uml.schema import settings_of
 
 _PRIVATE = "private"  # the key of the private state in context.state (never sent)
 
@@ -102,13 +103,14 @@ class _InstitutionCache:
 
 def _new_institution(context: Context) -> Institution:
     cfg = config_from_run_config(context.run_config)
-    check_device(str(cfg.get("device") or "cpu"))  # the server checked the rest; the device is this node's
+    settings = settings_of(cfg)
+    check_device(settings.device)  # the server checked the rest; the device is this node's
     node_state = context.node_config.get(roles.STATE_DIR)
     store = cfg["dataset"].get("store")
     if node_state and isinstance(store, dict) and not store.get("dir"):  # deployment: the node's own disk
         store["dir"] = str(Path(str(node_state)).expanduser() / "store")
     ident = roles.institution_for_node(
-        context.node_config, cfg["dataset"]["modalities"], cfg["federated"]["institutions_per_modality"]
+        context.node_config, settings.dataset.modalities, settings.federated.institutions_per_modality
     )
     return Institution(cfg, ident)
 
@@ -119,14 +121,14 @@ _INSTITUTIONS = _InstitutionCache(max_bytes=2 * 2**30)
 def _institution(context: Context) -> Institution:
     with stages.stage("client.institution"):
         inst = _INSTITUTIONS.get(context)
-    threads = int(inst.cfg.get("num_threads") or 0)
+    threads = inst.run_settings.num_threads
     if threads > 0:
         torch.set_num_threads(threads)
     return inst
 
 
 def _state_dir(context: Context, inst: Institution) -> str | None:
-    return context.node_config.get(roles.STATE_DIR) or inst.cfg["federated"].get("state_dir") or None
+    return context.node_config.get(roles.STATE_DIR) or inst.run_settings.federated.state_dir or None
 
 
 def _store(context: Context, inst: Institution) -> PrivateStateStore | None:

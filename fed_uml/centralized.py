@@ -31,6 +31,7 @@ from fed_uml.results import (
     task_of_entry,
     write_json_atomic,
 )
+from fed_uml.schema import settings_of
 from fed_uml.training.checkpoint import TrainingCheckpoints, checkpointing
 
 log = logging.getLogger(__name__)
@@ -46,29 +47,30 @@ def run_centralized(cfg: Mapping, results_dir: str | Path | None = None) -> dict
     """Run `cfg["method"]["name"]` on `cfg["dataset"]`; write `results.json` and the deployed models
     (`model-<modality>.pt`) into `results_dir`, or else into `cfg["results_dir"]` (models only), if set.
 
-    `cfg` is the resolved config as plain containers (what Hydra's `to_container` gives).
-    Every setting is checked before any data is read (`fed_uml.preflight`).
+    `cfg` is the resolved config as plain containers (what Hydra's `to_container` gives); it is
+    read as typed settings (`fed_uml.schema.settings_of`) and every setting is checked before
+    any data is read (`fed_uml.preflight`). The plain config goes to the method and into
+    results.json as it is.
     """
     t0 = time.perf_counter()
     if results_dir is not None:  # the deployed models (model-<modality>.pt) go beside results.json
         cfg = {**cfg, "results_dir": str(results_dir)}
-    folder = Path(cfg["results_dir"]).expanduser() if cfg.get("results_dir") else None
-    check_centralized(cfg, folder)
-    method = cfg["method"]["name"]
+    settings = settings_of(cfg)
+    folder = Path(settings.results_dir).expanduser() if settings.results_dir else None
+    check_centralized(settings, folder)
+    method = settings.method.name
     fn = get_method(method)  # fail on an unknown method before loading any data
     ckpt = None
     if folder is not None:
-        claim_results_dir(folder, setting="results_dir", resume=bool(cfg.get("resume")),
-                          overwrite=bool(cfg.get("overwrite")))
+        claim_results_dir(folder, setting="results_dir", resume=settings.resume, overwrite=settings.overwrite)
         folder.mkdir(parents=True, exist_ok=True)
-        ckpt = TrainingCheckpoints.open(folder / CHECKPOINT_FILENAME, int(cfg["training"].get("checkpoint_every", 0)),
-                                        settings_digest(cfg, RESUME_FREE), bool(cfg.get("resume")))
-    threads = int(cfg.get("num_threads") or 0)
-    if threads > 0:
-        torch.set_num_threads(threads)
+        ckpt = TrainingCheckpoints.open(folder / CHECKPOINT_FILENAME, settings.training.checkpoint_every,
+                                        settings_digest(cfg, RESUME_FREE), settings.resume)
+    if settings.num_threads > 0:
+        torch.set_num_threads(settings.num_threads)
     data = load_dataset(cfg["dataset"])
     log.info(
-        "%s on %s: %s", method, cfg["dataset"]["name"],
+        "%s on %s: %s", method, settings.dataset.name,
         ", ".join(f"{k} ({d.channels} bands, {len(d.train)} train / {len(d.test)} test)" for k, d in data.items()),
     )
     with checkpointing(ckpt):
@@ -83,7 +85,7 @@ def run_centralized(cfg: Mapping, results_dir: str | Path | None = None) -> dict
     if folder is not None:
         files = file_record(folder, [folder / model_filename(k) for k in per_modality
                                      if (folder / model_filename(k)).is_file()])
-    results = make_results(method, cfg["dataset"]["name"], cfg["seed"], False, per_modality, cfg,
+    results = make_results(method, settings.dataset.name, settings.seed, False, per_modality, cfg,
                            time.perf_counter() - t0, files=files)
     if results_dir is not None:
         path = write_json_atomic(Path(results_dir) / RESULTS_FILENAME, results)

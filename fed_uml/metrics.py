@@ -43,13 +43,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import torch
 
 from fed_uml.errors import SettingsError
+from fed_uml.schema import DecisionSettings, typed
 
-THRESHOLD = 0.5  # on the sigmoid score, for F1
+THRESHOLD = DecisionSettings.threshold  # on the sigmoid score, for F1: the `decision.threshold` default
 THRESHOLD_CHOICES = ("fixed", "tuned")
 
 
@@ -136,31 +136,23 @@ def task_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float
     return {"accuracy": (logits.argmax(1) == targets).float().mean().item()}
 
 
-@dataclass(frozen=True)
-class DecisionSettings:
-    """The `decision` settings: the default threshold and how per-class thresholds are chosen."""
-
-    threshold: float = THRESHOLD
-    thresholds: str = "fixed"  # THRESHOLD_CHOICES
-
-    @classmethod
-    def from_config(cls, cfg: Mapping) -> DecisionSettings:
-        """The checked `decision` group of the run's config (defaults where it is absent)."""
+def decision_settings(cfg: Mapping | DecisionSettings) -> DecisionSettings:
+    """The checked `decision` settings: of a run's config (`cfg["decision"]`, schema defaults
+    where absent) or as they are (`fed_uml.schema.DecisionSettings`)."""
+    if isinstance(cfg, DecisionSettings):
+        decision = cfg
+    else:
         group = cfg.get("decision") or {}
         if not isinstance(group, Mapping):
             raise SettingsError(f"setting decision must be a mapping {{threshold, thresholds}}, got {group!r}")
-        unknown = sorted(set(group) - {"threshold", "thresholds"})
-        if unknown:
-            raise SettingsError(f"unknown setting(s) {['decision.' + k for k in unknown]}; known: "
-                                "decision.threshold, decision.thresholds")
-        threshold = group.get("threshold", THRESHOLD)
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
-            raise SettingsError(f"setting decision.threshold must be a number strictly between 0 and 1 (a "
-                                f"sigmoid score), got {threshold!r}")
-        choice = group.get("thresholds", "fixed")
-        if choice not in THRESHOLD_CHOICES:
-            raise SettingsError(f"setting decision.thresholds must be one of {THRESHOLD_CHOICES}, got {choice!r}")
-        return cls(float(threshold), str(choice))
+        decision = typed(DecisionSettings, group, "decision.")
+    if not 0 < decision.threshold < 1:
+        raise SettingsError(f"setting decision.threshold must be a number strictly between 0 and 1 (a "
+                            f"sigmoid score), got {decision.threshold!r}")
+    if decision.thresholds not in THRESHOLD_CHOICES:
+        raise SettingsError(f"setting decision.thresholds must be one of {THRESHOLD_CHOICES}, "
+                            f"got {decision.thresholds!r}")
+    return decision
 
 
 def tune_thresholds(scores: torch.Tensor, targets: torch.Tensor, default: float = THRESHOLD) -> list[float]:

@@ -72,7 +72,7 @@ from fed_uml import __version__
 from fed_uml.calibration import CalibratedModel
 from fed_uml.data.catalog import modality_bands
 from fed_uml.errors import UserError
-from fed_uml.metrics import DecisionSettings, task_of, tune_thresholds
+from fed_uml.metrics import decision_settings, task_of, tune_thresholds
 from fed_uml.modality import ModalityData
 from fed_uml.models import UMLModel, model_from_config
 from fed_uml.results import TASKS
@@ -188,7 +188,7 @@ def save_model(path: str | Path, h: CalibratedModel, data: ModalityData, cfg: Ma
 def _decision_thresholds(h: CalibratedModel, data: ModalityData, cfg: Mapping) -> tuple[list[float], str]:
     """The per-class thresholds of a multi-label model (setting `decision`) and how they were chosen:
     tuned on the deployed model's scores on its own training data (`data.train`, normalised)."""
-    decision = DecisionSettings.from_config(cfg)
+    decision = decision_settings(cfg)
     if decision.thresholds == "fixed":
         return [decision.threshold] * data.num_classes, "fixed"
     device = str(next(h.parameters()).device)

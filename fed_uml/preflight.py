@@ -3,8 +3,10 @@
 Why one pass up front: a setting that fails late fails after the work it wasted (training
 for minutes, then a negative calibration epoch count or a results folder that cannot be
 written), and a value that is silently ignored (a negative thread count) is worse. Each check
-raises `SettingsError` with the setting's name and what to change. The data-dependent check
-(does the data the settings ask for fit in memory?) lives with the data
+raises `SettingsError` with the setting's name and what to change. Names and types are the
+schema's to check (`fed_uml.schema.settings_of`: an unknown setting or a value of the wrong
+type is refused there, by name); this module checks ranges, choices and the machine. The
+data-dependent check (does the data the settings ask for fit in memory?) lives with the data
 (`fed_uml.data.memory`) and runs before a pixel is read; this module never touches data, so
 the ServerApp can use it.
 """
@@ -17,46 +19,38 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from fed_uml.errors import SettingsError
-from fed_uml.metrics import DecisionSettings
+from fed_uml.metrics import decision_settings
+from fed_uml.schema import Settings, settings_of
 from fed_uml.training import TrainSettings
 
 
-def _int(cfg: Mapping, name: str, minimum: int, hint: str = "") -> int:
-    value = cfg.get(name.rsplit(".", 1)[-1])
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+def _at_least(value: int, name: str, minimum: int, hint: str = "") -> None:
+    if value < minimum:
         raise SettingsError(f"{name} must be an integer >= {minimum}{hint}, got {value!r}")
-    return value
 
 
-def check_common(cfg: Mapping, *, device: bool = True) -> None:
-    """The settings every run reads: seeds, model width, training, calibration, threads and
-    (`device=True`, where the work runs) the torch device."""
-    for name, node, key in (("seed", cfg, "seed"), ("dataset.seed", cfg.get("dataset") or {}, "seed")):
-        value = node.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            raise SettingsError(f"{name} must be an integer >= 0, got {value!r}")
-    width = (cfg.get("model") or {}).get("width")
-    if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
-        raise SettingsError(f"model.width must be an integer >= 1, got {width!r}")
-    training = dict(cfg.get("training") or {})
-    lr = training.get("lr")
-    if lr is not None and not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr)
-                               and lr > 0):
-        raise SettingsError(f"training.lr must be a finite number > 0, got {lr!r}")
+def check_common(cfg: Mapping | Settings, *, device: bool = True) -> Settings:
+    """The settings every run reads: names and types (the schema), seeds, model width, training,
+    calibration, threads, decision and (`device=True`, where the work runs) the torch device.
+    Returns the typed settings."""
+    s = cfg if isinstance(cfg, Settings) else settings_of(cfg)
+    _at_least(s.seed, "seed", 0)
+    _at_least(s.dataset.seed, "dataset.seed", 0)
+    width = getattr(s.model, "width", None)
+    if width is not None:
+        _at_least(width, "model.width", 1)
+    if not (math.isfinite(s.training.lr) and s.training.lr > 0):
+        raise SettingsError(f"training.lr must be a finite number > 0, got {s.training.lr!r}")
     for key in ("epochs", "batch_size", "checkpoint_every", "log_every"):
-        if key in training:
-            _int(training, f"training.{key}", 0)
-    try:
-        TrainSettings.from_config(training)
-    except (ValueError, TypeError) as e:
-        raise SettingsError(str(e)) from None
-    calibration = cfg.get("calibration") or {}
-    _int(calibration, "calibration.epochs", 1, " (passes over the data in Algorithm 1)")
-    _int(calibration, "calibration.batch_size", 2, " (BatchNorm needs two images per batch)")
-    _int(cfg, "num_threads", 0, " (0: torch's default)")
-    DecisionSettings.from_config(cfg)
+        _at_least(getattr(s.training, key), f"training.{key}", 0)
+    TrainSettings.of(s)
+    _at_least(s.calibration.epochs, "calibration.epochs", 1, " (passes over the data in Algorithm 1)")
+    _at_least(s.calibration.batch_size, "calibration.batch_size", 2, " (BatchNorm needs two images per batch)")
+    _at_least(s.num_threads, "num_threads", 0, " (0: torch's default)")
+    decision_settings(s.decision)
     if device:
-        check_device(cfg.get("device") or "cpu")
+        check_device(s.device)
+    return s
 
 
 def check_device(name: str, setting: str = "device") -> None:
@@ -98,28 +92,27 @@ def check_writable_dir(path: str | Path | None, setting: str) -> Path | None:
     return folder
 
 
-def check_centralized(cfg: Mapping, results_dir: str | Path | None) -> None:
-    """The settings of `python -m experiments.run` (and every script that runs centralized jobs)."""
-    check_common(cfg)
-    _int(cfg.get("training") or {}, "training.epochs", 1)
-    for flag in ("resume", "overwrite"):
-        if not isinstance(cfg.get(flag, False), bool):
-            raise SettingsError(f"{flag} must be true or false, got {cfg.get(flag)!r}")
-    if cfg.get("resume") and cfg.get("overwrite"):
+def check_centralized(cfg: Mapping | Settings, results_dir: str | Path | None) -> Settings:
+    """The settings of `python -m experiments.run` (and every script that runs centralized jobs);
+    returns them typed."""
+    s = check_common(cfg)
+    _at_least(s.training.epochs, "training.epochs", 1)
+    if s.resume and s.overwrite:
         raise SettingsError("resume=true and overwrite=true contradict each other: choose one")
     check_writable_dir(results_dir, "results_dir")
+    return s
 
 
-def check_federated(cfg: Mapping, results_dir: str | Path | None, *, device: bool = False) -> None:
+def check_federated(cfg: Mapping | Settings, results_dir: str | Path | None, *, device: bool = False) -> Settings:
     """The settings of a federated run, as the ServerApp sees them (the device is the
-    institutions' to check: `device=False` on the server)."""
-    check_common(cfg, device=device)
-    fed = cfg.get("federated") or {}
-    _int(fed, "federated.num_rounds", 1, " (run-config num-server-rounds)")
-    epochs, steps = fed.get("local_epochs"), fed.get("local_steps") or 0
-    _int(fed, "federated.local_steps", 0, " (run-config local-steps; 0: local-epochs decide)")
-    if not steps:
-        _int(fed, "federated.local_epochs", 1, " (run-config local-epochs), or set local-steps")
-    elif epochs is not None:
-        _int(fed, "federated.local_epochs", 0, " (run-config local-epochs)")
+    institutions' to check: `device=False` on the server); returns them typed."""
+    s = check_common(cfg, device=device)
+    fed = s.federated
+    _at_least(fed.num_rounds, "federated.num_rounds", 1, " (run-config num-server-rounds)")
+    _at_least(fed.local_steps, "federated.local_steps", 0, " (run-config local-steps; 0: local-epochs decide)")
+    if not fed.local_steps:
+        _at_least(fed.local_epochs, "federated.local_epochs", 1, " (run-config local-epochs), or set local-steps")
+    else:
+        _at_least(fed.local_epochs, "federated.local_epochs", 0, " (run-config local-epochs)")
     check_writable_dir(results_dir, "results-dir")
+    return s

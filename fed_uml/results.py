@@ -210,18 +210,6 @@ def make_results(
     }
 
 
-def deploys_calibrated(method_cfg: Mapping) -> bool:
-    """Whether the method deploys the BN-calibrated h_k (True) or the model as trained.
-
-    Read only from the method's config group (`calibrate` in conf/method/<name>.yaml), so the
-    centralized runner, the institutions and the server agree by construction.
-    """
-    if "calibrate" not in method_cfg:
-        raise ValueError(f"method {method_cfg.get('name')!r}: setting method.calibrate is missing "
-                         f"(conf/method/{method_cfg.get('name')}.yaml sets it)")
-    return bool(method_cfg["calibrate"])
-
-
 def modality_result(before: float | Mapping[str, float], after: float | Mapping[str, float], calibrated: bool,
                     n_train: int, n_test: int, **extra) -> dict:
     """One modality's entry of `results.json["modalities"]`, for centralized and federated runs alike.

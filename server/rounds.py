@@ -51,7 +51,8 @@ from fed_uml.federated.protocol import (
 )
 from fed_uml.federated.transfer import from_wire, to_wire
 from fed_uml.files import save_atomic
-from fed_uml.results import claim_results_dir, deploys_calibrated, file_record, make_results, write_json_atomic
+from fed_uml.results import claim_results_dir, file_record, make_results, write_json_atomic
+from fed_uml.schema import settings_of
 from server import FederationError
 from server.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from server.messaging import Messenger
@@ -101,23 +102,27 @@ class GroupBackbones:
 
 class FederatedRun:
     def __init__(self, grid: Grid, cfg: Mapping, results_dir: Path, run_id: int = 0):
+        """`cfg`: the run's composed config as plain containers (it goes into results.json and
+        the checkpoints), read as typed settings (`settings`, `fed_uml.schema.settings_of`)."""
         self.grid, self.cfg, self.results_dir, self.run_id = grid, cfg, Path(results_dir), run_id
-        fed = self.fed = cfg["federated"]
-        self.method = cfg["method"]["name"]
+        self.settings = settings_of(cfg)
+        fed = self.fed = self.settings.federated
+        self.method = self.settings.method.name
         if self.method not in FEDERATED_METHODS:
             raise SettingsError(f"method={self.method!r} has no federated version; choose one of {FEDERATED_METHODS}")
-        self.modalities = list(cfg["dataset"]["modalities"])
-        self.strategy = BackboneFedAvg(weighting=fed["weighting"], fraction_train=float(fed["fraction_train"]),
-                                       fraction_evaluate=float(fed["fraction_evaluate"]),
-                                       fraction_calibrate=float(fed["fraction_calibrate"]),
-                                       seed=int(cfg["seed"]))
-        self.dtype = str(fed["transfer_dtype"])
-        self.num_rounds = int(fed["num_rounds"])
-        self.min_institutions = int(fed["min_institutions"])
-        self.roster = Roster(self.modalities, int(cfg["dataset"]["num_classes"]), self.method)
-        self.messenger = Messenger(grid, float(fed["round_timeout"]), self.roster.name,
-                                   int(fed.get("max_in_flight") or 0))
-        self.private = PrivateRounds(grid, cfg, self.strategy, self.roster, self.messenger)  # docs/privacy.md
+        self.modalities = list(self.settings.dataset.modalities)
+        self.strategy = BackboneFedAvg(weighting=fed.weighting, fraction_train=fed.fraction_train,
+                                       fraction_evaluate=fed.fraction_evaluate,
+                                       fraction_calibrate=fed.fraction_calibrate, seed=self.settings.seed)
+        self.dtype = fed.transfer_dtype
+        self.num_rounds = fed.num_rounds
+        self.min_institutions = fed.min_institutions
+        if self.settings.dataset.num_classes is None:
+            raise SettingsError(f"dataset {self.settings.dataset.name!r}: setting dataset.num_classes is needed to "
+                                "build the backbone on the server (set it, and dataset.classes, to the label set)")
+        self.roster = Roster(self.modalities, self.settings.dataset.num_classes, self.method)
+        self.messenger = Messenger(grid, fed.round_timeout, self.roster.name, fed.max_in_flight)
+        self.private = PrivateRounds(grid, self.settings, self.strategy, self.roster, self.messenger)  # privacy.md
         self.history: list[dict] = []
         self.contacted: set[int] = set()  # nodes whose private state this run has started (their first message)
         self.unreachable: set[int] = set()  # nodes whose first contact failed: not sampled again (see failures)
@@ -203,7 +208,7 @@ class FederatedRun:
         with stages.stage("server.serialise"):
             sent = {n: backbones.wire(g) for g, nodes in chosen.items() for n in nodes}
         schedule = dict(server_round=server_round, num_rounds=self.num_rounds,
-                        local_epochs=int(self.fed["local_epochs"]), local_steps=int(self.fed.get("local_steps") or 0),
+                        local_epochs=self.fed.local_epochs, local_steps=self.fed.local_steps,
                         transfer_dtype=self.dtype)
         met, first = TrainInstruction(**schedule), TrainInstruction(**schedule,
                                                                     first_contact_after_round=self.resumed_after)
@@ -287,14 +292,14 @@ class FederatedRun:
         accuracy before calibration is its evaluation of the final model (the same model, the
         same test share, the same code), so asking for it twice would only cost a pass over
         every test set (about a training round in the main job)."""
-        return (bool(int(self.fed["evaluate_every"])) and self.strategy.fraction_evaluate >= 1
+        return (bool(self.fed.evaluate_every) and self.strategy.fraction_evaluate >= 1
                 and self.strategy.fraction_calibrate >= 1)
 
     def calibrate(self, backbones: GroupBackbones) -> tuple[dict, list, dict]:
         """(per-modality results, per-institution entries, the model files institutions wrote
         under the results folder: {relative path: {sha256, bytes}})."""
         instruction = CalibrateInstruction(server_round=self.num_rounds,
-                                           calibration_epochs=int(self.cfg["calibration"]["epochs"]),
+                                           calibration_epochs=self.settings.calibration.epochs,
                                            results_dir=str(self.results_dir))
         replies = self.messenger.send(self._everyone(backbones, self.strategy.fraction_calibrate), protocol.CALIBRATE,
                                       instruction, self.num_rounds)
@@ -305,7 +310,7 @@ class FederatedRun:
             self._record_evaluation(self.num_rounds, (
                 (m.modality, EvaluateReport(num_examples=r.num_examples, accuracy=r.accuracy_before_calibration,
                                             scores=r.scores_before)) for m, r in reports), " (before calibration)")
-        modalities, per_inst = calibration_results(reports, self.modalities, deploys_calibrated(self.cfg["method"]))
+        modalities, per_inst = calibration_results(reports, self.modalities, self.settings.method.calibrate)
         by_name = {self.roster.members[n].name: m for n, m in models.items()}
         for entry in per_inst:
             if entry["name"] in by_name:
@@ -316,10 +321,10 @@ class FederatedRun:
     # -- the whole run -----------------------------------------------------------------------
     def execute(self) -> dict:
         t0 = time.perf_counter()
-        claim_results_dir(self.results_dir, setting="results-dir", resume=bool(self.cfg.get("resume")), overwrite=None)
+        claim_results_dir(self.results_dir, setting="results-dir", resume=self.settings.resume, overwrite=None)
         self.results_dir.mkdir(parents=True, exist_ok=True)
-        log.info("federated %s on %s, results in %s", self.method, self.cfg["dataset"]["name"], self.results_dir)
-        resumed = load_checkpoint(self.checkpoint_path, self.cfg, bool(self.cfg.get("resume")))
+        log.info("federated %s on %s, results in %s", self.method, self.settings.dataset.name, self.results_dir)
+        resumed = load_checkpoint(self.checkpoint_path, self.cfg, self.settings.resume)
         if resumed is not None:
             self.history = resumed.history
             self.messenger.failures = resumed.failures
@@ -330,14 +335,14 @@ class FederatedRun:
         self.timing["describe_seconds"] = 0.0  # part of the start-up (benchmarks)
         if resumed is not None:
             self.roster.restore(resumed.members, set(nodes))
-        if self.fed.get("describe_upfront"):
+        if self.fed.describe_upfront:
             self.describe(nodes)
             if len(self.roster) < self.min_institutions:
                 raise FederationError(f"{len(self.roster)} institution(s) answered describe; "
                                       f"federated.min_institutions={self.min_institutions}")
         backbones = GroupBackbones(resumed.arrays if resumed is not None else {}, self.dtype,
                                    initial=initial_backbone(self.cfg))
-        every = int(self.fed["evaluate_every"])
+        every = self.fed.evaluate_every
         self._t_rounds, self._first_round = time.perf_counter(), done + 1
         for server_round in range(done + 1, self.num_rounds + 1):
             self.train_round(server_round, backbones)
@@ -349,7 +354,7 @@ class FederatedRun:
                                                                  self.failures, self.strategy.rng.getstate(),
                                                                  self.roster.to_records()), self.cfg)
             stages.flush("server")
-            if server_round == int(self.fed.get("stop_after_round") or 0) and server_round < self.num_rounds:
+            if server_round == self.fed.stop_after_round and server_round < self.num_rounds:
                 log.warning("stopping after round %d as requested (federated.stop_after_round); continue with "
                             "resume=true and the same results-dir", server_round)
                 return {}
@@ -362,10 +367,10 @@ class FederatedRun:
         curves = plot_curves(self.history, modalities, self.num_rounds, self.results_dir / "curves.png")
         written = [self.results_dir / "backbone.pt", self.checkpoint_path] + ([curves] if curves else [])
         results = make_results(
-            self.method, self.cfg["dataset"]["name"], self.cfg["seed"], True, modalities, self.cfg,
+            self.method, self.settings.dataset.name, self.settings.seed, True, modalities, self.cfg,
             time.perf_counter() - t0,
             rounds=self.num_rounds,
-            local_epochs=int(self.fed["local_epochs"]),
+            local_epochs=self.fed.local_epochs,
             history=self.history,
             institutions=per_inst,
             models_written=sorted(i["name"] for i in per_inst if i["model_saved"]),
@@ -376,7 +381,7 @@ class FederatedRun:
         )
         path = write_json_atomic(self.results_dir / "results.json", results)
         log.info("federated %s after %d rounds, %.0f s:\n%s", self.method, self.num_rounds, time.perf_counter() - t0,
-                 summary_table(modalities, deploys_calibrated(self.cfg["method"])))
+                 summary_table(modalities, self.settings.method.calibrate))
         missing = sorted(i["name"] for i in per_inst if not i["model_saved"])
         log.info("institutions that wrote their model to their own disk: %s", ", ".join(results["models_written"]))
         if missing:

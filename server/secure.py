@@ -48,6 +48,7 @@ from fed_uml.federated.protocol import ClipInstruction, SecureInstruction, Train
 from fed_uml.federated.transfer import as_float32, from_wire
 from fed_uml.privacy import GaussianSumMechanism, clip_update, privacy_settings, secure_settings
 from fed_uml.privacy.accountant import PrivacyAccountant
+from fed_uml.schema import Settings
 from server import FederationError
 
 log = FLOWER_LOGGER
@@ -178,14 +179,14 @@ class SecureSum:
 class PrivateRounds:
     """Train rounds of a run with secure aggregation and/or differential privacy."""
 
-    def __init__(self, grid: Grid, cfg: Mapping, strategy, roster, messenger):
-        fed = cfg["federated"]
+    def __init__(self, grid: Grid, settings: Settings, strategy, roster, messenger):
+        fed = settings.federated
         self.grid, self.strategy, self.roster, self.messenger = grid, strategy, roster, messenger
         self.secure = secure_settings(fed)
         self.dp = privacy_settings(fed)
-        self.mechanism = GaussianSumMechanism(self.dp, seed=int(cfg["seed"]))
+        self.mechanism = GaussianSumMechanism(self.dp, seed=settings.seed)
         self.accountant = PrivacyAccountant(self.dp.delta)
-        self.timeout = float(fed["round_timeout"])
+        self.timeout = fed.round_timeout
         self._restored = False
 
     @property

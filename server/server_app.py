@@ -20,6 +20,7 @@ from flwr.serverapp import Grid, ServerApp
 from fed_uml.errors import UserError
 from fed_uml.federated.config import config_from_run_config
 from fed_uml.preflight import check_federated
+from fed_uml.schema import settings_of
 from server.delivery_index import FLOWER_VERSION, flower_version, patch_in_memory_link_state
 from server.rounds import FederatedRun
 
@@ -40,12 +41,13 @@ def default_results_dir(run_id: int) -> Path:
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Check every setting, then run; a user's error (a setting, a file) ends the run as one
-    line `error: <message>` in the log instead of a traceback (README "Reliability")."""
+    line `error: <message>` in the log instead of a traceback (docs: reliability)."""
     try:
         cfg = config_from_run_config(context.run_config)
-        results_dir = Path(cfg.get("results_dir") or default_results_dir(context.run_id)).expanduser().resolve()
+        settings = settings_of(cfg)
+        results_dir = Path(settings.results_dir or default_results_dir(context.run_id)).expanduser().resolve()
         check_federated(cfg, results_dir)
-        if cfg["federated"].get("delivery_index") and not patch_in_memory_link_state():
+        if settings.federated.delivery_index and not patch_in_memory_link_state():
             FLOWER_LOGGER.warning("federated.delivery_index: Flower %s is not %s, left as shipped", flower_version(),
                                   FLOWER_VERSION)
         FederatedRun(grid, cfg, results_dir, run_id=context.run_id).execute()

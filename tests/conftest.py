@@ -39,35 +39,30 @@ def _flower_runtime_only_in_slow_tests(request, monkeypatch):
         monkeypatch.setattr(FlowerRuntime, "__init__", refuse)
 
 
+# The tiny sizes of the tests' runs, as settings of the real conf/ (`tiny_config`).
+TINY_SETTINGS = {"model.width": 8, "training.batch_size": 8, "training.lr": 0.003, "training.log_every": 0,
+                 "calibration.batch_size": 16, "num_threads": 1}
+
+
+def tiny_config(method="uml", modalities=("sar", "rgb"), epochs=1, samples_per_class=3, test_samples_per_class=2,
+                image_size=16, **settings) -> dict:
+    """The real conf/ composed for a tiny run of `method` on synthetic `modalities` (a fresh dict):
+    `TINY_SETTINGS` plus these sizes; `settings` sets any other setting by dotted path
+    (`**{"dataset.seed": 1}`)."""
+    from fed_uml.federated.config import compose_config
+
+    return compose_config([f"method={method}"], {
+        **TINY_SETTINGS, "training.epochs": epochs, "dataset.modalities": list(modalities),
+        "dataset.samples_per_class": samples_per_class, "dataset.test_samples_per_class": test_samples_per_class,
+        "dataset.image_size": image_size, **settings})
+
+
 def tiny_dataset_cfg(modalities=("sar", "rgb"), samples_per_class=3, test_samples_per_class=2, image_size=16,
                      seed=0) -> dict:
-    return {
-        "name": "synthetic",
-        "modalities": list(modalities),
-        "sensors": {
-            "sar": {"sensor": "sar", "bands": ["VV", "VH"]},
-            "rgb": {"sensor": "optical", "bands": ["B04", "B03", "B02"]},
-            "ms": {"sensor": "optical"},
-        },
-        "samples_per_class": samples_per_class,
-        "test_samples_per_class": test_samples_per_class,
-        "image_size": image_size,
-        "noise": {},
-        "seed": seed,
-    }
-
-
-def tiny_config(method="uml", modalities=("sar", "rgb"), epochs=1, **dataset) -> dict:
-    return {
-        "seed": 0,
-        "device": "cpu",
-        "num_threads": 1,
-        "dataset": tiny_dataset_cfg(modalities, **dataset),
-        "model": {"backbone": "small_cnn", "specific_layers": 1, "width": 8},
-        "method": {"name": method, "calibrate": method == "uml"},  # as conf/method/<name>.yaml
-        "training": {"epochs": epochs, "batch_size": 8, "lr": 0.003, "log_every": 0},
-        "calibration": {"epochs": 1, "batch_size": 16},
-    }
+    """The `dataset` settings of `tiny_config`, with the data's own seed."""
+    return tiny_config(modalities=modalities, samples_per_class=samples_per_class,
+                       test_samples_per_class=test_samples_per_class, image_size=image_size,
+                       **{"dataset.seed": seed})["dataset"]
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {
     "fed_uml": 1,  # the package root (__version__)
     "fed_uml.errors": 0,  # UserError: what entry points print as one line
+    "fed_uml.schema": 1,  # every setting declared once: typed dataclasses, Hydra's schema of conf/
     "fed_uml.files": 1,  # files read back without running code (weights_only), written atomically
     "fed_uml.modality": 1,
     "fed_uml.results": 1,

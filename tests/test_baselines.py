@@ -3,18 +3,20 @@ the heterogeneous-encoder model, the method configs, and a 1-epoch smoke run of 
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from fed_uml.centralized import run_centralized
 from fed_uml.data import load_dataset
+from fed_uml.errors import SettingsError
+from fed_uml.federated.config import compose_config
 from fed_uml.methods import alignment, available_methods, cdan, dann, get_method, isca, mcc, mdd, register_method
 from fed_uml.methods.alignment import (
-    GRL_DEFAULTS,
     build_heterogeneous_model,
     dann_coefficient,
     domain_classification_loss,
@@ -29,7 +31,7 @@ from fed_uml.methods.isca import (
     add_shared_component_maps,
     whitening_loss,
 )
-from fed_uml.methods.mcc import class_confusion, mcc_loss
+from fed_uml.methods.mcc import MCCObjective, class_confusion, mcc_loss
 from fed_uml.methods.mdd import (
     ATMObjective,
     inter_domain_divergence,
@@ -39,7 +41,16 @@ from fed_uml.methods.mdd import (
 )
 from fed_uml.models import create_model, shared_state_keys
 from fed_uml.results import SCHEMA_KEYS, read_results
-from tests.conftest import REPO, tiny_config
+from fed_uml.schema.methods import (
+    METHODS,
+    CDANSettings,
+    DANNSettings,
+    GradientReversalSettings,
+    ISCASettings,
+    MCCSettings,
+    MDDSettings,
+)
+from tests.conftest import tiny_config
 
 BASELINES = ("isca", "dann", "cdan", "mcc", "mdd")
 
@@ -77,8 +88,8 @@ def test_grl_schedule_setting():
     assert alignment.grl_coefficient(2000, 210, "fixed", max_iters=1000) == pytest.approx(2 / (1 + math.exp(-2)) - 1)
     fixed = alignment.grl_coefficient(50, 100, "fixed", high=2.0, max_iters=50)
     assert fixed == pytest.approx(2 * (2 / (1 + math.exp(-1)) - 1))
-    for module in (dann, cdan, mdd):
-        assert module.DEFAULTS["grl_schedule"] == "budget" and module.DEFAULTS["grl_max_iters"] == 1000
+    for schema in (DANNSettings, CDANSettings, MDDSettings):
+        assert schema.grl_schedule == "budget" and schema.grl_max_iters == 1000
     obj = DANNObjective(["a", "b"], 4, hidden=8, grl_schedule="fixed", grl_max_iters=100)
     obj.setup(None, total_steps=10)
     obj.step = 10
@@ -406,7 +417,7 @@ def test_isca_optional_mcc_term():
     with_mcc = _isca(adv_weight=0.0, mcc_weight=0.1, mcc_temperature=0.55).forward(model, feats, {})
     expected = 0.1 * (mcc_loss(head(feats["a"]), 0.55) + mcc_loss(head(feats["b"]), 0.55)) / 2
     assert (with_mcc - base).item() == pytest.approx(expected.item(), rel=1e-6)
-    assert isca.DEFAULTS["mcc_weight"] == 0.0  # off by default: both modalities are labelled
+    assert ISCASettings.mcc_weight == 0.0  # off by default: both modalities are labelled
 
 
 def test_isca_maps_are_appended_to_each_encoder():
@@ -438,17 +449,34 @@ def test_heterogeneous_model_shares_only_the_classifier(backbone, stages):
 
 
 def test_unknown_method_setting_is_an_error():
-    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['trade_of'\]"):
-        method_params({"method": {"name": "dann", "trade_of": 2}}, dann.DEFAULTS)
-    assert method_params({"method": {"name": "dann", "trade_off": 2}}, dann.DEFAULTS)["trade_off"] == 2
+    known = r"unknown setting 'method\.trade_of'; the settings of method are: .*trade_off"
+    with pytest.raises(SettingsError, match=known):
+        method_params({"method": {"name": "dann", "trade_of": 2}}, DANNSettings)
+    assert method_params({"method": {"name": "dann", "trade_off": 2}}, DANNSettings)["trade_off"] == 2
+    with pytest.raises(SettingsError, match=r"method\.trade_of.*Key 'trade_of' not in 'DANNSettings'"):
+        compose_config(["method=dann", "method.trade_of=2"])
 
 
-@pytest.mark.parametrize("name,module", [("isca", isca), ("dann", dann), ("cdan", cdan), ("mcc", mcc), ("mdd", mdd)])
-def test_method_configs_document_every_default(name, module):
-    cfg = yaml.safe_load((REPO / "conf" / "method" / f"{name}.yaml").read_text())
-    assert cfg.pop("name") == name
-    assert cfg.pop("calibrate") is False
-    assert cfg == module.DEFAULTS
+OBJECTIVES = [(isca, ISCAObjective, ISCASettings), (dann, DANNObjective, DANNSettings),
+              (cdan, CDANObjective, CDANSettings), (mcc, MCCObjective, MCCSettings), (mdd, ATMObjective, MDDSettings)]
+
+
+@pytest.mark.parametrize("module,objective,schema", OBJECTIVES, ids=[s.name for _, _, s in OBJECTIVES])
+def test_methods_take_their_defaults_from_their_schema_only(module, objective, schema):
+    """A compared method's hyperparameters are its schema's fields with their defaults: the
+    method group composes to them, the method reads exactly them, and its objective's own
+    keyword defaults are the same values (no second list of defaults anywhere)."""
+    name = schema.name
+    assert METHODS[name] is schema and not hasattr(module, "DEFAULTS")
+    defaults = dataclasses.asdict(schema())
+    cfg = compose_config([f"method={name}"])
+    assert cfg["method"] == defaults
+    params = method_params(cfg, schema)
+    assert params == {k: v for k, v in defaults.items() if k not in ("name", "calibrate")}
+    signature = inspect.signature(objective.__init__).parameters
+    for key, value in params.items():
+        if key in signature and signature[key].default is not inspect.Parameter.empty:
+            assert signature[key].default == value, (name, key)
 
 
 def test_methods_are_registered():
@@ -462,12 +490,15 @@ def test_methods_are_registered():
 
 
 def test_methods_with_gradient_reversal_share_its_defaults():
-    for module in (dann, cdan, mdd):
-        assert {k: module.DEFAULTS[k] for k in GRL_DEFAULTS} == GRL_DEFAULTS
+    grl = {k: v for k, v in dataclasses.asdict(GradientReversalSettings()).items() if k.startswith("grl_")}
+    assert len(grl) == 4
+    for schema in (DANNSettings, CDANSettings, MDDSettings):
+        assert issubclass(schema, GradientReversalSettings)
+        assert {k: v for k, v in dataclasses.asdict(schema()).items() if k in grl} == grl
     objectives = (DANNObjective(["a", "b"], 4), CDANObjective(["a", "b"], 4, 3),
                   ATMObjective(["a", "b"], 4, 3).adversarial)
     for obj in objectives:
-        assert {k: getattr(obj, k) for k in GRL_DEFAULTS} == GRL_DEFAULTS
+        assert {k: getattr(obj, k) for k in grl} == grl
     with pytest.raises(TypeError, match="grl_gama"):
         DANNObjective(["a", "b"], 4, grl_gama=5.0)
 
@@ -509,7 +540,9 @@ def test_alignment_needs_two_modalities():
 def test_runner_selects_the_methods_through_hydra():
     from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    from fed_uml.federated.config import conf_dir
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         for name in BASELINES:
             cfg = compose(config_name="config", overrides=[f"method={name}"])
             assert cfg.method.name == name

@@ -109,14 +109,11 @@ def test_classes_setting_restricts_the_label_set(root):
 
 
 def test_trains_end_to_end(root):
-    cfg = {
-        "seed": 0, "device": "cpu", "num_threads": 1,
-        "dataset": dataset_config("eurosat_ms", root, image_size=16),
-        "model": {"backbone": "small_cnn", "specific_layers": 1, "width": 8},
-        "method": {"name": "uml", "calibrate": True},  # as conf/method/uml.yaml
-        "training": {"epochs": 1, "batch_size": 8, "lr": 0.003, "log_every": 0},
-        "calibration": {"epochs": 1, "batch_size": 16},
-    }
+    from fed_uml.federated.config import compose_config
+    from tests.conftest import TINY_SETTINGS
+
+    cfg = compose_config(["dataset=eurosat_ms"], {**TINY_SETTINGS, "dataset.root": str(root), "dataset.image_size": 16,
+                                                  "training.epochs": 1})
     res = run_centralized(cfg)
     assert set(res["modalities"]) == {"rgb", "nir_swir"}
     assert 0.0 <= res["mean_accuracy"] <= 1.0

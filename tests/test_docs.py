@@ -8,7 +8,8 @@ run-config reference holds exactly the keys of pyproject.toml's `[tool.flwr.app.
 every `--run-config` shown uses known keys; the `python -m experiments.run` commands compose
 with Hydra; the code layout (explanation/architecture.md) lists every module and package of
 fed_uml/, clients/, server/, localrun/ and experiments/; the generated settings and
-command-line references cover every setting of conf/ and every `fed-uml` command.
+command-line references cover every setting of the schema (fed_uml/schema/, conf/dataset/) and every
+`fed-uml` command.
 `mkdocs build --strict` (in .ci/run) checks the links between pages and their anchors.
 
 `python tests/test_docs.py` prints the fences per section of every page and any section that
@@ -320,9 +321,11 @@ def run_config_table(text: str) -> set[str]:
 
 
 def test_run_config_table_matches_pyproject():
-    table, config = run_config_table(_text(RUN_CONFIG)), set(pyproject_run_config())
+    """The run-config reference is generated from the schema: its keys are pyproject.toml's."""
+    table, config = run_config_table(_generator().run_config_markdown()), set(pyproject_run_config())
     assert not config - table, f"run-config keys missing from the reference: {sorted(config - table)}"
     assert not table - config, f"reference keys that are not run-config keys: {sorted(table - config)}"
+    assert "<!-- generated: run-config -->" in _text(RUN_CONFIG)
 
 
 def test_run_config_of_every_command_uses_known_keys():
@@ -367,19 +370,35 @@ def _leaves(node, prefix=""):
     return {prefix.rstrip(".")}
 
 
-def test_settings_reference_lists_every_setting_of_every_conf_file():
+def test_settings_reference_is_the_schema():
+    """Every setting of the schema (the top level, every method, backbone and kind of data set)
+    has its row in the generated reference, with its type and default; every value a data
+    set's yaml file sets has its row too."""
     import yaml
 
-    generator, conf = _generator(), ROOT / "conf"
-    for path in [conf / "config.yaml", *sorted(conf.glob("*/*.yaml"))]:
-        _, rows = generator.yaml_settings(path.read_text())
-        tree = {k: v for k, v in yaml.safe_load(path.read_text()).items() if k not in generator.SKIPPED}
-        flow = {key for key, value, _ in rows if value.startswith("{")}  # a mapping on one line: one row
-        under_flow = {k for k in _leaves(tree) if any(k.startswith(f + ".") for f in flow)}
-        assert all(any(k.startswith(f + ".") for k in under_flow) for f in flow), path
-        assert {key for key, _, _ in rows} == _leaves(tree) - under_flow | flow, path
+    from fed_uml.schema import DATASETS, METHODS, MODELS, DatasetSettings, Settings
+    from fed_uml.schema.reference import declared
+
+    generator = _generator()
     page = generator.settings_markdown()
-    assert "| `federated.dp_delta` | `1.0e-05` |" in page and "| `dataset.sensors.sar` |" in page
+    schemas = [(Settings, ""), (DatasetSettings, "dataset.")] + [
+        (schema, f"{group}.") for group, table in (("method", METHODS), ("model", MODELS), ("dataset", DATASETS))
+        for schema in table.values()]
+    for schema, prefix in schemas:
+        for setting in declared(schema, prefix):
+            if not setting.is_group:
+                assert generator.setting_row(setting) in page, setting.path
+    for row in ("| `federated.dp_delta` | float | `1e-05` |", "| `federated.state_dir` | str \\| null | `null` |",
+                "| `federated.secure_num_shares` | int \\| float | `1.0` |", "| `dataset.sensors.sar` |",
+                "| `dataset.modalities` | list[str] | `(per choice)` |", "| `method.trade_off` | float | `1.0` |"):
+        assert row in page, row
+    for path in sorted((ROOT / "conf").glob("dataset/*.yaml")):
+        _, rows = generator.yaml_settings(path.read_text())
+        tree = yaml.safe_load(path.read_text())
+        flow = {key for key, value, _ in rows if value.startswith("{")}  # a mapping on one line: one row
+        leaves = {k for k in _leaves(tree) if not any(k.startswith(f + ".") for f in flow)} | flow
+        assert {key for key, _, _ in rows} == leaves, path
+        assert all(f"| `dataset.{key}` | `" in page for key in leaves), path
     assert "Hydra setting" not in page and "`hydra." not in page
     assert "<!-- generated: settings -->" in _text(DOCS / "reference" / "settings.md")
 

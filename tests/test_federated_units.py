@@ -3,7 +3,6 @@ sampling and aggregation, the server's summaries, backbones and checkpoints, the
 
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +12,7 @@ from flwr.app import Message, RecordDict
 
 from fed_uml.federated import protocol
 from fed_uml.federated.config import (
-    RUN_CONFIG_KEYS,
     config_from_run_config,
-    default_run_config,
     run_config_to_overrides,
 )
 from fed_uml.federated.partition import split_indices
@@ -81,14 +78,6 @@ def test_dirichlet_skews_labels_and_iid_does_not():
 
     assert skew("iid", 1.0) < 0.2
     assert skew("dirichlet", 0.1) > 0.4
-
-
-def test_pyproject_run_config_equals_hydra_defaults():
-    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    app_config = pyproject["tool"]["flwr"]["app"]["config"]
-    assert set(app_config) == set(RUN_CONFIG_KEYS)
-    assert app_config == default_run_config()
-    assert "federations" not in pyproject["tool"]["flwr"]
 
 
 def test_run_config_maps_onto_hydra():

@@ -26,8 +26,8 @@ from fed_uml.methods.cdan import CDANObjective, entropy_weights, multilinear_map
 from fed_uml.methods.mcc import mcc_loss, multi_label_mcc_loss
 from fed_uml.methods.mdd import intra_class_distance
 from fed_uml.metrics import (
-    DecisionSettings,
     average_precision,
+    decision_settings,
     f1_macro,
     map_macro,
     map_micro,
@@ -36,6 +36,7 @@ from fed_uml.metrics import (
     tune_thresholds,
 )
 from fed_uml.results import make_results, modality_result, read_results, write_json_atomic
+from fed_uml.schema import DecisionSettings
 from fed_uml.training.loop import task_loss
 from tests.conftest import shared_data_root
 from tests.fixtures.make_fixtures import dataset_config, make_bigearthnet_v1, make_bigearthnet_v2
@@ -101,12 +102,12 @@ def test_tuned_thresholds_maximise_each_class_f1():
 
 
 def test_decision_settings_are_checked():
-    assert DecisionSettings.from_config({}) == DecisionSettings(0.5, "fixed")
-    assert DecisionSettings.from_config({"decision": {"threshold": 0.3, "thresholds": "tuned"}}).threshold == 0.3
-    for bad, setting in (({"threshold": 1.0}, "decision.threshold"), ({"threshold": "0.5"}, "decision.threshold"),
+    assert decision_settings({}) == DecisionSettings(0.5, "fixed")
+    assert decision_settings({"decision": {"threshold": 0.3, "thresholds": "tuned"}}).threshold == 0.3
+    for bad, setting in (({"threshold": 1.0}, "decision.threshold"), ({"threshold": "high"}, "decision.threshold"),
                          ({"thresholds": "best"}, "decision.thresholds"), ({"treshold": 0.5}, "decision.treshold")):
         with pytest.raises(SettingsError, match=setting):
-            DecisionSettings.from_config({"decision": bad})
+            decision_settings({"decision": bad})
 
 
 def test_task_of_targets_and_the_loss():

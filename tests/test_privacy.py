@@ -15,6 +15,7 @@ from fed_uml.federated.protocol import ClipInstruction, TrainInstruction
 from fed_uml.federated.transfer import from_wire, to_wire
 from fed_uml.privacy import clip_update, global_norm, privacy_settings, secure_settings
 from fed_uml.privacy.accountant import PrivacyAccountant, epsilon
+from fed_uml.schema import settings_of
 from server.roster import Member, Roster
 from server.rounds import GroupBackbones
 from server.secure import PrivateRounds
@@ -122,7 +123,7 @@ def _dp_round(secure: bool, noise: float, clip: float, server_round: int = 1, ex
     for i, n in enumerate(EXAMPLES):
         roster.members[n] = Member(n, ["sar", "rgb"][i % 2], f"inst-{n}", EXAMPLES[n], 5)
     grid = LocalGrid(toy_app(EXAMPLES), EXAMPLES)
-    rounds = PrivateRounds(grid, cfg, BackboneFedAvg(weighting="examples"), roster, LocalMessenger(grid))
+    rounds = PrivateRounds(grid, settings_of(cfg), BackboneFedAvg(weighting="examples"), roster, LocalMessenger(grid))
     groups = roster.groups()
     backbones = GroupBackbones({"uml": backbone()}, "float32")
     ins = TrainInstruction(server_round=server_round, num_rounds=3, local_epochs=1, local_steps=0,

@@ -12,6 +12,7 @@ import torch
 from fed_uml.federated import protocol
 from fed_uml.federated.config import compose_config
 from fed_uml.federated.protocol import TrainInstruction
+from fed_uml.schema import settings_of
 from server import FederationError
 from server.roster import Member, Roster
 from server.rounds import GroupBackbones
@@ -38,7 +39,7 @@ def _round(overrides, weighting="examples", drop=None, nodes=tuple(EXAMPLES), me
     grid = LocalGrid(toy_app(EXAMPLES), nodes, drop)
     messenger = LocalMessenger(grid)
     strategy = BackboneFedAvg(weighting=weighting)
-    rounds = PrivateRounds(grid, cfg, strategy, roster, messenger)
+    rounds = PrivateRounds(grid, settings_of(cfg), strategy, roster, messenger)
     groups = roster.groups()
     backbones = GroupBackbones({g: backbone() for g in groups}, "float32")
     reports, record = rounds.train_round(1, groups, groups, backbones, INSTRUCTION, min_institutions, [])

@@ -10,6 +10,7 @@ import torch
 import fed_uml.methods.uml as uml_method
 import fed_uml.methods.unimodal as unimodal_method
 from fed_uml.centralized import run_centralized
+from fed_uml.errors import SettingsError
 from fed_uml.modality import ArrayDataset
 from fed_uml.models import create_model
 from fed_uml.training import TrainSettings, train_unpaired
@@ -114,7 +115,7 @@ def test_loss_weights_scale_each_modalitys_loss():
 def test_bad_training_settings_are_clear_errors():
     with pytest.raises(ValueError, match="training.fusion"):
         TrainSettings.from_config({"fusion": "sum"})
-    with pytest.raises(ValueError, match="unknown training setting"):
+    with pytest.raises(SettingsError, match=r"unknown setting 'training\.epochz'; the settings of training are: "):
         TrainSettings.from_config({"epochz": 3})
     with pytest.raises(ValueError, match="no training samples"):
         train_unpaired(_model(), {"sar": ArrayDataset(torch.empty(0, 2, 8, 8), torch.empty(0))},
@@ -159,13 +160,17 @@ def test_unimodal_baseline_uses_the_same_architecture(monkeypatch):
         assert _shapes(model.projection(k)) == _shapes(uml.projection(k))
         assert _shapes(model.backbone) == _shapes(uml.backbone)
     assert results["method"] == "unimodal" and set(results["modalities"]) == {"sar", "rgb"}
-    # the baseline deploys its model as trained (conf/method/unimodal.yaml: calibrate: false)
+    # the baseline deploys its model as trained (its schema, UnimodalSettings: calibrate false)
     assert results["modalities"]["sar"]["accuracy"] == results["modalities"]["sar"]["accuracy_before_calibration"]
 
 
 def test_clear_errors_for_unknown_method_and_modality():
+    with pytest.raises(SettingsError, match="Could not find 'method/umll'"):
+        tiny_config(method="umll")
+    cfg = tiny_config()
+    cfg["method"] = {"name": "umll", "calibrate": False}  # a config built by hand
     with pytest.raises(ValueError, match="unknown method 'umll'"):
-        run_centralized(tiny_config(method="umll"))
+        run_centralized(cfg)
     with pytest.raises(ValueError, match="unknown modality 'lidar'"):
         run_centralized(tiny_config(modalities=("sar", "lidar")))
     with pytest.raises(ValueError, match="samples_per_class must be >= 1"):

@@ -56,7 +56,8 @@ only uses published physics of that sensor.
 
 Determinism: a sample is a function of (seed, modality name, split, index) only.
 
-As a data set (registered as ``synthetic``, settings in conf/dataset/synthetic.yaml)
+As a data set (registered as ``synthetic``, settings in conf/dataset/synthetic.yaml on the schema
+    `fed_uml.schema.SyntheticDatasetSettings`)
     `load_synthetic` renders `samples_per_class` training and `test_samples_per_class` test
     scenes of every class for each modality in `dataset.modalities`, each modality a sensor
     (``optical`` or ``sar``) and a band subset (`dataset.sensors`), in physical units. The
@@ -77,6 +78,7 @@ from fed_uml.data.eurosat import CLASSES, MS_BANDS
 from fed_uml.data.memory import check_fits
 from fed_uml.data.settings import per_modality, selected_modalities
 from fed_uml.modality import ArrayDataset, ModalityData
+from fed_uml.schema.datasets import SensorNoise  # the `dataset.noise` settings
 
 WATER, FOREST, GRASS, CROP, SOIL, ASPHALT, ROOF, CONCRETE, SHRUB = range(9)
 MATERIALS = ("water", "forest", "grass", "crop", "soil", "asphalt", "roof", "concrete", "shrub")
@@ -119,18 +121,6 @@ _SENESCENT = np.array([0.06, 0.06, 0.09, 0.11, 0.14, 0.18, 0.20, 0.22, 0.10, 0.0
 _VEGETATION = (FOREST, GRASS, CROP, SHRUB)
 # Haze adds most to the short wavelengths.
 _HAZE_SHAPE = np.array([1.0, 0.9, 0.7, 0.55, 0.45, 0.35, 0.3, 0.25, 0.2, 0.05, 0.08, 0.05, 0.22], np.float32)
-
-
-@dataclass(frozen=True)
-class SensorNoise:
-    """Noise and variability levels of the two sensor models (see the module docstring)."""
-
-    optical_noise: float = 0.01
-    optical_material_jitter: float = 0.08
-    sar_looks: float = 4.0
-    sar_scene_offset_db: float = 1.0
-    sar_material_jitter_db: float = 1.5
-    scene_variability: float = 1.0
 
 
 def _optical_table(rng: np.random.Generator, v: float) -> np.ndarray:

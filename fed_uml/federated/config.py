@@ -1,9 +1,11 @@
-"""Run config (Flower, flat, hyphenated) <-> Hydra config (`conf/`, the source of truth).
+"""Run config (Flower, flat, hyphenated) <-> Hydra config (`conf/` on the schema `fed_uml.schema`).
 
 Flower owns the app processes, so Hydra cannot be their entry point. Both apps compose the
 same `conf/config.yaml` with the Hydra compose API and apply the run-config values as
-overrides. `[tool.flwr.app.config]` in pyproject.toml lists exactly `RUN_CONFIG_KEYS` with
-the values Hydra composes by default (a test checks that), so `flwr run .` and
+overrides. Which settings are run-config keys, under which names and types, is declared on
+the settings themselves (`fed_uml.schema.fields.run_config`) and derived here
+(`RUN_CONFIG_KEYS`). `[tool.flwr.app.config]` in pyproject.toml, which Flower reads, lists
+exactly those keys with the schema's defaults (a test checks that), so `flwr run .` and
 `python -m experiments.run` start from the same settings.
 """
 
@@ -13,110 +15,94 @@ import functools
 import json
 import re
 import shlex
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING
 
 from fed_uml.errors import SettingsError
+from fed_uml.schema import Settings, settings_of
+from fed_uml.schema.convert import GROUPS as GROUP_SCHEMAS
+from fed_uml.schema.reference import Declared, declared
+from fed_uml.schema.store import register
 
-# run-config key -> Hydra path. Group choices (dataset, model, method) are config groups.
-RUN_CONFIG_KEYS: dict[str, str] = {
-    "method": "method",
-    "dataset": "dataset",
-    "model": "model",
-    "modalities": "dataset.modalities",
-    "data-root": "dataset.root",
-    "seed": "seed",
-    "num-server-rounds": "federated.num_rounds",
-    "local-epochs": "federated.local_epochs",
-    "local-steps": "federated.local_steps",
-    "institutions-per-modality": "federated.institutions_per_modality",
-    "partitioning": "federated.partitioning",
-    "dirichlet-alpha": "federated.dirichlet_alpha",
-    "weighting": "federated.weighting",
-    "fraction-train": "federated.fraction_train",
-    "fraction-evaluate": "federated.fraction_evaluate",
-    "fraction-calibrate": "federated.fraction_calibrate",
-    "min-institutions": "federated.min_institutions",
-    "evaluate-every": "federated.evaluate_every",
-    "round-timeout": "federated.round_timeout",
-    "max-in-flight": "federated.max_in_flight",
-    "describe-upfront": "federated.describe_upfront",
-    "delivery-index": "federated.delivery_index",
-    "transfer-dtype": "federated.transfer_dtype",
-    "secure-aggregation": "federated.secure_aggregation",
-    "secure-num-shares": "federated.secure_num_shares",
-    "secure-reconstruction-threshold": "federated.secure_reconstruction_threshold",
-    "secure-clipping-range": "federated.secure_clipping_range",
-    "secure-quantization-range": "federated.secure_quantization_range",
-    "secure-modulus-range": "federated.secure_modulus_range",
-    "dp-noise-multiplier": "federated.dp_noise_multiplier",
-    "dp-clipping-norm": "federated.dp_clipping_norm",
-    "dp-clipping": "federated.dp_clipping",
-    "dp-target-quantile": "federated.dp_target_quantile",
-    "dp-clip-learning-rate": "federated.dp_clip_learning_rate",
-    "dp-clipped-count-stddev": "federated.dp_clipped_count_stddev",
-    "dp-delta": "federated.dp_delta",
-    "calibration-epochs": "calibration.epochs",
-    "num-threads": "num_threads",
-    "results-dir": "results_dir",
-    "resume": "resume",
-    "state-dir": "federated.state_dir",
-    "stop-after-round": "federated.stop_after_round",
-    "audit-log": "federated.audit_log",
-    "overrides": "",
-}
-GROUPS = ("dataset", "model", "method")
-# Keys whose default depends on the chosen groups (or on the machine): in pyproject.toml
-# they hold "", which means "keep what Hydra composes".
-GROUP_DEPENDENT = ("modalities", "data-root", "results-dir", "audit-log", "state-dir")
-# Types of the run-config values ("" always means "keep what Hydra composes").
-RUN_CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
-    "seed": int, "num-server-rounds": int, "local-epochs": int, "local-steps": int, "min-institutions": int,
-    "max-in-flight": int, "evaluate-every": int, "calibration-epochs": int, "num-threads": int,
-    "dirichlet-alpha": (int, float),
-    "fraction-train": (int, float), "fraction-evaluate": (int, float), "fraction-calibrate": (int, float),
-    "round-timeout": (int, float), "resume": bool, "describe-upfront": bool, "delivery-index": bool,
-    "institutions-per-modality": (int, str),
-    # privacy (docs/privacy.md)
-    "secure-aggregation": bool,
-    "secure-num-shares": (int, float),
-    "secure-reconstruction-threshold": (int, float),
-    "secure-clipping-range": (int, float),
-    "secure-quantization-range": int,
-    "secure-modulus-range": int,
-    "dp-noise-multiplier": (int, float),
-    "dp-clipping-norm": (int, float),
-    "dp-target-quantile": (int, float),
-    "dp-clip-learning-rate": (int, float),
-    "dp-clipped-count-stddev": (int, float),
-    "dp-delta": (int, float),
-}
-# A config-group choice names a yaml file in conf/<group>/: no path, no Hydra grammar.
+
+def _run_config_settings() -> dict[str, Declared]:
+    """run-config key -> the setting that declares it (`fed_uml.schema`, field metadata)."""
+    out = {}
+    for setting in declared(Settings):
+        if setting.run_config:
+            out[setting.run_config] = setting
+        if setting.is_group:  # a group's own settings may be run-config keys too (dataset.root)
+            _, table, base = GROUP_SCHEMAS[setting.path]
+            for schema in dict.fromkeys([base, *table.values()]):
+                out.update({s.run_config: s for s in declared(schema, f"{setting.path}.") if s.run_config})
+    return out
+
+
+RUN_CONFIG_SETTINGS: dict[str, Declared] = _run_config_settings()
+# run-config key -> Hydra path ("overrides": any Hydra overrides, applied last)
+RUN_CONFIG_KEYS: dict[str, str] = {**{k: s.path for k, s in RUN_CONFIG_SETTINGS.items()}, "overrides": ""}
+# Config groups: their run-config value is the name of a choice.
+GROUPS = tuple(k for k, s in RUN_CONFIG_SETTINGS.items() if s.is_group)
+
+
+def run_config_types(setting: Declared) -> tuple[type, ...]:
+    """The Python types a run-config value of `setting` may have (TOML gives int, float, bool,
+    str): the setting's type, an int where a float is expected, and a comma-separated string
+    for a list."""
+    union = typing.get_origin(setting.type) in (typing.Union, types.UnionType)
+    kinds = typing.get_args(setting.type) if union else (setting.type,)
+    out: list[type] = []
+    for kind in kinds:
+        if kind is type(None):
+            continue
+        kind = typing.get_origin(kind) or kind
+        if kind is list or setting.is_group:
+            kind = str
+        out += [int, float] if kind is float else [kind]
+    return tuple(dict.fromkeys(out))
+
+
+def choice_dependent(setting: Declared) -> bool:
+    """Whether the setting's default is not one constant (it depends on the group choices or on
+    the machine): pyproject.toml then holds "", which means "keep what Hydra composes"."""
+    default = setting.default
+    return default is None or default is MISSING or (isinstance(default, str) and "${" in default)
+
+
+# A config-group choice names a choice of conf/<group>/ or of the schema: no path, no Hydra grammar.
 _PLAIN_NAME = re.compile(r"\w[\w-]*")
 
 
 def _check_group_value(key: str, group: str, value) -> None:
     if not _PLAIN_NAME.fullmatch(str(value)):
-        raise SettingsError(f"run-config key {key!r}: {group}={value!r} must be the plain name of a config in "
-                         f"conf/{group}/ (no path, no spaces or Hydra syntax)")
+        raise SettingsError(f"run-config key {key!r}: {group}={value!r} must be the plain name of a {group} "
+                            "(no path, no spaces or Hydra syntax)")
 
 
 def _check_type(key: str, value) -> None:
-    expected = RUN_CONFIG_TYPES.get(key)
-    if expected is None or value == "":
+    if value == "" or key not in RUN_CONFIG_SETTINGS or RUN_CONFIG_SETTINGS[key].is_group:
         return
-    if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
-        names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
+    expected = run_config_types(RUN_CONFIG_SETTINGS[key])
+    if not isinstance(value, expected) or (bool not in expected and isinstance(value, bool)):
+        names = " or ".join(t.__name__ for t in expected)
         raise SettingsError(f"run-config key {key!r} must be {names}, got {value!r}")
 
 
 def conf_dir() -> Path:
     """The Hydra config folder, wherever fed-uml runs from, found without any setting.
 
+    Also registers the schema (`fed_uml.schema.store`) with Hydra, which every composition of
+    conf/ needs: whatever composes (the compose API, `hydra.main`) asks for this folder first.
     An installed package (a wheel, `pip install .`) carries `conf/` as package data inside
     `fed_uml` (`fed_uml/conf`, see setup.py); a source tree (the repository, an editable
     install, or the app bundle that `flwr run` ships) has it beside `fed_uml/`.
     """
+    register()  # the schema, which conf/config.yaml starts from
     package = Path(__file__).resolve().parents[1]
     candidates = (package / "conf", package.parent / "conf")
     for path in candidates:
@@ -152,7 +138,7 @@ def run_config_to_overrides(run_config: Mapping) -> list[str]:
         if key in GROUPS:
             _check_group_value(key, key, value)
             groups.append(f"{path}={value}")
-        elif key == "modalities":
+        elif typing.get_origin(RUN_CONFIG_SETTINGS[key].type) is list:  # comma-separated
             names = [m.strip() for m in str(value).split(",") if m.strip()]
             keys.append(f"{path}=[{','.join(names)}]")
         else:
@@ -172,7 +158,7 @@ def run_config_to_overrides(run_config: Mapping) -> list[str]:
     return sorted(last.values(), key=lambda o: o.split("=", 1)[0].lstrip("+~") not in GROUPS)
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=64)
 def _compose_cached(overrides: tuple[str, ...]) -> str:
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
@@ -183,56 +169,65 @@ def _compose_cached(overrides: tuple[str, ...]) -> str:
         try:
             cfg = compose("config", overrides=list(overrides))
         except (HydraException, OmegaConfBaseException) as e:  # a bad override: the user's to fix
-            raise SettingsError(f"settings {list(overrides)}: {str(e).strip().splitlines()[0]}") from None
+            reasons = [str(x).strip().splitlines()[0] for x in (e, e.__cause__) if x is not None and str(x).strip()]
+            raise SettingsError(f"settings {list(overrides)}: {': '.join(reasons)}") from None
         return json.dumps(OmegaConf.to_container(cfg, resolve=False))
 
 
-@functools.lru_cache(maxsize=32)
-def _resolved_cached(overrides: tuple[str, ...]) -> str:
+@functools.lru_cache(maxsize=64)
+def _resolved_cached(overrides: tuple[str, ...], values_json: str = "{}") -> str:
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     raw = json.loads(_compose_cached(overrides))
     raw.pop("hydra", None)
     if isinstance(raw.get("results_dir"), str) and "${hydra:" in raw["results_dir"]:
         raw["results_dir"] = None
-    return json.dumps(OmegaConf.to_container(OmegaConf.create(raw), resolve=True))
+    node = OmegaConf.create(raw)
+    for path, value in json.loads(values_json).items():  # before resolving, as a Hydra override
+        try:
+            OmegaConf.update(node, path, value, merge=True)
+        except OmegaConfBaseException as e:
+            raise SettingsError(f"setting {path}={value!r}: {str(e).strip().splitlines()[0]}") from None
+    resolved = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(resolved, dict)
+    settings_of(resolved)  # what `values` or `+key=value` added, which Hydra lets into a schema
+    return json.dumps(resolved)
 
 
-def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> dict:
-    """The resolved config as plain containers, a fresh copy per call (Hydra's own `hydra:`
-    resolvers are not used; the config's interpolations refer only to the config itself, so
-    the resolved form is cached: resolving costs more than an institution's round of training)."""
-    return json.loads(_resolved_cached(tuple(overrides)))
+def compose_config(overrides: list[str] | tuple[str, ...] = (), values: Mapping[str, Any] | None = None) -> dict:
+    """The resolved config as plain containers, a fresh copy per call, checked against the
+    schema (Hydra's own `hydra:` resolvers are not used; the config's interpolations refer
+    only to the config itself, so the resolved form is cached: resolving costs more than an
+    institution's round of training).
+
+    `values` sets settings by dotted path ({"training.lr": 0.01}) as value overrides do, after
+    `overrides` (which take the group choices); a composition of the groups is made once, and
+    each set of values costs a tenth of it (the tests compose many variants of a few).
+    """
+    return json.loads(_resolved_cached(tuple(overrides), json.dumps(dict(values or {}))))
 
 
 def config_from_run_config(run_config: Mapping) -> dict:
     return compose_config(tuple(run_config_to_overrides(run_config)))
 
 
-def get_path(cfg: Mapping, dotted: str):
-    node = cfg
-    for part in dotted.split("."):
-        node = node[part]
-    return node
-
-
 def default_run_config() -> dict:
-    """Run-config values equal to Hydra's defaults: what `[tool.flwr.app.config]` must hold."""
+    """Run-config values equal to the schema's defaults: what `[tool.flwr.app.config]` must hold
+    ("" where the default depends on the group choices or the machine, `choice_dependent`)."""
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
     with initialize_config_dir(str(conf_dir()), version_base="1.3", job_name="fed_uml"):
-        cfg = compose("config", return_hydra_config=False)
-        choices = {g: compose("config", return_hydra_config=True).hydra.runtime.choices[g] for g in GROUPS}
-    cfg = OmegaConf.to_container(cfg, resolve=False)
+        choices = compose("config", return_hydra_config=True).hydra.runtime.choices
     out = {}
-    for key, path in RUN_CONFIG_KEYS.items():
-        if key == "overrides" or key in GROUP_DEPENDENT:
-            out[key] = ""
-        elif key in GROUPS:
+    for key, setting in RUN_CONFIG_SETTINGS.items():
+        if setting.is_group:
             out[key] = choices[key]
+        elif choice_dependent(setting):
+            out[key] = ""
         else:
-            out[key] = get_path(cfg, path)
+            out[key] = setting.default
+    out["overrides"] = ""
     return out
 
 

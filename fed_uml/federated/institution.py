@@ -26,12 +26,12 @@ from fed_uml.federated import stages
 from fed_uml.federated.partition import split_indices
 from fed_uml.federated.protocol import CalibrateReport, Description, EvaluateReport, TrainReport
 from fed_uml.federated.roles import InstitutionId
-from fed_uml.methods import build_model, train_settings
+from fed_uml.methods import build_model
 from fed_uml.modality import ModalityData
 from fed_uml.model_file import deployed_as_trained, model_filename, save_model
 from fed_uml.models import UMLModel, model_from_config, private_state, shared_state
-from fed_uml.results import deploys_calibrated
-from fed_uml.training import evaluate_task, train_unpaired
+from fed_uml.schema import settings_of
+from fed_uml.training import TrainSettings, evaluate_task, train_unpaired
 
 log = logging.getLogger(__name__)
 
@@ -72,22 +72,25 @@ class Institution:
     """
 
     def __init__(self, cfg: Mapping, ident: InstitutionId):
+        """`cfg`: the run's composed config as plain containers (it goes into the model file),
+        read as typed settings (`run_settings`, `fed_uml.schema.settings_of`)."""
         self.cfg, self.ident = cfg, ident
-        dataset_cfg = dict(cfg["dataset"])
+        self.run_settings = settings = settings_of(cfg)
+        dataset_cfg = dict(cfg["dataset"])  # the loader's: every data set reads its own settings
         if ident.data_root:
             dataset_cfg["root"] = ident.data_root
         full = _load_modality(json.dumps(dataset_cfg, sort_keys=True), ident.modality)
-        fed = cfg["federated"]
-        seed = _modality_seed(cfg["seed"], "partition", ident.modality)
+        fed = settings.federated
+        seed = _modality_seed(settings.seed, "partition", ident.modality)
         train_idx = split_indices(
-            full.train.labels.numpy(), ident.count, ident.index, fed["partitioning"], fed["dirichlet_alpha"], seed
+            full.train.labels.numpy(), ident.count, ident.index, fed.partitioning, fed.dirichlet_alpha, seed
         )
         test_idx = split_indices(full.test.labels.numpy(), ident.count, ident.index, "iid", 1.0, seed + 1, 1)
         local = ModalityData(ident.modality, full.train.subset(train_idx), full.test.subset(test_idx),
                              full.class_names, full.band_names, full.info)
         self.data = standardize(local)
         self.train, self.test = self.data.train, self.data.test
-        self.settings = train_settings(cfg)
+        self.settings = TrainSettings.of(settings)
         # what picks the process's model object (`_skeleton`), worked out once, not per message
         self._architecture = (json.dumps(dict(cfg["model"]), sort_keys=True, default=str), ident.modality,
                               self.data.channels, self.data.num_classes)
@@ -105,10 +108,11 @@ class Institution:
         seeded per modality, so institutions of a modality share a projection and modalities
         differ.
         """
-        if self.cfg["model"].get("projection_init", "aligned") == "aligned":
-            torch.manual_seed(int(self.cfg["seed"]))
+        seed = self.run_settings.seed
+        if self.run_settings.model.projection_init == "aligned":
+            torch.manual_seed(seed)
         else:
-            torch.manual_seed(_modality_seed(self.cfg["seed"], "projection", self.ident.modality))
+            torch.manual_seed(_modality_seed(seed, "projection", self.ident.modality))
         return dict(private_state(self._new_model()))
 
     def _new_model(self) -> UMLModel:
@@ -137,10 +141,11 @@ class Institution:
         federated unimodal baseline train an institution identically (same steps on the same
         data); they differ only in which institutions the server averages together."""
         model = self.model(backbone, private)
-        g = torch.Generator().manual_seed(_modality_seed(self.cfg["seed"], "train", self.ident.name, server_round))
-        fed = self.cfg["federated"]
-        rounds = int(fed["num_rounds"] if num_rounds is None else num_rounds)
-        local_steps = int((fed.get("local_steps") or 0) if local_steps is None else local_steps)
+        g = torch.Generator().manual_seed(_modality_seed(self.run_settings.seed, "train", self.ident.name,
+                                                         server_round))
+        fed = self.run_settings.federated
+        rounds = fed.num_rounds if num_rounds is None else int(num_rounds)
+        local_steps = fed.local_steps if local_steps is None else int(local_steps)
         if local_steps > 0:  # a fixed number of steps, whatever the institution's data size
             epochs, steps = 1, local_steps
         else:
@@ -182,15 +187,15 @@ class Institution:
         flag `model_saved` goes into the report, never the model.
         """
         model = self.model(backbone, private)
-        cal_cfg = self.cfg.get("calibration") or {}
+        calibration = self.run_settings.calibration
         h = calibrate_modality(
             model.projection(self.ident.modality), model.backbone, self.train.images,
-            epochs=int(cal_cfg.get("epochs", 1) if epochs is None else epochs),
-            batch_size=int(cal_cfg.get("batch_size", 64)), modality=self.ident.modality, device=self.settings.device,
+            epochs=calibration.epochs if epochs is None else int(epochs),
+            batch_size=calibration.batch_size, modality=self.ident.modality, device=self.settings.device,
         )
         saved = False
         if model_dir is not None:
-            use_calibrated = deploys_calibrated(self.cfg["method"])
+            use_calibrated = self.run_settings.method.calibrate
             deployed = h if use_calibrated else deployed_as_trained(model, self.ident.modality)
             path = Path(model_dir) / model_filename(self.ident.modality)
             try:

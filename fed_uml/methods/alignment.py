@@ -18,6 +18,7 @@ method gets the same budget.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
@@ -32,6 +33,8 @@ from fed_uml.metrics import task_of
 from fed_uml.modality import ModalityData
 from fed_uml.models import UMLModel, backbone_stages, model_from_config
 from fed_uml.models.registry import get_stage_builder
+from fed_uml.schema.convert import typed
+from fed_uml.schema.methods import GradientReversalSettings, MethodSettings
 from fed_uml.training import seed_everything, train_unpaired
 from fed_uml.training.loop import epoch_steps
 
@@ -135,10 +138,10 @@ def dann_coefficient(progress: float, gamma: float = 10.0, high: float = 1.0) ->
 
 
 GRL_SCHEDULES = ("budget", "fixed")
-# The gradient-reversal settings of every method with a GRL (DANN, CDAN, MDD): the published
-# schedule over this run's budget, gamma 10, lambda up to 1, and the reference code's 1000 steps
-# for the "fixed" ramp (see `grl_coefficient`; conf/method/{dann,cdan,mdd}.yaml document them).
-GRL_DEFAULTS = {"grl_schedule": "budget", "grl_gamma": 10.0, "grl_max": 1.0, "grl_max_iters": 1000}
+# The gradient-reversal settings of every method with a GRL (DANN, CDAN, MDD) and their defaults
+# (the published schedule over this run's budget, gamma 10, lambda up to 1, the reference code's
+# 1000 steps for the "fixed" ramp): fed_uml.schema.methods.GradientReversalSettings.
+GRL = GradientReversalSettings
 
 
 def grl_coefficient(step: int, total_steps: int, schedule: str = "budget", gamma: float = 10.0, high: float = 1.0,
@@ -167,9 +170,9 @@ def grl_coefficient(step: int, total_steps: int, schedule: str = "budget", gamma
 class GRLSchedule:
     """Mixin for an AlignmentObjective with gradient reversal (DANN, CDAN, MDD): the `grl_*` settings and lambda."""
 
-    def set_grl(self, grl_schedule: str = GRL_DEFAULTS["grl_schedule"], grl_gamma: float = GRL_DEFAULTS["grl_gamma"],
-                grl_max: float = GRL_DEFAULTS["grl_max"], grl_max_iters: int = GRL_DEFAULTS["grl_max_iters"]) -> None:
-        """Set the `grl_*` settings (the names of the method config; defaults `GRL_DEFAULTS`)."""
+    def set_grl(self, grl_schedule: str = GRL.grl_schedule, grl_gamma: float = GRL.grl_gamma,
+                grl_max: float = GRL.grl_max, grl_max_iters: int = GRL.grl_max_iters) -> None:
+        """Set the `grl_*` settings (the names and defaults of `GradientReversalSettings`)."""
         if grl_schedule not in GRL_SCHEDULES:
             raise ValueError(f"method.grl_schedule must be one of {GRL_SCHEDULES}, got {grl_schedule!r}")
         self.grl_schedule, self.grl_gamma, self.grl_max = grl_schedule, float(grl_gamma), float(grl_max)
@@ -326,20 +329,17 @@ def require_modalities(data: Mapping[str, ModalityData], method: str, minimum: i
         )
 
 
-def method_params(cfg: Mapping, defaults: Mapping) -> dict:
-    """The method's hyperparameters: `defaults` overridden by the `method` config group.
+def method_params(cfg: Mapping, schema: type[MethodSettings]) -> dict:
+    """The method's hyperparameters: the `method` config group read as `schema`, the method's
+    settings class (`fed_uml.schema.methods`, whose defaults are the only ones), without what
+    every method has (name, calibrate).
 
-    Unknown keys are an error, so that a typo in `method.<key>=...` does not pass silently.
+    An unknown key is a `SettingsError` naming it, so that a typo in `method.<key>=...` does
+    not pass silently (composing conf/ refuses it too; this covers a config built otherwise).
     """
-    given = {k: v for k, v in dict(cfg.get("method") or {}).items() if k not in ("name", "calibrate")}
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ValueError(
-            f"method {cfg['method'].get('name')!r}: unknown setting(s) {unknown}; known: {sorted(defaults)}"
-        )
-    out = dict(defaults)
-    out.update(given)
-    return out
+    settings = typed(schema, cfg.get("method") or {}, "method.")
+    common = {f.name for f in dataclasses.fields(MethodSettings)}
+    return {k: v for k, v in dataclasses.asdict(settings).items() if k not in common}
 
 
 def run_aligned(

@@ -36,11 +36,11 @@ modalities labelled; a K-way domain discriminator for K modalities (binary for K
 runner's optimiser and budget; D (1024-unit, ReLU + dropout, no BN) trained by the same
 optimiser.
 
-Hyperparameters (conf/method/cdan.yaml): trade_off (1.0), entropy_conditioning (false:
-plain CDAN, as named in the study's Table 2), randomized (null: automatic when C*D > 4096),
-randomized_dim (1024), max_multilinear_dim (4096), hidden (1024), dropout (0.5), and the
-gradient reversal's `alignment.GRL_DEFAULTS`: grl_schedule (budget), grl_gamma (10), grl_max (1),
-grl_max_iters (1000).
+Hyperparameters (`fed_uml.schema.methods.CDANSettings`, their only declaration): trade_off
+(1.0), entropy_conditioning (false: plain CDAN, as named in the study's Table 2), randomized
+(null: automatic when C*D > 4096), randomized_dim (1024), max_multilinear_dim (4096), hidden
+(1024), dropout (0.5), and the gradient reversal's grl_schedule (budget), grl_gamma (10),
+grl_max (1), grl_max_iters (1000).
 """
 
 from __future__ import annotations
@@ -52,7 +52,6 @@ import torch
 from torch import nn
 
 from fed_uml.methods.alignment import (
-    GRL_DEFAULTS,
     AlignmentObjective,
     DomainDiscriminator,
     GRLSchedule,
@@ -71,17 +70,9 @@ from fed_uml.methods.alignment import (
 from fed_uml.methods.dann import domain_labels
 from fed_uml.methods.registry import register_method
 from fed_uml.modality import ModalityData
+from fed_uml.schema.methods import CDANSettings
 
-DEFAULTS = {
-    "trade_off": 1.0,
-    "entropy_conditioning": False,
-    "randomized": None,
-    "randomized_dim": 1024,
-    "max_multilinear_dim": 4096,
-    **GRL_DEFAULTS,
-    "hidden": 1024,
-    "dropout": 0.5,
-}
+S = CDANSettings  # the defaults of the objective's arguments
 
 
 def multilinear_map(f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -120,12 +111,12 @@ def entropy_weights(probs: torch.Tensor, domains: torch.Tensor, multi_label: boo
 
 class CDANObjective(GRLSchedule, AlignmentObjective):
     """trade_off * the conditional domain discriminator's loss; `grl` are the `grl_*` settings
-    (`GRLSchedule.set_grl`, defaults `GRL_DEFAULTS`)."""
+    (`GRLSchedule.set_grl`); the defaults are the settings' (`CDANSettings`)."""
 
-    def __init__(self, modalities: list[str], feature_dim: int, num_classes: int, trade_off: float = 1.0,
-                 entropy_conditioning: bool = False, randomized: bool | None = None, randomized_dim: int = 1024,
-                 max_multilinear_dim: int = 4096, hidden: int = 1024, dropout: float = 0.5,
-                 multi_label: bool = False, **grl):
+    def __init__(self, modalities: list[str], feature_dim: int, num_classes: int, trade_off: float = S.trade_off,
+                 entropy_conditioning: bool = S.entropy_conditioning, randomized: bool | None = S.randomized,
+                 randomized_dim: int = S.randomized_dim, max_multilinear_dim: int = S.max_multilinear_dim,
+                 hidden: int = S.hidden, dropout: float = S.dropout, multi_label: bool = False, **grl):
         super().__init__()
         self.modalities = list(modalities)
         self.multi_label = bool(multi_label)
@@ -158,7 +149,7 @@ class CDANObjective(GRLSchedule, AlignmentObjective):
 def run_cdan(data: Mapping[str, ModalityData], cfg: Mapping) -> dict[str, dict]:
     """CDAN (CDAN+E with method.entropy_conditioning=true), heterogeneous encoders, shared classifier."""
     require_modalities(data, "cdan")
-    p = method_params(cfg, DEFAULTS)
+    p = method_params(cfg, CDANSettings)
     num_classes = next(iter(data.values())).num_classes
     multi_label = is_multi_label(data)
     return run_aligned(

@@ -36,9 +36,9 @@ Adaptation to the study's setting (heterogeneous encoders, both modalities label
   Transfer-Learning-Library), with the original code's 2x1024 ReLU+dropout MLP (TLlib's default
   adds BatchNorm instead of dropout).
 
-Hyperparameters (conf/method/dann.yaml): trade_off (w, 1.0), hidden (1024), dropout (0.5), and
-the gradient reversal's `alignment.GRL_DEFAULTS`: grl_schedule (budget), grl_gamma (10.0),
-grl_max (1.0), grl_max_iters (1000, for "fixed").
+Hyperparameters (`fed_uml.schema.methods.DANNSettings`, their only declaration): trade_off
+(w, 1.0), hidden (1024), dropout (0.5), and the gradient reversal's grl_schedule (budget),
+grl_gamma (10.0), grl_max (1.0), grl_max_iters (1000, for "fixed").
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ from collections.abc import Mapping
 import torch
 
 from fed_uml.methods.alignment import (
-    GRL_DEFAULTS,
     AlignmentObjective,
     DomainDiscriminator,
     GRLSchedule,
@@ -61,13 +60,7 @@ from fed_uml.methods.alignment import (
 )
 from fed_uml.methods.registry import register_method
 from fed_uml.modality import ModalityData
-
-DEFAULTS = {
-    "trade_off": 1.0,
-    **GRL_DEFAULTS,
-    "hidden": 1024,
-    "dropout": 0.5,
-}
+from fed_uml.schema.methods import DANNSettings
 
 
 def domain_labels(features: Mapping[str, torch.Tensor], order: list[str]) -> torch.Tensor:
@@ -79,10 +72,10 @@ def domain_labels(features: Mapping[str, torch.Tensor], order: list[str]) -> tor
 
 class DANNObjective(GRLSchedule, AlignmentObjective):
     """trade_off * the domain discriminator's loss on gradient-reversed features; `grl` are the
-    `grl_*` settings (`GRLSchedule.set_grl`, defaults `GRL_DEFAULTS`)."""
+    `grl_*` settings (`GRLSchedule.set_grl`); the defaults are the settings' (`DANNSettings`)."""
 
-    def __init__(self, modalities: list[str], feature_dim: int, trade_off: float = 1.0, hidden: int = 1024,
-                 dropout: float = 0.5, **grl):
+    def __init__(self, modalities: list[str], feature_dim: int, trade_off: float = DANNSettings.trade_off,
+                 hidden: int = DANNSettings.hidden, dropout: float = DANNSettings.dropout, **grl):
         super().__init__()
         self.modalities = list(modalities)
         self.trade_off = float(trade_off)
@@ -103,7 +96,7 @@ class DANNObjective(GRLSchedule, AlignmentObjective):
 def run_dann(data: Mapping[str, ModalityData], cfg: Mapping) -> dict[str, dict]:
     """DANN with heterogeneous encoders and a shared classifier (both modalities labelled)."""
     require_modalities(data, "dann")
-    p = method_params(cfg, DEFAULTS)
+    p = method_params(cfg, DANNSettings)
     return run_aligned(
         "dann", data, cfg, lambda model, d: DANNObjective(list(d), classifier_in_features(model), **p),
     )

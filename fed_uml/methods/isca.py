@@ -61,9 +61,10 @@ Our end-to-end adaptation (what differs):
 Multi-label data: nothing of ISCA's game or whitening reads the labels; the optional MCC term
 takes its multi-label form (`mcc.multi_label_mcc_loss`, per-class two-way decisions).
 
-Hyperparameters (conf/method/isca.yaml): adv_weight (lambda_dist, 1.0), whiten_weight
-(lambda, 1.0), shared_dim (d_C; null = the encoders' width, keeping the study's classifier),
-hidden (256), label_noise (0.2; 0 disables), mcc_weight (0.0), mcc_temperature (0.55).
+Hyperparameters (`fed_uml.schema.methods.ISCASettings`, their only declaration): adv_weight
+(lambda_dist, 1.0), whiten_weight (lambda, 1.0), shared_dim (d_C; null = the encoders' width,
+keeping the study's classifier), hidden (256), label_noise (0.2; 0 disables), mcc_weight
+(0.0), mcc_temperature (0.55).
 """
 
 from __future__ import annotations
@@ -90,16 +91,9 @@ from fed_uml.methods.mcc import task_mcc_loss
 from fed_uml.methods.registry import register_method
 from fed_uml.modality import ModalityData
 from fed_uml.models import Backbone, UMLModel
+from fed_uml.schema.methods import ISCASettings
 
-DEFAULTS = {
-    "adv_weight": 1.0,
-    "whiten_weight": 1.0,
-    "shared_dim": None,
-    "hidden": 256,
-    "label_noise": 0.2,
-    "mcc_weight": 0.0,
-    "mcc_temperature": 0.55,
-}
+S = ISCASettings  # the defaults of the objective's arguments
 
 
 def whitening_loss(c: torch.Tensor) -> torch.Tensor:
@@ -136,8 +130,9 @@ class ISCAObjective(AlignmentObjective):
     + whiten_weight * whitening (+ mcc_weight * MCC), in one backward pass: the critics are trained by
     the runner's optimiser (with its learning-rate schedule), the encoders and maps only by the other terms."""
 
-    def __init__(self, modalities: list[str], shared_dim: int, adv_weight: float = 1.0, whiten_weight: float = 1.0,
-                 hidden: int = 256, label_noise: float = 0.2, mcc_weight: float = 0.0, mcc_temperature: float = 0.55,
+    def __init__(self, modalities: list[str], shared_dim: int, adv_weight: float = S.adv_weight,
+                 whiten_weight: float = S.whiten_weight, hidden: int = S.hidden, label_noise: float = S.label_noise,
+                 mcc_weight: float = S.mcc_weight, mcc_temperature: float = S.mcc_temperature,
                  multi_label: bool = False):
         super().__init__()
         self.multi_label = bool(multi_label)
@@ -214,7 +209,7 @@ class ISCAObjective(AlignmentObjective):
 def run_isca(data: Mapping[str, ModalityData], cfg: Mapping) -> dict[str, dict]:
     """ISCA adapted end to end: heterogeneous encoders + linear shared-component maps + shared classifier."""
     require_modalities(data, "isca")
-    p = method_params(cfg, DEFAULTS)
+    p = method_params(cfg, ISCASettings)
     shared_dim = p.pop("shared_dim")
     dims = {}
 

@@ -30,8 +30,8 @@ these C two-class problems over the batch (same temperature, entropy weights and
 and averaged over the classes (`multi_label_mcc_loss`). It is 0 for confident yes/no outputs
 and 1/2 for logits 0 everywhere (each two-class C~ is uniform: (2 - 1) / 2).
 
-Hyperparameters (conf/method/mcc.yaml): trade_off (w, 1.0), temperature (T, 2.5; both the
-paper's and thuml's defaults).
+Hyperparameters (`fed_uml.schema.methods.MCCSettings`, their only declaration): trade_off
+(w, 1.0), temperature (T, 2.5; both the paper's and thuml's defaults).
 """
 
 from __future__ import annotations
@@ -51,8 +51,7 @@ from fed_uml.methods.alignment import (
 )
 from fed_uml.methods.registry import register_method
 from fed_uml.modality import ModalityData
-
-DEFAULTS = {"trade_off": 1.0, "temperature": 2.5}
+from fed_uml.schema.methods import MCCSettings
 
 
 def class_confusion(logits: torch.Tensor, temperature: float = 2.5) -> torch.Tensor:
@@ -85,8 +84,8 @@ def task_mcc_loss(logits: torch.Tensor, temperature: float = 2.5, multi_label: b
 
 
 class MCCObjective(AlignmentObjective):
-    def __init__(self, modalities: list[str], trade_off: float = 1.0, temperature: float = 2.5,
-                 multi_label: bool = False):
+    def __init__(self, modalities: list[str], trade_off: float = MCCSettings.trade_off,
+                 temperature: float = MCCSettings.temperature, multi_label: bool = False):
         super().__init__()
         self.modalities = list(modalities)
         self.trade_off, self.temperature = float(trade_off), float(temperature)
@@ -103,6 +102,6 @@ class MCCObjective(AlignmentObjective):
 @register_method("mcc")
 def run_mcc(data: Mapping[str, ModalityData], cfg: Mapping) -> dict[str, dict]:
     """MCC on every modality's predictions, heterogeneous encoders, shared classifier."""
-    p = method_params(cfg, DEFAULTS)
+    p = method_params(cfg, MCCSettings)
     multi_label = is_multi_label(data)
     return run_aligned("mcc", data, cfg, lambda model, d: MCCObjective(list(d), multi_label=multi_label, **p))

@@ -57,9 +57,10 @@ is exactly the single-label term. The adversarial part is CDAN(+E)'s multi-label
 cdan.py); `space: probabilities` uses one sigmoid per class; `softmax_features`, the default, is
 the softmax of the encoder features and does not depend on the task.
 
-Hyperparameters (conf/method/mdd.yaml): mdd_weight (0.01), intra_weight (1.0), pairing
-(index), space (softmax_features | features | probabilities), squared (false),
-trade_off (1.0; 0 trains MDD alone), entropy_conditioning (true), and the CDAN settings
+Hyperparameters (`fed_uml.schema.methods.MDDSettings`, their only declaration): mdd_weight
+(0.01), intra_weight (1.0), pairing (index), space (softmax_features | features |
+probabilities), squared (false), trade_off (1.0; 0 trains MDD alone), entropy_conditioning
+(true), and the CDAN settings
 (grl_schedule, grl_gamma, grl_max, grl_max_iters, ...).
 """
 
@@ -82,20 +83,12 @@ from fed_uml.methods.alignment import (
     run_aligned,
     safe_norm,
 )
-from fed_uml.methods.cdan import DEFAULTS as CDAN_DEFAULTS
 from fed_uml.methods.cdan import CDANObjective
 from fed_uml.methods.registry import register_method
 from fed_uml.modality import ModalityData
+from fed_uml.schema.methods import MDDSettings
 
-DEFAULTS = {
-    "mdd_weight": 0.01,
-    "intra_weight": 1.0,
-    "pairing": "index",
-    "space": "softmax_features",
-    "squared": False,
-    **CDAN_DEFAULTS,
-    "entropy_conditioning": True,  # ATM's adversarial part is CDAN+E
-}
+S = MDDSettings  # the defaults of the objective's arguments
 PAIRINGS = ("index", "all")
 SPACES = ("softmax_features", "features", "probabilities")
 
@@ -166,9 +159,10 @@ def mdd_multi(embedded: Mapping[str, torch.Tensor], labels: Mapping[str, torch.T
 class ATMObjective(AlignmentObjective):
     """Adversarial tight match: CDAN(+E) adversarial term + mdd_weight * MDD."""
 
-    def __init__(self, modalities: list[str], feature_dim: int, num_classes: int, mdd_weight: float = 0.01,
-                 intra_weight: float = 1.0, pairing: str = "index", space: str = "softmax_features",
-                 squared: bool = False, entropy_conditioning: bool = True, multi_label: bool = False, **cdan):
+    def __init__(self, modalities: list[str], feature_dim: int, num_classes: int, mdd_weight: float = S.mdd_weight,
+                 intra_weight: float = S.intra_weight, pairing: str = S.pairing, space: str = S.space,
+                 squared: bool = S.squared, entropy_conditioning: bool = S.entropy_conditioning,
+                 multi_label: bool = False, **cdan):
         super().__init__()
         self.multi_label = bool(multi_label)
         if pairing not in PAIRINGS:
@@ -210,7 +204,7 @@ class ATMObjective(AlignmentObjective):
 def run_mdd(data: Mapping[str, ModalityData], cfg: Mapping) -> dict[str, dict]:
     """ATM / Maximum Density Divergence, heterogeneous encoders, shared classifier."""
     require_modalities(data, "mdd")
-    p = method_params(cfg, DEFAULTS)
+    p = method_params(cfg, MDDSettings)
     num_classes = next(iter(data.values())).num_classes
     return run_aligned(
         "mdd", data, cfg,

@@ -9,7 +9,8 @@ import torch
 from fed_uml.methods.registry import register_method
 from fed_uml.methods.runner import build_model, calibrate_from_config, train_settings
 from fed_uml.modality import ArrayDataset, ModalityData
-from fed_uml.results import deploys_calibrated, modality_result
+from fed_uml.results import modality_result
+from fed_uml.schema import settings_of
 from fed_uml.training import evaluate_task, seed_everything, train_unpaired
 
 
@@ -24,7 +25,7 @@ def run_pooled(data: Mapping[str, ModalityData], cfg: Mapping) -> dict[str, dict
     bands = {k: tuple(d.band_names) for k, d in data.items()}
     if len(set(bands.values())) != 1 or len({d.channels for d in data.values()}) != 1:
         raise ValueError(f"method=pooled needs modalities of one sensor with the same bands; got {bands}")
-    use_calibrated = deploys_calibrated(cfg["method"])
+    use_calibrated = settings_of(cfg).method.calibrate
     settings = train_settings(cfg)
     g = seed_everything(settings.seed)
     first = next(iter(data.values()))
@@ -35,7 +36,7 @@ def run_pooled(data: Mapping[str, ModalityData], cfg: Mapping) -> dict[str, dict
     model = build_model(cfg["model"], {"pooled": pooled})
     history = train_unpaired(model, {"pooled": train}, settings, generator=g, desc="pooled")
     calibrated = calibrate_from_config(model, {"pooled": train.images}, cfg)["pooled"]
-    device = str(cfg.get("device", "cpu"))
+    device = settings.device
     steps = sum(r["steps"] for r in history)
     out = {}
     for k, d in data.items():

@@ -1,12 +1,14 @@
 """What every method shares: its training settings, its model, and how it is evaluated and deployed.
 
+A method gets the composed config as plain containers (it goes into the model files it writes)
+and reads its settings from it as typed objects (`fed_uml.schema.settings_of`):
 - `train_settings(cfg)`: the `training` config group (seed and device from the top level);
 - `build_model(cfg["model"], data)`: the configured architecture, one projection per modality;
 - `evaluate_with_calibration(model, data, cfg)`: each modality's test metrics (accuracy, or
   mAP and F1 for multi-label data, `fed_uml.metrics`) with the
   training-time BN statistics and after BN calibration (Algorithm 1), as
   `fed_uml.results.modality_result` entries. Whether the calibrated h_k is the deployed model
-  is read only from the method's config group (`fed_uml.results.deploys_calibrated`).
+  is read only from the method's settings (`method.calibrate`).
 """
 
 from __future__ import annotations
@@ -20,14 +22,16 @@ from fed_uml.calibration import CalibratedModel, calibrate
 from fed_uml.modality import ModalityData
 from fed_uml.model_file import save_deployed_models
 from fed_uml.models import UMLModel, model_from_config
-from fed_uml.results import deploys_calibrated, modality_result
+from fed_uml.results import modality_result
+from fed_uml.schema import settings_of
 from fed_uml.training import TrainSettings, evaluate_task
 
 log = logging.getLogger(__name__)
 
 
 def train_settings(cfg: Mapping) -> TrainSettings:
-    return TrainSettings.from_config(cfg["training"], seed=int(cfg["seed"]), device=str(cfg.get("device", "cpu")))
+    """The checked training settings of the run `cfg` (the `training` group, its seed and device)."""
+    return TrainSettings.of(settings_of(cfg))
 
 
 def build_model(model_cfg: Mapping, data: Mapping[str, ModalityData]) -> UMLModel:
@@ -39,28 +43,23 @@ def build_model(model_cfg: Mapping, data: Mapping[str, ModalityData]) -> UMLMode
 def calibrate_from_config(model: UMLModel, images: Mapping[str, torch.Tensor],
                           cfg: Mapping) -> dict[str, CalibratedModel]:
     """Algorithm 1 for every modality in `images` with the `calibration` config group's settings."""
-    cal_cfg = cfg.get("calibration", {}) or {}
-    return calibrate(
-        model,
-        images,
-        epochs=int(cal_cfg.get("epochs", 1)),
-        batch_size=int(cal_cfg.get("batch_size", 64)),
-        device=str(cfg.get("device", "cpu")),
-    )
+    settings = settings_of(cfg)
+    return calibrate(model, images, epochs=settings.calibration.epochs, batch_size=settings.calibration.batch_size,
+                     device=settings.device)
 
 
 def evaluate_with_calibration(model: UMLModel, data: Mapping[str, ModalityData], cfg: Mapping) -> dict[str, dict]:
     """The task's metrics per modality with training-time BN statistics and after Algorithm 1; with
     `cfg["results_dir"]` set, also writes each modality's deployed model there (`fed_uml.model_file`)."""
-    use_calibrated = deploys_calibrated(cfg["method"])
-    device = str(cfg.get("device", "cpu"))
+    settings = settings_of(cfg)
+    use_calibrated, device = settings.method.calibrate, settings.device
     calibrated = calibrate_from_config(model, {k: d.train.images for k, d in data.items()}, cfg)
     out = {}
     for k, d in data.items():
         before = evaluate_task(model, d.test, k, device=device)
         after = evaluate_task(calibrated[k], d.test, device=device)
         out[k] = modality_result(before, after, use_calibrated, len(d.train), len(d.test))
-    if cfg.get("results_dir"):  # the deployed model of every modality: results_dir/model-<modality>.pt
-        for path in save_deployed_models(cfg["results_dir"], model, calibrated, data, cfg, use_calibrated):
+    if settings.results_dir:  # the deployed model of every modality: results_dir/model-<modality>.pt
+        for path in save_deployed_models(settings.results_dir, model, calibrated, data, cfg, use_calibrated):
             log.info("wrote %s", path)
     return out

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from fed_uml.methods.registry import register_method
 from fed_uml.methods.runner import build_model, evaluate_with_calibration, train_settings
 from fed_uml.modality import ModalityData
+from fed_uml.schema.convert import typed
+from fed_uml.schema.methods import UnimodalSettings
 from fed_uml.training import seed_everything, train_unpaired
 from fed_uml.training.loop import epoch_steps
 
@@ -22,12 +24,12 @@ def unimodal_steps_per_epoch(data: Mapping[str, ModalityData], cfg: Mapping) -> 
     D_k's own data per epoch, which gives a small modality up to n_max / n_k times fewer
     steps alone than inside UML (None: the loop's default).
     """
-    budget = str(cfg["method"].get("budget", "matched"))
+    budget = typed(UnimodalSettings, cfg["method"], "method.").budget
     if budget not in UNIMODAL_BUDGETS:
         raise ValueError(f"method.budget must be one of {UNIMODAL_BUDGETS}, got {budget!r}")
     if budget == "epochs":
         return None
-    return epoch_steps({k: d.train for k, d in data.items()}, int(cfg["training"]["batch_size"]))
+    return epoch_steps({k: d.train for k, d in data.items()}, train_settings(cfg).batch_size)
 
 
 @register_method("unimodal")

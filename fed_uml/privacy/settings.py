@@ -1,4 +1,4 @@
-"""The privacy settings of a federated run, read from `cfg["federated"]` and checked once.
+"""The privacy settings of a federated run, read from its `federated` settings and checked once.
 
 Secure aggregation (SecAgg+, Flower's `secaggplus_mod` and `SecAggPlusWorkflow` stages):
 `secure_num_shares` / `secure_reconstruction_threshold` as Flower reads them (a float is a
@@ -10,7 +10,8 @@ Differential privacy at the level of an institution: `dp_noise_multiplier` z (0:
 fixed or adaptive (Andrew et al. 2021: C follows the `dp_target_quantile` of the update
 norms), `dp_delta` (the delta epsilon is reported at).
 
-Every setting that cannot work is refused here with the reason (`ValueError`).
+Every setting that cannot work is refused here with the reason (`ValueError`); names, types
+and defaults are the schema's (`fed_uml.schema.FederatedSettings`).
 """
 
 from __future__ import annotations
@@ -19,15 +20,17 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from fed_uml.schema import FederatedSettings, typed
+
 CLIPPING_MODES = ("fixed", "adaptive")
 
 
-def _number(fed: Mapping, key: str, default):
-    value = fed.get(key, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"federated.{key} must be a number, got {value!r}")
+def _federated(fed: FederatedSettings | Mapping) -> FederatedSettings:
+    return fed if isinstance(fed, FederatedSettings) else typed(FederatedSettings, fed, "federated.")
+
+
+def _finite(fed: FederatedSettings, key: str):
+    value = getattr(fed, key)
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"federated.{key} must be finite, got {value!r}")
     return value
@@ -113,15 +116,15 @@ class PrivacySettings:
         return self.enabled and self.clipping == "adaptive"
 
 
-def secure_settings(fed: Mapping) -> SecureSettings:
-    enabled = fed.get("secure_aggregation", False)
-    if not isinstance(enabled, bool):
-        raise ValueError(f"federated.secure_aggregation must be true or false, got {enabled!r}")
-    shares = _number(fed, "secure_num_shares", 1.0)
-    threshold = _number(fed, "secure_reconstruction_threshold", 0.5)
-    c = float(_number(fed, "secure_clipping_range", 1.0))
-    q = _number(fed, "secure_quantization_range", 2**22)
-    m = _number(fed, "secure_modulus_range", 2**32)
+def secure_settings(fed: FederatedSettings | Mapping) -> SecureSettings:
+    """The checked secure-aggregation settings of the `federated` settings (typed, or the config group)."""
+    fed = _federated(fed)
+    enabled = fed.secure_aggregation
+    shares = _finite(fed, "secure_num_shares")
+    threshold = _finite(fed, "secure_reconstruction_threshold")
+    c = float(_finite(fed, "secure_clipping_range"))
+    q = fed.secure_quantization_range
+    m = fed.secure_modulus_range
     if isinstance(shares, float) and not 0 < shares <= 1:
         raise ValueError(f"federated.secure_num_shares as a fraction must lie in (0, 1], got {shares}")
     if isinstance(shares, int) and shares != 1 and shares <= 2:
@@ -143,14 +146,16 @@ def secure_settings(fed: Mapping) -> SecureSettings:
     return SecureSettings(enabled, 1.0 if shares == 1 else shares, 1.0 if threshold == 1 else threshold, c, q, m)
 
 
-def privacy_settings(fed: Mapping) -> PrivacySettings:
-    z = float(_number(fed, "dp_noise_multiplier", 0.0))
-    clip = float(_number(fed, "dp_clipping_norm", 0.0))
-    mode = str(fed.get("dp_clipping") or "fixed")
-    quantile = float(_number(fed, "dp_target_quantile", 0.5))
-    lr = float(_number(fed, "dp_clip_learning_rate", 0.2))
-    count_std = float(_number(fed, "dp_clipped_count_stddev", 0.0))
-    delta = float(_number(fed, "dp_delta", 1e-5))
+def privacy_settings(fed: FederatedSettings | Mapping) -> PrivacySettings:
+    """The checked differential-privacy settings of the `federated` settings (typed, or the config group)."""
+    fed = _federated(fed)
+    z = float(_finite(fed, "dp_noise_multiplier"))
+    clip = float(_finite(fed, "dp_clipping_norm"))
+    mode = fed.dp_clipping
+    quantile = float(_finite(fed, "dp_target_quantile"))
+    lr = float(_finite(fed, "dp_clip_learning_rate"))
+    count_std = float(_finite(fed, "dp_clipped_count_stddev"))
+    delta = float(_finite(fed, "dp_delta"))
     if z < 0:
         raise ValueError(f"federated.dp_noise_multiplier must be >= 0 (0: no noise), got {z}")
     if clip < 0:
@@ -169,7 +174,7 @@ def privacy_settings(fed: Mapping) -> PrivacySettings:
     if not 0 < delta < 1:
         raise ValueError(f"federated.dp_delta must lie in (0, 1), got {delta}")
     settings = PrivacySettings(z, clip, mode, quantile, lr, count_std, delta)
-    if settings.enabled and str(fed.get("transfer_dtype", "float32")) != "float32":
+    if settings.enabled and fed.transfer_dtype != "float32":
         raise ValueError("differential privacy needs transfer_dtype=float32: an institution clips its update "
                          "in float32, and the float16 cast of its reply then moves every backbone element by up to "
                          "2**-11 of its magnitude, more than a typical update element: what reaches the server "

@@ -10,11 +10,12 @@ class indices (N,), the binary cross-entropy on the logits for multi-hot targets
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,7 @@ from torch import nn
 from fed_uml.errors import SettingsError
 from fed_uml.metrics import task_metrics, task_of
 from fed_uml.modality import ArrayDataset
+from fed_uml.schema import Settings, TrainingSettings, typed
 from fed_uml.training import checkpoint as checkpoints
 
 log = logging.getLogger(__name__)
@@ -31,47 +33,31 @@ FUSIONS = ("separate", "concat")
 
 
 @dataclass
-class TrainSettings:
-    """Optimisation settings (the `training` config group).
+class TrainSettings(TrainingSettings):
+    """The `training` settings (`fed_uml.schema.TrainingSettings`: every field, its default and
+    what it does) with the run's device and seed, which are top-level settings.
 
-    fusion: `separate` (default) passes each modality's batch through the backbone on its
-        own, so every BN layer normalises with statistics of one modality at a time, the
-        same per-modality statistics that calibration later installs; `concat` passes the
-        concatenated batch once, so BN normalises a mixture during training.
-    loss_weights: per-modality weights of the cross-entropy terms; by default every
-        modality weighs 1, so each modality's gradient has the scale it would have alone.
-    schedule: `cosine` decays the learning rate to zero over the whole budget (in federated
-        runs, over all rounds), so that the weights settle and the BN running averages of
-        the last steps describe the final model; `constant` keeps it fixed.
-    checkpoint_every: a centralized run with a results folder checkpoints its training every
-        so many epochs (and at the end of each model's training) to resume from after a crash
-        (`fed_uml.training.checkpoint`); 0: never.
+    Why `fusion=separate` and the cosine schedule are the defaults: separate passes give every
+    BN layer statistics of one modality at a time, the same per-modality statistics that
+    calibration later installs; the cosine decay lets the weights settle, so that the BN running
+    averages of the last steps describe the final model.
     """
 
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    optimizer: str = "adam"
-    momentum: float = 0.9
-    fusion: str = "separate"
-    loss_weights: Mapping[str, float] | None = None
-    augment: bool = True
-    schedule: str = "cosine"
-    device: str = "cpu"
-    seed: int = 0
-    log_every: int = 1
-    checkpoint_every: int = 1
+    device: str = Settings.device
+    seed: int = Settings.seed
 
     @classmethod
     def from_config(cls, cfg: Mapping, **overrides) -> TrainSettings:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - names)
-        if unknown:
-            raise SettingsError(f"unknown training setting(s) {unknown}; known: {sorted(names)}")
-        values = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in cfg.items()}
-        values.update(overrides)
-        s = cls(**values)
+        """The checked `training` group `cfg` (schema defaults where absent), with `overrides`
+        (device, seed); an unknown key or a wrong type is a `SettingsError` naming it."""
+        s = cls(**{**dataclasses.asdict(typed(TrainingSettings, cfg, "training.")), **overrides})
+        s.validate()
+        return s
+
+    @classmethod
+    def of(cls, settings: Settings) -> TrainSettings:
+        """The checked training settings of a run (`fed_uml.schema.settings_of`)."""
+        s = cls(**dataclasses.asdict(settings.training), device=settings.device, seed=settings.seed)
         s.validate()
         return s
 

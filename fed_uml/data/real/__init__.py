@@ -19,8 +19,9 @@ Data sets assembled here, each registered in `fed_uml.data.catalog` as `load_rea
     ``bigearthnet_v2``  reBEN: ``s1`` vs ``s2``.
     ``sen12ms``         SEN12MS: ``s1`` vs ``s2``.
 
-Settings (besides those of conf/dataset/synthetic.yaml: name, root, modalities, sensors,
-samples_per_class, test_samples_per_class, image_size, seed):
+Settings (declared with their types and defaults in `fed_uml.schema.datasets`), besides those
+every data set has (name, root, modalities, sensors, samples_per_class,
+test_samples_per_class, image_size, seed):
     ``download``        fetch missing files from the official URLs (checksums verified).
     ``folders``         {sensor: subfolder} to rename a data set's folder under the root.
     ``train_splits``    the official splits pooled for training (default [train]).
@@ -34,7 +35,7 @@ samples_per_class, test_samples_per_class, image_size, seed):
                         server builds the backbone from it before any data is read).
     ``task``            ``single_label`` (class indices; the default where the setting is
                         absent) or ``multi_label`` (multi-hot targets over the label set,
-                        multi-label data sets only; BigEarthNet's yaml files default to it;
+                        multi-label data sets only; BigEarthNet's schema defaults to it;
                         see `labels.multi_label_set` and `fed_uml.metrics`).
     ``balanced``        the single-label rule of multi-label data sets with
                         ``task: single_label`` (see splits.py).
