@@ -38,7 +38,7 @@ from localrun.inprocess import check_engine, run_inprocess
 
 log = logging.getLogger(__name__)
 FIELDS = ["method", "local_epochs", "rounds", "budget", "seed", "modality", "accuracy",
-          "accuracy_before_calibration", "accuracy_after_calibration", "wall_seconds", "results"]
+          "accuracy_before_calibration", "accuracy_after_calibration", "wall_seconds", "engine", "results"]
 
 
 def rounds_for(budget: int, local_epochs: int) -> int:
@@ -53,6 +53,8 @@ def run_federated(cfg: dict, overrides: list[str], workdir: Path, results_dir: P
     in this process, `localrun.inprocess`)."""
     sim = cfg["simulation"]
     engine = check_engine(sim.get("engine", "flwr"))
+    # the engine goes into the run's own settings, so results.json says which one ran it
+    overrides = [o for o in overrides if not o.startswith("simulation.engine=")] + [f"simulation.engine={engine}"]
     run_config = run_config_from_overrides(overrides, **{"results-dir": str(results_dir)})
     if engine == "inprocess":
         return run_inprocess(run_config, int(sim["num_supernodes"]), int(sim["client_cpus"]))
@@ -151,7 +153,8 @@ def main(cfg: DictConfig) -> None:
         "seed": results["seed"], "modality": m, "accuracy": v["accuracy"],
         "accuracy_before_calibration": v["accuracy_before_calibration"],
         "accuracy_after_calibration": v["accuracy_after_calibration"],
-        "wall_seconds": results["wall_seconds"], "results": str(job_dir / "results" / "results.json"),
+        "wall_seconds": results["wall_seconds"], "engine": results["config"]["simulation"]["engine"],
+        "results": str(job_dir / "results" / "results.json"),
     } for m, v in results["modalities"].items()]
     append_rows(sweep_dir / "sweep.csv", rows)
     png = plot(sweep_dir / "sweep.csv")

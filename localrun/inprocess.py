@@ -167,6 +167,36 @@ def task_identity(run: Run) -> Iterator[None]:
 
 
 @contextmanager
+def _hydra_set_aside() -> Iterator[None]:
+    """The apps compose their settings with Hydra's compose API, which refuses to start inside
+    a running Hydra app (a sweep's job; under `flwr run` the apps have processes of their own):
+    the running app's Hydra state is set aside while the apps run and put back after, as
+    Hydra's own `initialize` does with it."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
+
+    backup = get_gh_backup()
+    GlobalHydra.instance().clear()
+    try:
+        yield
+    finally:
+        restore_gh_from_backup(backup)
+
+
+@contextmanager
+def _flower_log_once() -> Iterator[None]:
+    """Flower's logger prints through its own handler, as under `flwr run`; a script that also
+    configured the root logger would print every line twice."""
+    from flwr.common.logger import FLOWER_LOGGER
+
+    before, FLOWER_LOGGER.propagate = FLOWER_LOGGER.propagate, False
+    try:
+        yield
+    finally:
+        FLOWER_LOGGER.propagate = before
+
+
+@contextmanager
 def _torch_threads(n: int) -> Iterator[None]:
     import torch
 
@@ -212,14 +242,16 @@ def run_inprocess(run_config: Mapping, num_supernodes: int, num_cpus: int = 1, a
     server_app, client_app = load_apps(app_dir)
     from fed_uml.federated.config import config_from_run_config
 
-    seed = int(config_from_run_config(fused)["seed"])
-    run = Run.create_empty(random.Random(f"run-{seed}").getrandbits(63))
-    run.override_config = dict(run_config)
-    grid = InProcessGrid(client_app, run, node_contexts(run, num_supernodes, fused, seed))
-    server_context = Context(run_id=run.run_id, node_id=0, node_config={}, state=RecordDict(), run_config=dict(fused))
     t0 = time.perf_counter()
-    with task_identity(run), _torch_threads(num_cpus):
-        server_app(grid, server_context)
+    with _hydra_set_aside():
+        seed = int(config_from_run_config(fused)["seed"])
+        run = Run.create_empty(random.Random(f"run-{seed}").getrandbits(63))
+        run.override_config = dict(run_config)
+        grid = InProcessGrid(client_app, run, node_contexts(run, num_supernodes, fused, seed))
+        server_context = Context(run_id=run.run_id, node_id=0, node_config={}, state=RecordDict(),
+                                 run_config=dict(fused))
+        with task_identity(run), _torch_threads(num_cpus), _flower_log_once():
+            server_app(grid, server_context)
     results_path = Path(str(fused["results-dir"])).expanduser().resolve() / "results.json"
     log.info("in-process run %d finished in %.1f s: %s", run.run_id, time.perf_counter() - t0, results_path)
     return json.loads(results_path.read_text())

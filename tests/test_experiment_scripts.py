@@ -6,6 +6,8 @@ import math
 import pytest
 
 from experiments.stats import AS_TRAINED, CALIBRATED, paired_difference, paired_rows, stronger_baseline, t_interval
+from fed_uml.errors import SettingsError
+from fed_uml.results import read_results
 
 TINY = ["dataset.test_samples_per_class=2", "dataset.image_size=16", "model.width=4", "training.epochs=1",
         "training.log_every=0"]
@@ -87,6 +89,41 @@ def test_positive_control_writes_paired_rows(tmp_path, capsys):
     assert _rows(tmp_path / "positive_control.csv") == rows
 
 
+def test_federated_positive_control_on_the_engine(tmp_path, capsys):
+    """`--federated` on the in-process engine (what `flwr run` would run, in this process):
+    UML and the unimodal baseline on 2 institutions per half, pooled as 4 institutions of one
+    modality per half; every row says which engine ran it."""
+    from experiments.positive_control import main
+
+    fed = ["federated.num_rounds=2", "federated.evaluate_every=0", "simulation.engine=inprocess"]
+    assert main(["--federated", "--seeds", "0", "--per-class", "4", "--out", str(tmp_path), *TINY, *fed]) == 0
+    runs = _rows(tmp_path / "positive_control_runs.csv")
+    assert {(r["setting"], r["arm"], r["modality"]) for r in runs} == {
+        ("federated", a, k) for a in ("uml", "unimodal", "pooled") for k in ("rgb", "rgb2")}
+    assert {r["engine"] for r in runs} == {"inprocess"}
+    results = {d.name: read_results(d / "seed0" / "results.json") for d in (tmp_path / "runs" / "federated").iterdir()}
+    assert sorted(results) == ["pooled-rgb", "pooled-rgb2", "uml", "unimodal"]
+    for name in ("uml", "unimodal"):
+        assert {k: m["institutions"] for k, m in results[name]["modalities"].items()} == {"rgb": 2, "rgb2": 2}
+        assert {m["n_train"] for m in results[name]["modalities"].values()} == {40}
+    for half in ("rgb", "rgb2"):  # pooled: one modality, 4 institutions of the same size, UML's calibration
+        pooled = results[f"pooled-{half}"]
+        assert pooled["method"] == "uml" and list(pooled["modalities"]) == [half]
+        assert pooled["modalities"][half]["institutions"] == 4 and pooled["modalities"][half]["n_train"] == 80
+    rows = {(r["arm"], r["modality"]): r for r in _rows(tmp_path / "positive_control.csv")}
+    base = results["unimodal"]["modalities"]["rgb"]
+    stronger = max(base["accuracy_before_calibration"], base["accuracy_after_calibration"])
+    assert float(rows[("uml", "rgb")]["diff_vs_unimodal"]) == pytest.approx(
+        results["uml"]["modalities"]["rgb"]["accuracy"] - stronger)
+    assert float(rows[("uml", "rgb")]["diff_vs_pooled"]) == pytest.approx(
+        results["uml"]["modalities"]["rgb"]["accuracy"] - results["pooled-rgb"]["modalities"]["rgb"]["accuracy"])
+    assert "| federated | uml | rgb |" in capsys.readouterr().out
+    # a setting that cannot work stops the control before any run (here: a bad engine)
+    with pytest.raises(SettingsError, match="simulation.engine"):
+        main(["--federated", "--seeds", "1", "--out", str(tmp_path), *TINY, "simulation.engine=ray"])
+    assert not (tmp_path / "runs" / "federated" / "uml" / "seed1").exists()
+
+
 def test_regime_map_writes_csv_and_heat_map(tmp_path):
     from experiments.regime_map import main
 
@@ -98,6 +135,37 @@ def test_regime_map_writes_csv_and_heat_map(tmp_path):
     runs = _rows(tmp_path / "regime_map_runs.csv")
     n_train = {(r["strong"], r["method"], r["modality"]) for r in runs}
     assert len(n_train) == 8 and len(runs) == 16
+    # every gain is against the stronger form of the baseline in its cell
+    for r in rows:
+        forms = {f: {x["seed"]: float(x[f"accuracy_{f}_calibration"]) for x in runs if x["method"] == "unimodal"
+                     and (x["strong"], x["modality"]) == (r["strong"], r["modality"])} for f in ("before", "after")}
+        means = {f: sum(v.values()) / len(v) for f, v in forms.items()}
+        variant = "calibrated" if means["after"] > means["before"] else "as trained"
+        assert r["baseline_variant"] == variant
+        base = forms["after" if variant == "calibrated" else "before"]
+        assert float(r["unimodal_mean"]) == pytest.approx(sum(base.values()) / len(base))
     assert (tmp_path / "regime_map.png").stat().st_size > 10_000
     with pytest.raises(SystemExit):
         main(["--pairs", "sar-lidar", "--out", str(tmp_path)])
+
+
+def test_sweep_on_the_engine_writes_rows_and_pairs(tmp_path):
+    """`experiments.sweep` with `simulation.engine=inprocess`: every job runs the apps in the
+    sweep's process, its row says so, and the paired table names the baseline form it used."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    cmd = [sys.executable, "-m", "experiments.sweep", "-m", "federated.local_epochs=1,2", "method=uml,unimodal",
+           "sweep.budget=2", "simulation.engine=inprocess", "simulation.num_supernodes=2", "federated.evaluate_every=0",
+           f"hydra.sweep.dir={tmp_path}", "dataset.samples_per_class=2", *TINY]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = _rows(tmp_path / "sweep.csv")
+    assert sorted({(r["method"], r["local_epochs"], r["rounds"]) for r in rows}) == [
+        ("uml", "1", "2"), ("uml", "2", "1"), ("unimodal", "1", "2"), ("unimodal", "2", "1")]
+    assert {r["engine"] for r in rows} == {"inprocess"} and len(rows) == 8
+    paired = _rows(tmp_path / "sweep_paired.csv")
+    assert len(paired) == 4 and {r["baseline_variant"] for r in paired} <= {AS_TRAINED, CALIBRATED}
+    assert (tmp_path / "sweep.png").exists()
