@@ -19,9 +19,10 @@ only the transport:
   a `state` that persists across the run's messages, and the run config fused from
   pyproject's `[tool.flwr.app.config]` and the overrides (`get_fused_config_from_dir`, as the
   simulation does);
-- torch uses `num_cpus` threads while the apps run, as a Ray actor started with
-  `client-resources-num-cpus` does (Ray sets its OMP_NUM_THREADS to the actor's CPUs);
-  a run-config `num-threads` still wins, as it does in an actor.
+- torch uses as many threads while the apps run as a Ray actor started with
+  `client-resources-num-cpus` has (`client_threads`: Ray sets an actor's OMP_NUM_THREADS to
+  its CPUs unless the environment sets it); a run-config `num-threads` still wins, as it
+  does in an actor.
 
 What differs from `flwr run`: messages are handled one at a time, in the order pushed (the
 simulation runs one per Ray actor at once), and no timeout can fire (a message is answered
@@ -50,9 +51,9 @@ from flwr.app.error import Error
 from flwr.clientapp import ClientApp
 from flwr.common.config import get_fused_config_from_dir, get_project_config
 from flwr.common.constant import NUM_PARTITIONS_KEY, PARTITION_ID_KEY, SUPERLINK_NODE_ID, ErrorCode
-from flwr.supercore.date import now
 from flwr.server.utils.validator import validate_message
 from flwr.serverapp import Grid, ServerApp
+from flwr.supercore.date import now
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
@@ -196,6 +197,16 @@ def _flower_log_once() -> Iterator[None]:
         FLOWER_LOGGER.propagate = before
 
 
+def client_threads(num_cpus: float) -> int:
+    """The torch threads of a Ray actor given `num_cpus` CPUs: OMP_NUM_THREADS if the
+    environment sets it, else the actor's whole CPUs, at least 1
+    (`ray._private.utils.set_omp_num_threads_if_unset`)."""
+    import math
+    import os
+
+    return int(os.environ.get("OMP_NUM_THREADS") or max(math.floor(num_cpus), 1))
+
+
 @contextmanager
 def _torch_threads(n: int) -> Iterator[None]:
     import torch
@@ -250,7 +261,7 @@ def run_inprocess(run_config: Mapping, num_supernodes: int, num_cpus: int = 1, a
         grid = InProcessGrid(client_app, run, node_contexts(run, num_supernodes, fused, seed))
         server_context = Context(run_id=run.run_id, node_id=0, node_config={}, state=RecordDict(),
                                  run_config=dict(fused))
-        with task_identity(run), _torch_threads(num_cpus), _flower_log_once():
+        with task_identity(run), _torch_threads(client_threads(num_cpus)), _flower_log_once():
             server_app(grid, server_context)
     results_path = Path(str(fused["results-dir"])).expanduser().resolve() / "results.json"
     log.info("in-process run %d finished in %.1f s: %s", run.run_id, time.perf_counter() - t0, results_path)

@@ -169,3 +169,18 @@ def test_sweep_on_the_engine_writes_rows_and_pairs(tmp_path):
     paired = _rows(tmp_path / "sweep_paired.csv")
     assert len(paired) == 4 and {r["baseline_variant"] for r in paired} <= {AS_TRAINED, CALIBRATED}
     assert (tmp_path / "sweep.png").exists()
+
+
+def test_data_size_pairs_uml_with_the_stronger_unimodal_form(tmp_path):
+    from experiments.data_size import FIELDS, paired
+
+    path = tmp_path / "data_size.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, FIELDS)
+        w.writeheader()
+        for seed, (uni, cal) in enumerate([(0.50, 0.60), (0.54, 0.58)]):
+            w.writerow({"dataset": "synthetic", "samples_per_class": 5, "seed": seed, "modality": "sar", "n_train": 50,
+                        "uml_calibrated": 0.62, "uml_uncalibrated": 0.4, "unimodal": uni, "unimodal_calibrated": cal})
+    (row,) = paired(path)
+    assert row["baseline_variant"] == CALIBRATED and row["diff"] == pytest.approx(0.62 - 0.59)
+    assert _rows(tmp_path / "data_size_paired.csv")[0]["baseline_variant"] == CALIBRATED
