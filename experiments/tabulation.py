@@ -31,7 +31,7 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from experiments.stats import AS_TRAINED, CALIBRATED, Paired, paired_difference, stronger_baseline
@@ -173,8 +173,6 @@ def with_stronger_baseline(runs: Sequence[Run]) -> tuple[list[Run], dict[tuple[s
     (data set, modalities, centralized or federated; modality), by the stronger of its forms
     over the column's seeds (`stronger_baseline`), plus each form as a row of its own.
     Returns (runs, {(row, (dataset, modalities), modality): the form chosen})."""
-    from dataclasses import replace
-
     columns: dict[tuple, list[Run]] = defaultdict(list)
     for r in runs:
         if r.method == BASELINE and r.forms:

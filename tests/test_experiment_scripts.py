@@ -69,21 +69,25 @@ def test_positive_control_writes_paired_rows(tmp_path, capsys):
 
     assert main(["--seeds", "0,1", "--per-class", "2", "--out", str(tmp_path), *TINY]) == 0
     rows = _rows(tmp_path / "positive_control.csv")
-    assert {(r["arm"], r["modality"]) for r in rows} == {
-        (a, k) for a in ("uml", "uml_independent", "unimodal", "pooled") for k in ("rgb", "rgb2")}
+    assert {(r["setting"], r["arm"], r["modality"]) for r in rows} == {
+        ("centralized", a, k) for a in ("uml", "uml_independent", "unimodal", "pooled") for k in ("rgb", "rgb2")}
     for r in rows:
         assert r["n_seeds"] == "2"
-        if r["arm"] == "unimodal":
-            assert float(r["diff_vs_unimodal"]) == 0.0
         assert float(r["ci_low"]) <= float(r["diff_vs_unimodal"]) <= float(r["ci_high"])
     runs = _rows(tmp_path / "positive_control_runs.csv")
-    assert len(runs) == 4 * 2 * 2
-    # the paired difference is the mean of the per-seed differences of the runs file
-    acc = {(r["arm"], r["seed"], r["modality"]): float(r["accuracy"]) for r in runs}
-    uml = next(r for r in rows if r["arm"] == "uml" and r["modality"] == "rgb")
-    expected = sum(acc[("uml", s, "rgb")] - acc[("unimodal", s, "rgb")] for s in ("0", "1")) / 2
-    assert float(uml["diff_vs_unimodal"]) == pytest.approx(expected)
-    assert "| uml | rgb |" in capsys.readouterr().out
+    assert len(runs) == 4 * 2 * 2 and {r["engine"] for r in runs} == {""}  # centralized: no engine
+    # the paired difference is the mean of the per-seed differences to the stronger form of the baseline
+    acc = {(r["arm"], r["seed"], r["modality"]): r for r in runs}
+    for half in ("rgb", "rgb2"):
+        forms = {f: {s: float(acc[("unimodal", s, half)][f"accuracy_{f}_calibration"]) for s in ("0", "1")}
+                 for f in ("before", "after")}
+        stronger = "after" if sum(forms["after"].values()) > sum(forms["before"].values()) else "before"
+        for arm in ("uml", "unimodal"):
+            row = next(r for r in rows if r["arm"] == arm and r["modality"] == half)
+            assert row["baseline_variant"] == ("calibrated" if stronger == "after" else "as trained")
+            expected = sum(float(acc[(arm, s, half)]["accuracy"]) - forms[stronger][s] for s in ("0", "1")) / 2
+            assert float(row["diff_vs_unimodal"]) == pytest.approx(expected)
+    assert "| centralized | uml | rgb |" in capsys.readouterr().out
     # a rerun skips finished runs and gives the same table
     assert main(["--seeds", "0,1", "--per-class", "2", "--out", str(tmp_path), *TINY]) == 0
     assert _rows(tmp_path / "positive_control.csv") == rows
