@@ -110,9 +110,13 @@ def test_same_seed_same_metrics_through_flwr_run_and_the_engine(flower_runtime, 
     averaging group per modality), evaluated every round.
 
     Bit for bit, not within a tolerance: both run the same code on the same messages in one
-    environment. The one source of last-bit differences found (means over institutions summed
-    in the order of node ids, which the simulation draws at random) is gone: the server sums in
-    the order of institution names (`server.roster.Roster.by_name`)."""
+    environment. Two sources of last-bit differences are ruled out: torch's thread count (with
+    2 threads instead of a one-CPU actor's 1, round 1's SAR training loss here moves by 1.7e-8
+    relative; the engine gives its clients the actor's threads,
+    `localrun.inprocess.client_threads`), and the order of the sums over institutions (the
+    server summed in the order of node ids, which the simulation draws at random, and float
+    addition depends on the order; it now sums in the order of institution names,
+    `server.roster.Roster.by_name`)."""
     overrides = TINY.split() + ["method=unimodal", "federated.weighting=modality", "federated.num_rounds=2",
                                 "federated.evaluate_every=1", 'federated.institutions_per_modality="sar:2,rgb:4"']
     federation = {"num-supernodes": 6, "client-resources-num-cpus": 1}
