@@ -150,7 +150,8 @@ def _load(reference: str):
 
 
 def load_apps(app_dir: Path = REPO) -> tuple[ServerApp, ClientApp]:
-    """The ServerApp and ClientApp that `flwr run APP_DIR` would load."""
+    """The ServerApp and ClientApp that `flwr run APP_DIR` would load: the components its
+    pyproject.toml names, imported by module name (a clone's, as `flwr run` needs one too)."""
     components = get_project_config(app_dir)["tool"]["flwr"]["app"]["components"]
     return _load(components["serverapp"]), _load(components["clientapp"])
 
