@@ -9,7 +9,8 @@ Rows go to `<out>/data_size.csv` as they finish (an interrupted sweep keeps them
 resumed by running the same command: finished rows are skipped); `<out>/data_size.png`
 plots mean accuracy per modality against samples per class; `<out>/data_size_paired.csv`
 holds, per size and modality, the per-seed difference calibrated UML - unimodal with its 95%
-t interval over seeds (printed at the end).
+t interval over seeds (printed at the end), against the stronger of the unimodal model as
+trained and after Algorithm 1 at that size (`baseline_variant`; `experiments.stats`).
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from pathlib import Path
 
 from experiments.cli import run_main
 from experiments.grid import write_csv
-from experiments.stats import Paired, paired_rows
+from experiments.stats import Paired, paired_rows, stronger_baselines
 from fed_uml.centralized import run_centralized
 from fed_uml.federated.config import compose_config
 
 FIELDS = ["dataset", "samples_per_class", "seed", "modality", "n_train", "uml_calibrated", "uml_uncalibrated",
-          "unimodal"]
+          "unimodal", "unimodal_calibrated"]
 
 
 def done_keys(path: Path) -> set[tuple[str, str]]:
@@ -43,20 +44,26 @@ def run_point(overrides: list[str], size: int, seed: int, out: Path) -> list[dic
     return [{
         "dataset": uml["dataset"], "samples_per_class": size, "seed": seed, "modality": k,
         "n_train": m["n_train"], "uml_calibrated": m["accuracy_after_calibration"],
-        "uml_uncalibrated": m["accuracy_before_calibration"], "unimodal": uni["modalities"][k]["accuracy"],
+        "uml_uncalibrated": m["accuracy_before_calibration"],
+        "unimodal": uni["modalities"][k]["accuracy_before_calibration"],
+        "unimodal_calibrated": uni["modalities"][k]["accuracy_after_calibration"],
     } for k, m in uml["modalities"].items()]
 
 
 def paired(csv_path: Path) -> list[dict]:
-    """data_size_paired.csv beside `csv_path`: calibrated UML - unimodal per size and modality."""
+    """data_size_paired.csv beside `csv_path`: calibrated UML - unimodal per size and modality,
+    against the stronger form of the unimodal model (a table without `unimodal_calibrated`,
+    from before it was recorded, has only the model as trained)."""
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
-    uml, uni = defaultdict(dict), defaultdict(dict)
+    uml, uni, uni_cal = defaultdict(dict), defaultdict(dict), defaultdict(dict)
     for r in rows:
-        key = (int(r["samples_per_class"]), r["modality"])
-        uml[key][int(r["seed"])] = float(r["uml_calibrated"])
-        uni[key][int(r["seed"])] = float(r["unimodal"])
-    out = paired_rows(uml, uni, ("samples_per_class", "modality"))
+        key, seed = (int(r["samples_per_class"]), r["modality"]), int(r["seed"])
+        uml[key][seed] = float(r["uml_calibrated"])
+        uni[key][seed] = float(r["unimodal"])
+        uni_cal[key][seed] = float(r.get("unimodal_calibrated") or r["unimodal"])
+    baseline, variants = stronger_baselines(uni, uni_cal)
+    out = paired_rows(uml, baseline, ("samples_per_class", "modality"), variants)
     write_csv(csv_path.with_name("data_size_paired.csv"), out)
     return out
 
@@ -71,15 +78,18 @@ def plot(csv_path: Path) -> Path:
         rows = list(csv.DictReader(f))
     acc = defaultdict(lambda: defaultdict(list))
     for r in rows:
-        for col in ("uml_calibrated", "uml_uncalibrated", "unimodal"):
-            acc[(r["modality"], col)][int(r["samples_per_class"])].append(float(r[col]))
+        for col in ("uml_calibrated", "uml_uncalibrated", "unimodal", "unimodal_calibrated"):
+            if r.get(col):
+                acc[(r["modality"], col)][int(r["samples_per_class"])].append(float(r[col]))
     modalities = sorted({r["modality"] for r in rows})
     fig, axes = plt.subplots(1, len(modalities), figsize=(5 * len(modalities), 4), squeeze=False)
     styles = {"uml_calibrated": ("UML, calibrated", "-"), "uml_uncalibrated": ("UML, training BN stats", ":"),
-              "unimodal": ("unimodal", "--")}
+              "unimodal": ("unimodal", "--"), "unimodal_calibrated": ("unimodal, calibrated", "-.")}
     for ax, modality in zip(axes[0], modalities):
         for col, (label, ls) in styles.items():
             pts = acc[(modality, col)]
+            if not pts:
+                continue
             xs = sorted(pts)
             ax.plot(xs, [sum(pts[x]) / len(pts[x]) for x in xs], ls, marker="o", label=label)
         ax.set_xscale("log")

@@ -18,7 +18,9 @@
    institution shares its secrets with a tenth of the group instead of all of it).
 
 Extra Hydra overrides (dataset, model, rounds, ...) apply to every run. Runs go one after
-another through one private Flower SuperLink (localrun.flower.FlowerRuntime).
+another through one private Flower SuperLink (localrun.flower.FlowerRuntime), or with
+`--engine inprocess` through the in-process engine (localrun.inprocess: the same apps, no
+start-up per run, one institution at a time, so its seconds are not Flower's).
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ import json
 import math
 import shlex
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
 from experiments.cli import run_main
 from fed_uml.federated.config import run_config_from_overrides
 from localrun.flower import FlowerRuntime
+from localrun.inprocess import ENGINES, run_inprocess
 
 
 def _floats(text: str) -> list[float]:
@@ -45,11 +49,16 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def run_one(rt: FlowerRuntime, workdir: Path, name: str, overrides: list[str], n: int, cpus: int) -> dict:
+def run_one(rt: FlowerRuntime | None, workdir: Path, name: str, overrides: list[str], n: int, cpus: int) -> dict:
+    """One run through `rt` (`flwr run`), or the in-process engine where `rt` is None."""
     results_dir = workdir / name
+    run_config = run_config_from_overrides(overrides, **{"results-dir": str(results_dir)})
     t0 = time.perf_counter()
-    proc = rt.run(run_config_from_overrides(overrides, **{"results-dir": str(results_dir)}),
-                  {"num-supernodes": n, "client-resources-num-cpus": cpus})
+    if rt is None:
+        results = run_inprocess(run_config, n, cpus)
+        results["_wall_s"] = time.perf_counter() - t0
+        return results
+    proc = rt.run(run_config, {"num-supernodes": n, "client-resources-num-cpus": cpus})
     wall = time.perf_counter() - t0
     if not (results_dir / "results.json").exists():  # the ServerApp failed: say how
         raise RuntimeError(f"run {name} wrote no results.json; its output ends:\n"
@@ -149,14 +158,19 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--cost-institutions", default="8,100", help="N of the SecAgg+ cost table ('' to skip)")
     ap.add_argument("--secure-overrides", default="", help="Hydra overrides of the secure cost runs only")
     ap.add_argument("--cpus-per-client", type=int, default=1)
+    ap.add_argument("--engine", choices=ENGINES, default="flwr",
+                    help="flwr: `flwr run` (the default); inprocess: the same apps in this process")
     ap.add_argument("--out", default="results/privacy_utility")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides applied to every run")
     args = ap.parse_args(argv)
     out = Path(args.out).resolve()
     base = list(args.overrides)
     util, cost = [], []
-    with TemporaryDirectory(prefix="privacy-utility-") as tmp, FlowerRuntime(Path(tmp) / "flower") as rt:
-        rt.start_superlink(simulation=True)
+    with TemporaryDirectory(prefix="privacy-utility-") as tmp, ExitStack() as stack:
+        rt = None
+        if args.engine == "flwr":
+            rt = stack.enter_context(FlowerRuntime(Path(tmp) / "flower"))
+            rt.start_superlink(simulation=True)
         work = Path(tmp)
         for method in args.methods.split(","):
             for seed in _ints(args.seeds):

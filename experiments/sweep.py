@@ -3,12 +3,14 @@
     python -m experiments.sweep -m federated.local_epochs=2,5,10,25,50 method=uml,unimodal sweep.budget=200
 
 Each Hydra job sets R = sweep.budget / L, runs the Flower apps with `flwr run` on a private
-local SuperLink (simulation runtime, `simulation.*` settings), reads the results.json the
-ServerApp wrote, appends a row to `<sweep dir>/sweep.csv` and redraws
-`<sweep dir>/sweep.png` (per-modality accuracy against L, UML solid, unimodal dashed).
-Rows are written as jobs finish, so a failed or interrupted sweep keeps what it had.
+local SuperLink (simulation runtime, `simulation.*` settings; `simulation.engine=inprocess`
+runs the same apps in this process instead, without `flwr run`'s start-up per job:
+localrun/inprocess.py), reads the results.json the ServerApp wrote, appends a row to
+`<sweep dir>/sweep.csv` and redraws `<sweep dir>/sweep.png` (per-modality accuracy against
+L, UML solid, unimodal dashed). Rows are written as jobs finish, so a failed or interrupted sweep keeps what it had.
 `<sweep dir>/sweep_paired.csv` holds, per L and modality, the per-seed difference UML -
-unimodal with its 95% t interval (rewritten with the plot).
+unimodal with its 95% t interval (rewritten with the plot), against the stronger of the
+unimodal baseline as trained and after Algorithm 1 in each cell (`baseline_variant`).
 `python -m experiments.sweep collect <sweep dir>` redraws the plot from the CSV.
 """
 
@@ -28,14 +30,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.cli import report_user_errors
 from experiments.grid import write_csv
-from experiments.stats import paired_rows
+from experiments.stats import paired_rows, stronger_baselines
 from fed_uml.federated.config import conf_dir, run_config_from_overrides
 from fed_uml.preflight import check_federated
 from localrun.flower import FlowerRuntime
+from localrun.inprocess import check_engine, run_inprocess
 
 log = logging.getLogger(__name__)
 FIELDS = ["method", "local_epochs", "rounds", "budget", "seed", "modality", "accuracy",
-          "accuracy_before_calibration", "accuracy_after_calibration", "wall_seconds", "results"]
+          "accuracy_before_calibration", "accuracy_after_calibration", "wall_seconds", "engine", "results"]
 
 
 def rounds_for(budget: int, local_epochs: int) -> int:
@@ -45,13 +48,21 @@ def rounds_for(budget: int, local_epochs: int) -> int:
 
 
 def run_federated(cfg: dict, overrides: list[str], workdir: Path, results_dir: Path) -> dict:
-    """One federated simulation through `flwr run`; returns its results.json."""
+    """One federated simulation of `overrides`; returns its results.json. `simulation.engine`:
+    `flwr` (`flwr run` on a private local SuperLink in `workdir`) or `inprocess` (the same apps
+    in this process, `localrun.inprocess`)."""
     sim = cfg["simulation"]
+    engine = check_engine(sim.get("engine", "flwr"))
+    # the engine goes into the run's own settings, so results.json says which one ran it
+    overrides = [o for o in overrides if not o.startswith("simulation.engine=")] + [f"simulation.engine={engine}"]
+    run_config = run_config_from_overrides(overrides, **{"results-dir": str(results_dir)})
+    if engine == "inprocess":
+        return run_inprocess(run_config, int(sim["num_supernodes"]), int(sim["client_cpus"]))
     federation = {"num-supernodes": int(sim["num_supernodes"]), "client-resources-num-cpus": int(sim["client_cpus"]),
                   "client-resources-num-gpus": float(sim["client_gpus"])}
     with FlowerRuntime(workdir) as rt:
         rt.start_superlink(simulation=True)
-        rt.run(run_config_from_overrides(overrides, **{"results-dir": str(results_dir)}), federation, timeout=24 * 3600)
+        rt.run(run_config, federation, timeout=24 * 3600)
     return json.loads((results_dir / "results.json").read_text())
 
 
@@ -66,13 +77,18 @@ def append_rows(csv_path: Path, rows: list[dict]) -> None:
 
 
 def paired(rows: list[dict], path: Path) -> list[dict]:
-    """UML - unimodal per (budget, L, modality), paired by seed."""
-    arms = {"uml": defaultdict(dict), "unimodal": defaultdict(dict)}
+    """UML - unimodal per (budget, L, modality), paired by seed, against the stronger of the
+    unimodal baseline as trained and after Algorithm 1 in each cell (`stronger_baselines`)."""
+    uml, as_trained, calibrated = defaultdict(dict), defaultdict(dict), defaultdict(dict)
     for r in rows:
-        if r["method"] in arms:
-            arms[r["method"]][(int(r["budget"]), int(r["local_epochs"]), r["modality"])][int(r["seed"])] = float(
-                r["accuracy"])
-    out = paired_rows(arms["uml"], arms["unimodal"], ("budget", "local_epochs", "modality"))
+        key, seed = (int(r["budget"]), int(r["local_epochs"]), r["modality"]), int(r["seed"])
+        if r["method"] == "uml":
+            uml[key][seed] = float(r["accuracy"])
+        elif r["method"] == "unimodal":
+            as_trained[key][seed] = float(r["accuracy_before_calibration"])
+            calibrated[key][seed] = float(r["accuracy_after_calibration"])
+    baseline, variants = stronger_baselines(as_trained, calibrated)
+    out = paired_rows(uml, baseline, ("budget", "local_epochs", "modality"), variants)
     write_csv(path, out)
     return out
 
@@ -124,7 +140,12 @@ def main(cfg: DictConfig) -> None:
     overrides = [o for o in hc.overrides.task if not o.startswith(("results_dir=", "sweep.", "simulation."))]
     overrides.append(f"federated.num_rounds={rounds}")
     plain = OmegaConf.to_container(cfg, resolve=True)
-    report_user_errors(lambda: check_federated(plain, job_dir / "results", device=True))
+
+    def preflight() -> None:
+        check_federated(plain, job_dir / "results", device=True)
+        check_engine(plain["simulation"].get("engine", "flwr"))
+
+    report_user_errors(preflight)
     log.info("%s: L=%d, R=%d (budget %d)", cfg.method.name, local_epochs, rounds, budget)
     results = run_federated(plain, overrides, job_dir / "flower", job_dir / "results")
     rows = [{
@@ -132,7 +153,8 @@ def main(cfg: DictConfig) -> None:
         "seed": results["seed"], "modality": m, "accuracy": v["accuracy"],
         "accuracy_before_calibration": v["accuracy_before_calibration"],
         "accuracy_after_calibration": v["accuracy_after_calibration"],
-        "wall_seconds": results["wall_seconds"], "results": str(job_dir / "results" / "results.json"),
+        "wall_seconds": results["wall_seconds"], "engine": results["config"]["simulation"]["engine"],
+        "results": str(job_dir / "results" / "results.json"),
     } for m, v in results["modalities"].items()]
     append_rows(sweep_dir / "sweep.csv", rows)
     png = plot(sweep_dir / "sweep.csv")

@@ -8,7 +8,11 @@ paired difference of every method to the unimodal baseline, per seed on the same
 as mean [95% t interval] in points (CSV: table<N>_paired.csv). Table 1 holds the
 unpaired multimodal methods (unimodal baseline, ISCA, UML), Table 2 the domain-adaptation
 methods with heterogeneous encoders (DANN, CDAN, MCC, MDD); any other method goes to a third
-table. Federated runs appear as "<method> (federated)" rows. Which metric is tabulated: by
+table. Federated runs appear as "<method> (federated)" rows. The unimodal baseline's row is
+the baseline of record: in each column (data set, modality), the stronger of the baseline as
+trained and after Algorithm 1 (`experiments.stats.stronger_baseline`; a `ᶜ` marks the cells
+where calibration won), and the two forms follow it as rows of their own; every paired
+difference is against that row. Which metric is tabulated: by
 default each run's headline metric (`primary_metric` in results.json: `accuracy` of the
 deployed model for single-label runs, macro mAP `map_macro` for multi-label BigEarthNet), or
 any metric of `METRICS` (`accuracy`, `map_macro`, `map_micro`, `f1_macro`, each also
@@ -27,10 +31,10 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from experiments.stats import Paired, paired_difference
+from experiments.stats import AS_TRAINED, CALIBRATED, Paired, paired_difference, stronger_baseline
 from fed_uml.results import CALIBRATION_SUFFIXES, TASK_METRICS, read_results
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,9 @@ METHOD_LABELS = {
 }
 # Every other method is compared with this row, seed by seed.
 BASELINE = "unimodal"
+# The baseline's two forms, listed under its row of record (the stronger of them per cell).
+VARIANT_LABELS = {AS_TRAINED: "Unimodal, as trained", CALIBRATED: "Unimodal, after Algorithm 1"}
+CALIBRATED_MARK = "ᶜ"
 METRICS = tuple(f"{m}{s}" for task in TASK_METRICS.values() for m in task for s in ("", *CALIBRATION_SUFFIXES))
 METRIC_LABELS = {"accuracy": "accuracy", "map_macro": "macro mAP", "map_micro": "micro mAP", "f1_macro": "macro F1"}
 
@@ -81,10 +88,14 @@ class Run:
     created: str = ""
     signature: str = ""
     metric: str = "accuracy"  # which metric `accuracy` holds
+    # the metric as trained and after Algorithm 1 (a headline metric only), per modality
+    forms: dict[str, dict[str, float]] = field(default_factory=dict)
+    variant: str = ""  # one of the baseline's forms (AS_TRAINED, CALIBRATED) listed as a row of its own
 
     @property
     def row(self) -> str:
-        return f"{self.method} (federated)" if self.federated else self.method
+        name = f"{self.method}, {self.variant}" if self.variant else self.method
+        return f"{name} (federated)" if self.federated else name
 
     @property
     def mean(self) -> float:
@@ -133,6 +144,7 @@ def collect_runs(root: str | Path, metric: str | None = None) -> list[Run]:
             created=str(data.get("created", "")),
             signature=_signature(data.get("config", {})),
             metric=chosen,
+            forms=_forms(mods, chosen),
         )
         key = (run.dataset, run.modalities, run.row, run.seed)
         if key in found:
@@ -145,6 +157,43 @@ def collect_runs(root: str | Path, metric: str | None = None) -> list[Run]:
     return list(found.values())
 
 
+def _forms(mods: dict, metric: str) -> dict[str, dict[str, float]]:
+    """{AS_TRAINED: {modality: value}, CALIBRATED: {...}} of a headline metric; {} for a metric
+    that already names its form, or a run that lacks either."""
+    if metric.endswith(CALIBRATION_SUFFIXES):
+        return {}
+    keys = {AS_TRAINED: f"{metric}_before_calibration", CALIBRATED: f"{metric}_after_calibration"}
+    if not all(k in v for v in mods.values() for k in keys.values()):
+        return {}
+    return {form: {m: float(v[key]) for m, v in mods.items()} for form, key in keys.items()}
+
+
+def with_stronger_baseline(runs: Sequence[Run]) -> tuple[list[Run], dict[tuple[str, tuple, str], str]]:
+    """The runs with the baseline of record: every baseline run's values replaced, per column
+    (data set, modalities, centralized or federated; modality), by the stronger of its forms
+    over the column's seeds (`stronger_baseline`), plus each form as a row of its own.
+    Returns (runs, {(row, (dataset, modalities), modality): the form chosen})."""
+    columns: dict[tuple, list[Run]] = defaultdict(list)
+    for r in runs:
+        if r.method == BASELINE and r.forms:
+            columns[(r.row, r.dataset, r.modalities)].append(r)
+    chosen: dict[tuple[str, tuple, str], str] = {}
+    for (row, dataset, mods), members in columns.items():
+        for m in mods:
+            _, form = stronger_baseline({r.seed: r.forms[AS_TRAINED][m] for r in members},
+                                        {r.seed: r.forms[CALIBRATED][m] for r in members})
+            chosen[(row, (dataset, mods), m)] = form
+    out = []
+    for r in runs:
+        if r.method != BASELINE or not r.forms:
+            out.append(r)
+            continue
+        key = (r.dataset, r.modalities)
+        out.append(replace(r, accuracy={m: r.forms[chosen[(r.row, key, m)]][m] for m in r.modalities}))
+        out += [replace(r, accuracy=dict(r.forms[form]), variant=form) for form in (AS_TRAINED, CALIBRATED)]
+    return out, chosen
+
+
 # ----------------------------------------------------------------------------- summarising
 
 
@@ -152,6 +201,7 @@ def collect_runs(root: str | Path, metric: str | None = None) -> list[Run]:
 class Cell:
     values: list[float] = field(default_factory=list)  # fractions in [0, 1], one per seed
     seeds: list[int] = field(default_factory=list)  # the seed of each value
+    mark: str = ""  # after the value (CALIBRATED_MARK: the baseline's calibrated form)
 
     def by_seed(self) -> dict[int, float]:
         return dict(zip(self.seeds, self.values))
@@ -172,8 +222,8 @@ class Cell:
         if not self.values:
             return "-"
         if self.n == 1:
-            return f"{self.mean:.{digits}f}"
-        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+            return f"{self.mean:.{digits}f}{self.mark}"
+        return f"{self.mean:.{digits}f}{self.mark} ± {self.std:.{digits}f}"
 
 
 @dataclass
@@ -212,7 +262,7 @@ class Table:
         (centralized or federated) in every column, over the seeds both have."""
         out = []
         for row in self.rows:
-            if _base_method(row) == BASELINE:
+            if _base_method(row) == BASELINE or _is_variant(row):
                 continue
             base_row = BASELINE + (" (federated)" if row.endswith(" (federated)") else "")
             if not any(k[0] == base_row for k in self.cells):
@@ -249,6 +299,10 @@ class Table:
         else:
             detail = "; ".join(f"{row_label(r)} on {g}: {len(s)}" for (r, g), s in sorted(self.seeds.items()))
             text += f"; seeds per cell differ ({detail})."
+        if any(_is_variant(r) for r in self.rows):
+            text += (f" {row_label(BASELINE)}: in each column the stronger of the model as trained and after "
+                     f"Algorithm 1 (the higher mean over seeds; {CALIBRATED_MARK}: after Algorithm 1), the baseline "
+                     "of record of every paired difference; both forms follow it.")
         return text
 
     def to_csv(self) -> str:
@@ -277,7 +331,15 @@ def _num(x: float) -> str:
 
 def row_label(row: str) -> str:
     base, fed = (row[: -len(" (federated)")], " (federated)") if row.endswith(" (federated)") else (row, "")
+    method, _, variant = base.partition(", ")
+    if variant and method == BASELINE:
+        return VARIANT_LABELS[variant] + fed
     return METHOD_LABELS.get(base, base) + fed
+
+
+def _is_variant(row: str) -> bool:
+    """A row of one of the baseline's forms (listed under the baseline of record)."""
+    return ", " in _base_method(row)
 
 
 def _base_method(row: str) -> str:
@@ -296,7 +358,9 @@ def _group_labels(runs: Iterable[Run]) -> dict[tuple[str, tuple[str, ...]], str]
 
 
 def build_tables(runs: Sequence[Run]) -> list[Table]:
-    """Tables 1 and 2 (and one for other methods) from the runs; empty tables are left out."""
+    """Tables 1 and 2 (and one for other methods) from the runs; empty tables are left out.
+    The baseline's row is its stronger form per column (`with_stronger_baseline`)."""
+    runs, chosen = with_stronger_baseline(runs)
     labels = _group_labels(runs)
     groups = [(labels[k], k[1]) for k in sorted(labels, key=lambda k: labels[k])]
     cells: dict[tuple[str, str, str], Cell] = defaultdict(Cell)
@@ -311,8 +375,11 @@ def build_tables(runs: Sequence[Run]) -> list[Table]:
         cells[(r.row, g, "Mean")].seeds.append(r.seed)
         seeds[(r.row, g)].append(r.seed)
         signatures[(r.row, g)].add(r.signature)
+    for (row, key, m), form in chosen.items():
+        if form == CALIBRATED:
+            cells[(row, labels[key], m)].mark = CALIBRATED_MARK
     for (row, g), sigs in signatures.items():
-        if len(sigs) > 1:
+        if len(sigs) > 1 and not _is_variant(row):
             log.warning("%s on %s: the seeds were run with different settings (%d distinct configs)",
                         row_label(row), g, len(sigs))
     present = sorted({r.row for r in runs})
@@ -321,10 +388,11 @@ def build_tables(runs: Sequence[Run]) -> list[Table]:
     label = metric_label(used[0]) if len(used) == 1 else " / ".join(metric_label(m) for m in used)
     tables = []
     for title, methods in TABLES:
-        rows = [row for m in methods for row in (m, f"{m} (federated)") if row in present]
+        rows = [row for m in methods for kind in ("", " (federated)")
+                for row in (m + kind, *(f"{m}, {form}{kind}" for form in (AS_TRAINED, CALIBRATED))) if row in present]
         if rows:
             tables.append(_restrict(title.format(metric=label), rows, groups, cells, seeds))
-    other = [row for row in present if _base_method(row) not in known]
+    other = [row for row in present if _base_method(row).partition(", ")[0] not in known]
     if other:
         tables.append(_restrict(OTHER_TABLE.format(metric=label), other, groups, cells, seeds))
     return tables

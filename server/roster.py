@@ -11,6 +11,7 @@ import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 from flwr.app import Message
 from flwr.common.logger import FLOWER_LOGGER
@@ -20,6 +21,7 @@ from fed_uml.federated.protocol import Description
 from server import FederationError
 
 log = FLOWER_LOGGER
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,13 @@ class Roster:
             if int(r["node_id"]) in connected:
                 m = Member(int(r["node_id"]), str(r["modality"]), str(r["name"]), int(r["n_train"]), int(r["n_test"]))
                 self.members[m.node_id] = m
+
+    def by_name(self, replies: Mapping[int, T]) -> list[tuple[int, T]]:
+        """(node id, reply) ordered by institution name. Why: every mean over institutions then
+        sums in one order whatever node ids the runtime drew (the simulation draws them at
+        random), so a seed gives the same results.json bit for bit, run after run and on
+        either engine (localrun/inprocess.py)."""
+        return sorted(replies.items(), key=lambda item: self.members[item[0]].name)
 
     def groups(self, connected: set[int] | None = None) -> dict[str, list[int]]:
         """Which institutions average their backbones together (only `connected` ones, if given):

@@ -227,7 +227,7 @@ class FederatedRun:
             record = {"round": server_round, "participants": len(sent), "answered": len(reports)}
             bytes_sent = backbones.bytes_per_institution()
             record.update(extras)
-            record.update(train_metrics((self.roster.modality(n), rep) for n, rep in reports.items()))
+            record.update(train_metrics((self.roster.modality(n), rep) for n, rep in self.roster.by_name(reports)))
         else:
             replies = self.messenger.send(sent, protocol.TRAIN, instruction, server_round)
             if len(replies) < min(self.min_institutions, len(sent)):
@@ -253,8 +253,8 @@ class FederatedRun:
                                                   [self.roster.modality(n) for n in got])
                     if agg is not None:
                         backbones.replace(g, from_wire(agg))
-            record.update(train_metrics(
-                (self.roster.modality(n), TrainReport.from_content(r.content)) for n, r in replies.items()))
+            record.update(train_metrics((self.roster.modality(n), TrainReport.from_content(r.content))
+                                        for n, r in self.roster.by_name(replies)))
         record["seconds"] = time.perf_counter() - t0
         record["bytes_sent_per_institution"] = bytes_sent
         self.history.append(record)
@@ -304,7 +304,7 @@ class FederatedRun:
         replies = self.messenger.send(self._everyone(backbones, self.strategy.fraction_calibrate), protocol.CALIBRATE,
                                       instruction, self.num_rounds)
         reports = [(self.roster.members[n], CalibrateReport.from_content(r.content))
-                   for n, r in sorted(replies.items())]
+                   for n, r in self.roster.by_name(replies)]
         models = {n: ModelFile.from_content(r.content) for n, r in replies.items() if protocol.MODEL_FILE in r.content}
         if self.last_evaluation_by_calibration():
             self._record_evaluation(self.num_rounds, (

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import numbers
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +15,7 @@ from fed_uml.federated.config import compose_config, run_config_from_overrides
 from fed_uml.federated.protocol import Description, ModelFile
 from fed_uml.model_file import load_model
 from fed_uml.models import create_model, shared_state_keys
-from tests.flower_helpers import TINY, read_audit
+from tests.flower_helpers import GOLDEN, TINY, assert_same_metrics, read_audit, run_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -146,21 +145,6 @@ def test_federated_uml_matches_centralized_uml(flower_runtime, tmp_path):
         fed["modalities"], central["modalities"])
 
 
-GOLDEN = Path(__file__).parent / "fixtures" / "golden" / "simulation-8-institutions.json"
-
-
-def _metrics(results: dict) -> dict:
-    """What a run computed (not how long it took): per-modality results, per-round metrics and
-    participants, each institution's accuracy before and after calibration."""
-    return {
-        "modalities": results["modalities"],
-        "history": [{k: v for k, v in h.items() if "/" in k or k in ("round", "participants")}
-                    for h in results["history"]],
-        "institutions": sorted([i["name"], i["accuracy_before_calibration"], i["accuracy_after_calibration"]]
-                               for i in results["institutions"]),
-    }
-
-
 def test_same_seed_same_metrics_as_before_the_scale_work(flower_runtime, tmp_path):
     """The message window (here 3 in flight, so a phase's messages go out in several waves),
     the institutions cached in the actors and the cached settings change only the speed: the
@@ -178,23 +162,4 @@ def test_same_seed_same_metrics_as_before_the_scale_work(flower_runtime, tmp_pat
     results = json.loads((tmp_path / "r" / "results.json").read_text())
     golden = json.loads(GOLDEN.read_text())
     golden.pop("_about")
-    _assert_same_metrics(_metrics(json.loads(json.dumps(results))), golden)
-
-
-def _assert_same_metrics(got, want, where: str = "") -> None:
-    """Equal structure, counts and names; floats within 1e-4 relative: another CPU or a rebuilt
-    environment moves the last bits of float32 training (round 1's losses by ~1e-7, round 2's
-    by ~1e-5 here), while a real change of what is computed (another institution's data, another
-    sample, another averaging) moves losses and accuracies by far more."""
-    if isinstance(want, dict):
-        assert isinstance(got, dict) and sorted(got) == sorted(want), (where, sorted(got), sorted(want))
-        for k in want:
-            _assert_same_metrics(got[k], want[k], f"{where}.{k}")
-    elif isinstance(want, list):
-        assert isinstance(got, list) and len(got) == len(want), where
-        for i, (g, w) in enumerate(zip(got, want, strict=True)):
-            _assert_same_metrics(g, w, f"{where}[{i}]")
-    elif isinstance(want, float):
-        assert got == pytest.approx(want, rel=1e-4), (where, got, want)
-    else:
-        assert got == want, (where, got, want)
+    assert_same_metrics(run_metrics(json.loads(json.dumps(results))), golden)

@@ -180,6 +180,32 @@ def test_grid_reports_a_failed_run_and_goes_on(tmp_path: Path):
     assert (tmp_path / "synthetic" / "uml" / "seed0" / "results.json").exists()
 
 
+def test_the_baseline_row_is_its_stronger_form_per_column(tmp_path: Path):
+    """Federated SAR: calibration lifts the unimodal baseline (60/62 -> 70/72), so its row of
+    record, and every paired difference, uses the calibrated model there and the model as
+    trained where that is stronger (RGB); both forms are listed as rows."""
+    root = tmp_path / "r"
+    for seed, (sar, rgb) in enumerate([(0.60, 0.90), (0.62, 0.92)]):
+        _write(root, "unimodal", "eurosat", seed, {"sar": sar, "rgb": rgb},
+               after={"sar": sar + 0.10, "rgb": rgb - 0.02}, federated=True)
+        _write(root, "uml", "eurosat", seed, {"sar": 0.75, "rgb": 0.95}, federated=True)
+    md = tabulation.make_tables(root, tmp_path / "t")
+    lines = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")[1:]]
+             for line in md.splitlines() if line.startswith("| ")}
+    assert lines["Unimodal baseline (federated)"][:2] == ["71.00ᶜ ± 1.41", "91.00 ± 1.41"]
+    assert lines["Unimodal, as trained (federated)"][:2] == ["61.00 ± 1.41", "91.00 ± 1.41"]
+    assert lines["Unimodal, after Algorithm 1 (federated)"][:2] == ["71.00 ± 1.41", "89.00 ± 1.41"]
+    # UML against the stronger form: SAR 75 - 70, 75 - 72; RGB 95 - 90, 95 - 92
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "t" / "table1_paired.csv").read_text())))
+    assert [r["method"] for r in rows] == ["UML (proposed) (federated)"]
+    assert float(rows[0]["eurosat sar diff"]) == pytest.approx(4.0)
+    assert float(rows[0]["eurosat rgb diff"]) == pytest.approx(4.0)
+    assert "ᶜ: after Algorithm 1" in md
+    # a metric that names its form is tabulated as asked, with no baseline forms
+    md = tabulation.make_tables(root, metric="accuracy_before_calibration")
+    assert "Unimodal, as trained" not in md and "ᶜ" not in md
+
+
 def test_paired_differences_to_the_baseline(grid: Path, tmp_path: Path):
     """Per seed, method - unimodal on the same data set; mean and 95% t interval over seeds."""
     md = tabulation.make_tables(grid, tmp_path / "t")

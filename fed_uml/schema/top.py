@@ -42,6 +42,10 @@ class DecisionSettings:
 class SimulationSettings:
     """How experiment scripts start Flower simulations (`flwr run --federation-config`)."""
 
+    engine: str = "flwr"
+    """flwr (the default and the engine of record: `flwr run`, Ray simulation) or inprocess (the
+    same ServerApp and ClientApp through an in-process Grid, localrun/inprocess.py: no per-run
+    start-up, for sweeps; one client at a time, client_cpus torch threads, no GPU setting)."""
     num_supernodes: int = 4
     """Simulated institutions (Flower SuperNodes)."""
     client_cpus: int = 1
