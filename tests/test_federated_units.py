@@ -69,6 +69,17 @@ def test_partitions_are_disjoint_and_cover_the_data(scheme):
     assert np.array_equal(parts[2], split_indices(labels, 4, 2, scheme, alpha=0.3, seed=7))
 
 
+@pytest.mark.parametrize("n,parts", [(300, 4), (301, 4), (307, 7), (23, 10), (10_003, 5_000)])
+def test_an_iid_share_is_its_part_of_the_seeded_permutation(n, parts):
+    """Each institution cuts only its own share (the split is O(1) per institution, not
+    O(institutions)), and the shares are those of cutting the seeded permutation into
+    near-equal parts, the larger ones first, as every earlier run's seeded metrics were made."""
+    labels = np.arange(n) % 10
+    expected = np.array_split(np.random.default_rng(5).permutation(n), parts)
+    for p in {0, 1, parts // 2, parts - 1}:
+        assert np.array_equal(split_indices(labels, parts, p, "iid", seed=5, min_size=1), np.sort(expected[p]))
+
+
 def test_dirichlet_skews_labels_and_iid_does_not():
     labels = np.repeat(np.arange(10), 100)
 

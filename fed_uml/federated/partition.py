@@ -61,7 +61,11 @@ def split_indices(
         raise ValueError(f"seed must be >= 0, got {seed}")
     rng = np.random.default_rng(seed)
     if scheme == "iid":
-        return np.sort(np.array_split(rng.permutation(n), num_parts)[part])
+        # the bounds of `np.array_split(permutation, num_parts)[part]`, without building the
+        # other parts: at 10,000 institutions that split cost 60 ms of each institution's build
+        size, extra = divmod(n, num_parts)
+        start = part * size + min(part, extra)
+        return np.sort(rng.permutation(n)[start:start + size + (part < extra)])
     if scheme != "dirichlet":
         raise ValueError(f"federated.partitioning must be one of {SCHEMES}, got {scheme!r}")
     if alpha <= 0:
