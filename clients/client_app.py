@@ -28,8 +28,11 @@ app = ClientApp(mods=[audit_mod, secure_aggregation_mod, dp_clip_mod])
 
 
 class _ActorShutdownIsNotAWarning(logging.Filter):
-    """Drops Flower's "Manually terminating ClientAppActor" warning: the simulation ends every
-    Ray actor that way at the end of every run, so it says nothing about the run."""
+    """Drops Flower's "Manually terminating ClientAppActor" warning.
+
+    The simulation ends every Ray actor that way at the end of every run, so it says nothing about
+    the run.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith("Manually terminating")

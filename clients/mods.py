@@ -1,6 +1,7 @@
-"""Client mods of the privacy features: what an institution does to its backbone update before
-it leaves (docs/privacy.md). Both act only on train messages that ask for them; a plain run's
-messages pass through untouched.
+"""Client mods of the privacy features.
+
+What an institution does to its backbone update before it leaves (docs/privacy.md). Both act only on
+train messages that ask for them; a plain run's messages pass through untouched.
 
 `dp_clip_mod`: with a `clipping` record (differential privacy) the reply's backbone becomes
 received + clip(returned - received, C): the update, all backbone tensors together, has L2

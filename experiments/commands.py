@@ -56,7 +56,7 @@ def is_group(module: str) -> bool:
 
 
 def group_members(package: str) -> dict[str, str]:
-    """name -> module for every module of `package` that runs as a script (has a `__main__` block)."""
+    """Name -> module for every module of `package` that runs as a script (has a `__main__` block)."""
     members = {}
     for info in pkgutil.iter_modules([str(_source(package).parent)]):
         module = f"{package}.{info.name}"
@@ -77,8 +77,10 @@ def usage(commands: dict[str, str], prog: str, intro: str) -> str:
 def resolve(argv: list[str], commands: dict[str, str] = COMMANDS, prog: str = PROG,
             intro: str = "Federated Unpaired Multimodal Learning for satellite sensors, on Flower.",
             ) -> tuple[str, list[str]]:
-    """(module to run, its arguments) for a command line; SystemExit with the list of commands
-    for `--help`, no command or an unknown one."""
+    """(module to run, its arguments) for a command line.
+
+    SystemExit with the list of commands for `--help`, no command or an unknown one.
+    """
     if not argv or argv[0] in ("-h", "--help"):
         print(usage(commands, prog, intro))
         raise SystemExit(0 if argv else USAGE_STATUS)

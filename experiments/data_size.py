@@ -1,5 +1,6 @@
-"""Data size x BN calibration (the study's Fig 10): UML with and without calibration against
-the unimodal baseline, as the training set per class grows.
+"""Data size x BN calibration (the study's Fig 10).
+
+UML with and without calibration against the unimodal baseline, as the training set per class grows.
 
     python -m experiments.data_size --sizes 5,10,20,50,100 --seeds 0,1,2 --out results/data_size [overrides...]
 
@@ -51,9 +52,11 @@ def run_point(overrides: list[str], size: int, seed: int, out: Path) -> list[dic
 
 
 def paired(csv_path: Path) -> list[dict]:
-    """data_size_paired.csv beside `csv_path`: calibrated UML - unimodal per size and modality,
-    against the stronger form of the unimodal model (a table without `unimodal_calibrated`,
-    from before it was recorded, has only the model as trained)."""
+    """Write data_size_paired.csv beside `csv_path`: calibrated UML - unimodal per size and modality.
+
+    Against the stronger form of the unimodal model (a table without `unimodal_calibrated`, from
+    before it was recorded, has only the model as trained).
+    """
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
     uml, uni, uni_cal = defaultdict(dict), defaultdict(dict), defaultdict(dict)

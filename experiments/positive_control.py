@@ -106,8 +106,10 @@ def federated_jobs(root: Path, seeds: Sequence[int], per_class: int, arms: Seque
 
 
 def run_federated_jobs(jobs: dict[tuple[str, int, str], Job]) -> list[tuple[Job, str]]:
-    """Every federated job not yet done, one after another (each simulation takes the whole
-    machine); every job's settings are checked before the first starts. Returns the failures."""
+    """Every federated job not yet done, one after another (each simulation takes the whole machine).
+
+    Every job's settings are checked before the first starts. Returns the failures.
+    """
     from experiments.sweep import run_federated
     from fed_uml.errors import SettingsError
     from fed_uml.federated.config import compose_config
@@ -142,8 +144,10 @@ def _read(path: Path) -> dict:
 
 def collect(root: Path, seeds: Sequence[int], per_class: int, extra: Sequence[str]
             ) -> dict[tuple[str, str, str], dict[int, dict]]:
-    """(setting, arm, half) -> {seed: that half's entry of results.json, plus `engine`}, over
-    every finished run of the control under `root`, centralized and federated."""
+    """Every finished run of the control under `root`, centralized and federated, by setting and arm.
+
+    Returns (setting, arm, half) -> {seed: that half's entry of results.json, plus `engine`}.
+    """
     out: dict[tuple[str, str, str], dict[int, dict]] = {}
     central = make_jobs(root, seeds, per_class, list(ARMS), extra)
     for (arm, seed), job in central.items():

@@ -1,4 +1,4 @@
-"""Where UML helps: the paired gain over the fair unimodal baseline across data regimes.
+r"""Where UML helps: the paired gain over the fair unimodal baseline across data regimes.
 
 The weak modality (`sar`) has `--weak` training scenes per class, the strong optical one
 (`rgb` or the 13-band `ms`) `--strong` (a number, or `equal` for the weak modality's count).
@@ -16,7 +16,7 @@ Writes `runs/...` (one results.json per run; finished runs are skipped on a reru
 `regime_map_runs.csv`, `regime_map.csv` (one row per cell and modality) and
 `regime_map.png` (heat maps of the paired gain, cells whose CI excludes 0 marked *).
 
-    python -m experiments.regime_map --pairs sar-rgb,sar-ms --weak 2,5,10,20,40 --strong equal,50,200 \\
+    python -m experiments.regime_map --pairs sar-rgb,sar-ms --weak 2,5,10,20,40 --strong equal,50,200 \
         --seeds 0,1,2,3,4 --federated 5:50 --workers 2
 """
 
@@ -127,8 +127,11 @@ def summarise(dirs: dict, root: Path) -> list[dict]:
 
 
 def plot(rows: list[dict], path: Path) -> Path | None:
-    """One heat map per pair and role (weak / strong modality): rows = weak size, columns =
-    strong size (centralized, then federated settings); colour = paired gain in points."""
+    """One heat map per pair and role (weak / strong modality).
+
+    Rows = weak size, columns = strong size (centralized, then federated settings); colour = paired
+    gain in points.
+    """
     import matplotlib
 
     matplotlib.use("Agg")

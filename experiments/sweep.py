@@ -48,9 +48,11 @@ def rounds_for(budget: int, local_epochs: int) -> int:
 
 
 def run_federated(cfg: dict, overrides: list[str], workdir: Path, results_dir: Path) -> dict:
-    """One federated simulation of `overrides`; returns its results.json. `simulation.engine`:
-    `flwr` (`flwr run` on a private local SuperLink in `workdir`) or `inprocess` (the same apps
-    in this process, `localrun.inprocess`)."""
+    """One federated simulation of `overrides`.
+
+    Returns its results.json. `simulation.engine`: `flwr` (`flwr run` on a private local SuperLink
+    in `workdir`) or `inprocess` (the same apps in this process, `localrun.inprocess`).
+    """
     sim = cfg["simulation"]
     engine = check_engine(sim.get("engine", "flwr"))
     # the engine goes into the run's own settings, so results.json says which one ran it
@@ -77,8 +79,11 @@ def append_rows(csv_path: Path, rows: list[dict]) -> None:
 
 
 def paired(rows: list[dict], path: Path) -> list[dict]:
-    """UML - unimodal per (budget, L, modality), paired by seed, against the stronger of the
-    unimodal baseline as trained and after Algorithm 1 in each cell (`stronger_baselines`)."""
+    """UML - unimodal per (budget, L, modality), paired by seed, against the stronger unimodal baseline.
+
+    The stronger of the unimodal baseline as trained and after Algorithm 1 in each cell
+    (`stronger_baselines`).
+    """
     uml, as_trained, calibrated = defaultdict(dict), defaultdict(dict), defaultdict(dict)
     for r in rows:
         key, seed = (int(r["budget"]), int(r["local_epochs"]), r["modality"]), int(r["seed"])

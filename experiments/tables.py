@@ -1,4 +1,4 @@
-"""Tables 1 and 2 of the study from a directory tree of results.json files, and the grid that fills it.
+r"""Tables 1 and 2 of the study from a directory tree of results.json files, and the grid that fills it.
 
 Make the tables (Markdown printed, Markdown + CSV written with --out):
 
@@ -7,7 +7,7 @@ Make the tables (Markdown printed, Markdown + CSV written with --out):
 Run a grid of methods x seeds on one data set (any Hydra override of experiments.run may
 follow), each run writing RESULTS_ROOT/<dataset>/<method>/seed<S>/results.json, then the tables:
 
-    python -m experiments.tables run --methods unimodal,uml,isca,dann,cdan,mcc,mdd --seeds 0,1,2 \\
+    python -m experiments.tables run --methods unimodal,uml,isca,dann,cdan,mcc,mdd --seeds 0,1,2 \
         --root results/compare dataset=synthetic num_threads=1
 
 The layout of the tables and the paired differences are described in `experiments/tabulation.py`;

@@ -1,5 +1,6 @@
-"""Tables 1 and 2 of the study from a directory tree of results.json files: reading the runs,
-mean +/- std cells, paired differences to the unimodal baseline, Markdown and CSV.
+"""Tables 1 and 2 of the study from a directory tree of results.json files.
+
+Reading the runs, mean +/- std cells, paired differences to the unimodal baseline, Markdown and CSV.
 
 Layout (as in notes/paper-results.md): one row per method; per data set one column per
 modality and the mean over modalities; each cell is the accuracy in % as mean +/- sample
@@ -117,7 +118,8 @@ def collect_runs(root: str | Path, metric: str | None = None) -> list[Run]:
     """Every results.json under `root` (recursively), one Run each; a later duplicate replaces an earlier one.
 
     `metric`: None (each run's `primary_metric`) or one of `METRICS`; a run without it is an error
-    naming the file."""
+    naming the file.
+    """
     if metric is not None and metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     root = Path(root)
@@ -158,8 +160,10 @@ def collect_runs(root: str | Path, metric: str | None = None) -> list[Run]:
 
 
 def _forms(mods: dict, metric: str) -> dict[str, dict[str, float]]:
-    """{AS_TRAINED: {modality: value}, CALIBRATED: {...}} of a headline metric; {} for a metric
-    that already names its form, or a run that lacks either."""
+    """{AS_TRAINED: {modality: value}, CALIBRATED: {...}} of a headline metric.
+
+    {} for a metric that already names its form, or a run that lacks either.
+    """
     if metric.endswith(CALIBRATION_SUFFIXES):
         return {}
     keys = {AS_TRAINED: f"{metric}_before_calibration", CALIBRATED: f"{metric}_after_calibration"}
@@ -169,10 +173,13 @@ def _forms(mods: dict, metric: str) -> dict[str, dict[str, float]]:
 
 
 def with_stronger_baseline(runs: Sequence[Run]) -> tuple[list[Run], dict[tuple[str, tuple, str], str]]:
-    """The runs with the baseline of record: every baseline run's values replaced, per column
-    (data set, modalities, centralized or federated; modality), by the stronger of its forms
-    over the column's seeds (`stronger_baseline`), plus each form as a row of its own.
-    Returns (runs, {(row, (dataset, modalities), modality): the form chosen})."""
+    """The runs with the baseline of record.
+
+    Every baseline run's values replaced, per column (data set, modalities, centralized or
+    federated; modality), by the stronger of its forms over the column's seeds
+    (`stronger_baseline`), plus each form as a row of its own. Returns (runs, {(row, (dataset,
+    modalities), modality): the form chosen}).
+    """
     columns: dict[tuple, list[Run]] = defaultdict(list)
     for r in runs:
         if r.method == BASELINE and r.forms:
@@ -258,8 +265,10 @@ class Table:
         return "\n".join(lines)
 
     def paired_rows(self) -> list[tuple[str, list[Paired]]]:
-        """Per non-baseline row, the paired difference to the baseline row of the same kind
-        (centralized or federated) in every column, over the seeds both have."""
+        """Per non-baseline row, the paired difference to the baseline row of the same kind.
+
+        Same kind: centralized or federated; in every column, over the seeds both have.
+        """
         out = []
         for row in self.rows:
             if _base_method(row) == BASELINE or _is_variant(row):
@@ -358,8 +367,11 @@ def _group_labels(runs: Iterable[Run]) -> dict[tuple[str, tuple[str, ...]], str]
 
 
 def build_tables(runs: Sequence[Run]) -> list[Table]:
-    """Tables 1 and 2 (and one for other methods) from the runs; empty tables are left out.
-    The baseline's row is its stronger form per column (`with_stronger_baseline`)."""
+    """Tables 1 and 2 (and one for other methods) from the runs.
+
+    Empty tables are left out. The baseline's row is its stronger form per column
+    (`with_stronger_baseline`).
+    """
     runs, chosen = with_stronger_baseline(runs)
     labels = _group_labels(runs)
     groups = [(labels[k], k[1]) for k in sorted(labels, key=lambda k: labels[k])]
@@ -420,9 +432,11 @@ def runs_csv(runs: Sequence[Run], metric: str | None = None) -> str:
 
 def make_tables(root: str | Path, out: str | Path | None = None, metric: str | None = None,
                 digits: int = 2) -> str:
-    """The Markdown of all tables for the runs under `root`; with `out`, also write the files:
-    tables.md, table1.md/.csv, table2.md/.csv (table3.* for other methods), table<N>_paired.csv
-    (the paired differences to the baseline) and runs.csv."""
+    """The Markdown of all tables for the runs under `root`.
+
+    With `out`, also write the files: tables.md, table1.md/.csv, table2.md/.csv (table3.* for other
+    methods), table<N>_paired.csv (the paired differences to the baseline) and runs.csv.
+    """
     runs = collect_runs(root, metric)
     if not runs:
         raise FileNotFoundError(f"no results.json under {root}")

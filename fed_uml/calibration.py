@@ -56,10 +56,11 @@ def _prepare_for_calibration(module: nn.Module) -> list[_BatchNorm]:
 
 
 def calibration_batches(n: int, batch_size: int, epochs: int, seed: int | None = 0) -> list[torch.Tensor]:
-    """The index batches Algorithm 1 visits: each epoch a seeded random permutation of D_k cut
-    into ceil(n / batch_size) batches of EQUAL size (sizes differ by at most one sample, none
-    smaller than 2 and none larger than `batch_size`, except that B = 2 with an odd count
-    makes one batch of 3); `seed=None`: in stored order.
+    """The index batches Algorithm 1 visits.
+
+    Each epoch a seeded random permutation of D_k cut into ceil(n / batch_size) batches of EQUAL
+    size (sizes differ by at most one sample, none smaller than 2 and none larger than `batch_size`,
+    except that B = 2 with an odd count makes one batch of 3); `seed=None`: in stored order.
 
     Why equal sizes: with `momentum=None` PyTorch's running statistics are the plain average
     of the per-batch statistics, every batch weighing the same. Cut as 64, 64, 64, 8, the

@@ -186,8 +186,10 @@ def save_model(path: str | Path, h: CalibratedModel, data: ModalityData, cfg: Ma
 
 
 def _decision_thresholds(h: CalibratedModel, data: ModalityData, cfg: Mapping) -> tuple[list[float], str]:
-    """The per-class thresholds of a multi-label model (setting `decision`) and how they were chosen:
-    tuned on the deployed model's scores on its own training data (`data.train`, normalised)."""
+    """The per-class thresholds of a multi-label model (setting `decision`) and how they were chosen.
+
+    Tuned on the deployed model's scores on its own training data (`data.train`, normalised).
+    """
     decision = decision_settings(cfg)
     if decision.thresholds == "fixed":
         return [decision.threshold] * data.num_classes, "fixed"
@@ -198,8 +200,11 @@ def _decision_thresholds(h: CalibratedModel, data: ModalityData, cfg: Mapping) -
 
 def save_deployed_models(results_dir: str | Path, model: UMLModel, calibrated: Mapping[str, CalibratedModel],
                          data: Mapping[str, ModalityData], cfg: Mapping, use_calibrated: bool) -> list[Path]:
-    """A centralized run's deployed models, `results_dir/model-<modality>.pt` each: the calibrated
-    h_k where the method deploys it, else the model as trained (its projection and backbone)."""
+    """A centralized run's deployed models, `results_dir/model-<modality>.pt` each.
+
+    The calibrated h_k where the method deploys it, else the model as trained (its projection and
+    backbone).
+    """
     out = []
     for k, d in data.items():
         h = calibrated[k] if use_calibrated else deployed_as_trained(model, k)
@@ -208,7 +213,7 @@ def save_deployed_models(results_dir: str | Path, model: UMLModel, calibrated: M
 
 
 def deployed_as_trained(model: UMLModel, modality: str) -> CalibratedModel:
-    """g o f_k with the training-time BN statistics (copies; `model` is not touched)."""
+    """G o f_k with the training-time BN statistics (copies; `model` is not touched)."""
     return CalibratedModel(modality, copy.deepcopy(model.projection(modality)), copy.deepcopy(model.backbone))
 
 
@@ -267,8 +272,11 @@ class SavedModel:
         return torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=1)
 
     def predicted(self, probabilities: torch.Tensor) -> list[tuple[int, ...]]:
-        """The predicted class indices of every row of `probabilities` (N, C): the argmax alone
-        (single-label), or every class whose score reaches its threshold (multi-label, maybe none)."""
+        """The predicted class indices of every row of `probabilities` (N, C).
+
+        The argmax alone (single-label), or every class whose score reaches its threshold
+        (multi-label, maybe none).
+        """
         if not self.multi_label:
             return [(int(i),) for i in probabilities.argmax(1)]
         hits = probabilities >= torch.tensor(self.thresholds, dtype=probabilities.dtype)
@@ -429,8 +437,11 @@ def _verified(path: Path, p: Mapping) -> Mapping:
 
 
 def _version1_task(p: Mapping) -> str:
-    """The task a version-1 file's model was trained for: its settings' dataset.task; none
-    recorded means single-label (multi-label training came with that setting)."""
+    """The task a version-1 file's model was trained for.
+
+    Its settings' dataset.task; none recorded means single-label (multi-label training came with
+    that setting).
+    """
     try:
         dataset = json.loads(p["settings"]).get("dataset") or {}
         return str(dataset.get("task") or "single_label")
@@ -468,10 +479,12 @@ def _write_payload(path: Path, payload: dict) -> Path:
 
 
 def upgrade_model_file(path: str | Path, out: str | Path) -> Path:
-    """Rewrite a version-1 model file as version 2 at `out`: the task its recorded settings
-    name (none: single-label), multi-label thresholds 0.5 (fixed: no training data is at
-    hand to tune them), the native size taken to be its image size. The weights, settings and
-    every other field are kept; the digest is recomputed over the new contents."""
+    """Rewrite a version-1 model file as version 2 at `out`.
+
+    The task its recorded settings name (none: single-label), multi-label thresholds 0.5 (fixed: no
+    training data is at hand to tune them), the native size taken to be its image size. The weights,
+    settings and every other field are kept; the digest is recomputed over the new contents.
+    """
     path, out = Path(path), Path(out)
     p = _verified(path, _read_payload(path))
     if p["format_version"] != 1:
@@ -531,9 +544,11 @@ def serving_metadata(saved: SavedModel) -> dict:
 
 
 def export_program(saved: SavedModel, path: str | Path) -> Path:
-    """Write a `torch.export` program of normalisation + h_k (any batch size, the model's image
-    size) that PyTorch alone serves: `torch.export.load(path).module()(x)`; the metadata
-    (bands, class names, ...) travels in its extra file `fed_uml_model.json`."""
+    """Write a `torch.export` program of normalisation + h_k that PyTorch alone serves.
+
+    Any batch size, the model's image size: `torch.export.load(path).module()(x)`; the metadata
+    (bands, class names, ...) travels in its extra file `fed_uml_model.json`.
+    """
     path = Path(path)
     module = ServingModel(saved)
     example = torch.zeros(2, saved.channels, *saved.image_size)

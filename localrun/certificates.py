@@ -1,8 +1,8 @@
-"""Self-signed TLS certificates and SuperNode authentication keys for a Flower 1.42 deployment.
+r"""Self-signed TLS certificates and SuperNode authentication keys for a Flower 1.42 deployment.
 
 Made with the `cryptography` package (a Flower dependency), so no `openssl` binary is needed:
 
-    python -m localrun.certificates OUTDIR --host 10.0.0.5 --host superlink.example.org \\
+    python -m localrun.certificates OUTDIR --host 10.0.0.5 --host superlink.example.org \
         --supernode sar-0 --supernode rgb-0
 
 writes into OUTDIR:

@@ -36,8 +36,11 @@ def is_simulation(grid: Grid) -> bool:
 
 
 def window_for(grid: Grid, max_in_flight: int) -> int | None:
-    """Messages in flight at most: `max_in_flight` if > 0; else (auto) `SIMULATION_WINDOW` in a
-    simulation and unbounded (None) in a deployment."""
+    """Messages in flight at most.
+
+    `max_in_flight` if > 0; else (auto) `SIMULATION_WINDOW` in a simulation and unbounded (None) in
+    a deployment.
+    """
     if max_in_flight < 0:
         raise ValueError(f"federated.max_in_flight={max_in_flight} must be >= 0 (0: automatic)")
     if max_in_flight > 0:
@@ -53,10 +56,12 @@ class Messenger:
 
     def send(self, backbones: Mapping[int, ArrayRecord | None], message_type: str, instruction,
              server_round: int = 0) -> dict[int, Message]:
-        """Send every node in `backbones` the `instruction` (a protocol record, or a function
-        node id -> record) and its backbone (or none); return the replies by node id. A node
-        that does not answer within the timeout (counted from when its message went out), or
-        answers with an error, is recorded in `failures` and left out."""
+        """Send every node in `backbones` the `instruction` and its backbone; return the replies by node id.
+
+        The instruction is a protocol record, or a function node id -> record; the backbone may be
+        none. A node that does not answer within the timeout (counted from when its message went
+        out), or answers with an error, is recorded in `failures` and left out.
+        """
         record_for = instruction if callable(instruction) else (lambda _node: instruction)
         with stages.stage("server.build"):
             pending = [(node_id, Message(content=record_for(node_id).content(arrays), message_type=message_type,

@@ -217,8 +217,11 @@ class PrivateRounds:
     def train_round(self, server_round: int, chosen: Mapping[str, list[int]], groups: Mapping[str, list[int]],
                     backbones, instruction, min_institutions: int,
                     history: list[dict]) -> tuple[dict[int, TrainReport], dict]:
-        """Train the chosen institutions of every group; replace each group's backbone with the
-        (secure and/or noisy) mean; return the reports by node and the round record's extras."""
+        """Train the chosen institutions of every group.
+
+        Replace each group's backbone with the (secure and/or noisy) mean; return the reports by
+        node and the round record's extras.
+        """
         if not self._restored:  # a resumed run goes on counting epsilon and adapting C
             self.restore(history)
             self._restored = True

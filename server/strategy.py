@@ -64,8 +64,11 @@ class BackboneFedAvg(FedAvg):
         return [ni / per_modality[m] for m, ni in zip(modalities, n, strict=True)]
 
     def aggregate(self, server_round: int, replies: Sequence[Message], modalities: Sequence[str]) -> ArrayRecord | None:
-        """The weighted mean (float32) of the backbones in `replies`; `modalities[i]` is the
-        modality of the institution that sent `replies[i]` (the server knows it by node id)."""
+        """The weighted mean (float32) of the backbones in `replies`.
+
+        `modalities[i]` is the modality of the institution that sent `replies[i]` (the server knows
+        it by node id).
+        """
         replies = list(replies)
         examples = [TrainReport.from_content(m.content).num_examples for m in replies]
         for msg, weight in zip(replies, self.weights(examples, modalities), strict=True):

@@ -26,9 +26,11 @@ def machine() -> dict:
 
 
 def speed_probe(steps: int = 20) -> float:
-    """Milliseconds per training step of the default small CNN (32 px, batch 32, the machine's
-    torch threads): how fast this machine is right now. A shared 2-core machine's speed moves
-    by up to 1.8x between hours; figures taken at different times compare only beside it."""
+    """Milliseconds per training step of the default small CNN (32 px, batch 32, the machine's torch threads).
+
+    How fast this machine is right now. A shared 2-core machine's speed moves by up to 1.8x between
+    hours; figures taken at different times compare only beside it.
+    """
     from fed_uml.models import create_model
 
     model = create_model("small_cnn", {"rgb": 3}, num_classes=10)

@@ -38,10 +38,12 @@ def in_process(cfg: dict, n: int, rounds: int) -> float:
 
 
 def in_process_timed(cfg: dict, n: int, rounds: int) -> dict:
-    """The same job in this process with the project's own `Institution` code, timed by stage:
-    `fixed_s` (building every institution: settings, data share, initial state),
-    `round_s` (each round's training and averaging), `calibration_s`, `wall_s`, and
-    `first_round_unix` (when the first round started, for start-up measured from outside)."""
+    """The same job in this process with the project's own `Institution` code, timed by stage.
+
+    `fixed_s` (building every institution: settings, data share, initial state), `round_s` (each
+    round's training and averaging), `calibration_s`, `wall_s`, and `first_round_unix` (when the
+    first round started, for start-up measured from outside).
+    """
     t0 = time.perf_counter()
     fed = cfg["federated"]
     insts = [Institution(cfg, ident) for ident in

@@ -214,8 +214,11 @@ class BigEarthNetBandReader:
 
 
 class BigEarthNetBase(BigEarthNetBandReader, SceneDataset):
-    """What BigEarthNet v1 and v2 share: sensors ``s1`` (VV, VH) and ``s2`` (12 bands) in one
-    folder per sensor (`DIRS`), one file per band, 19 classes, several labels per patch."""
+    """What BigEarthNet v1 and v2 share.
+
+    Sensors ``s1`` (VV, VH) and ``s2`` (12 bands) in one folder per sensor (`DIRS`), one file per
+    band, 19 classes, several labels per patch.
+    """
 
     CLASSES: ClassVar[tuple[str, ...]] = CLASSES_19
     SENSORS: ClassVar[dict[str, tuple[str, ...]]] = {"s1": S1_BANDS, "s2": S2_BANDS}

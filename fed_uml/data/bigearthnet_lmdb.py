@@ -1,5 +1,6 @@
-"""reBEN (BigEarthNet v2.0) as its maintainers ship it for training: one LMDB environment of
-safetensors patches (written by rico-hdl) beside `metadata.parquet`.
+"""reBEN (BigEarthNet v2.0) as its maintainers ship it for training.
+
+One LMDB environment of safetensors patches (written by rico-hdl) beside `metadata.parquet`.
 
 Layout (under the data root's ``bigearthnet_v2/``, as for the native reBEN reader)
     ``metadata.parquet``: as `fed_uml.data.bigearthnet_v2` (patch_id, s1_name, labels, split).
@@ -52,8 +53,10 @@ _OPEN: dict[str, list] = {}  # path -> [environment, reads, pid]
 
 
 def _environment(path: str):
-    """One read-only handle per environment and process (LMDB allows one; a forked or spawned
-    worker opens its own), reopened every `READS_PER_OPEN` reads."""
+    """One read-only handle per environment and process, reopened every `READS_PER_OPEN` reads.
+
+    LMDB allows one; a forked or spawned worker opens its own.
+    """
     import lmdb
 
     entry = _OPEN.get(path)

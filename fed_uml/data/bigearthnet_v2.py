@@ -98,8 +98,10 @@ class BigEarthNetV2(BigEarthNetBase):
 
 @lru_cache(maxsize=1)
 def _read_metadata(path: str, size: int, mtime_ns: int) -> dict[str, list]:
-    """The parquet's columns, read once per process for every split and sensor (549,488 rows
-    take seconds to read; indexing reads them for 3 splits x 2 sensors)."""
+    """The parquet's columns, read once per process for every split and sensor.
+
+    549,488 rows take seconds to read; indexing reads them for 3 splits x 2 sensors.
+    """
     import pyarrow.parquet as pq
 
     try:

@@ -91,8 +91,11 @@ def readers_of(name: str) -> Mapping:
 
 
 def load_dataset(cfg: Mapping, normalize: bool = True) -> dict[str, ModalityData]:
-    """{modality: ModalityData} of the `dataset` config group; with `normalize` (default) each
-    modality standardised per band with its training statistics, else in physical units."""
+    """{modality: ModalityData} of the `dataset` config group.
+
+    With `normalize` (default) each modality standardised per band with its training statistics,
+    else in physical units.
+    """
     name = cfg.get("name")
     if name not in _LOADERS:
         raise ValueError(f"unknown dataset {name!r} (setting dataset.name); available: {available_datasets()}")
@@ -111,9 +114,11 @@ def load_dataset(cfg: Mapping, normalize: bool = True) -> dict[str, ModalityData
 
 
 def modality_bands(dataset_cfg: Mapping, modality: str) -> tuple[str, ...] | None:
-    """The bands, in input order, that the `dataset` settings `dataset_cfg` give `modality` of a
-    built-in data set (the loader's own parsing, no data read); None where that cannot be told:
-    a registered data set, or settings that do not define the modality."""
+    """The bands, in input order, that the `dataset` settings `dataset_cfg` give `modality`.
+
+    For a built-in data set (the loader's own parsing, no data read); None where that cannot be
+    told: a registered data set, or settings that do not define the modality.
+    """
     name = dataset_cfg.get("name")
     sensors = dataset_cfg.get("sensors")
     if not isinstance(sensors, Mapping) or modality not in sensors:

@@ -193,8 +193,10 @@ class SceneDataset(Dataset):
 
 
 def check_disjoint_splits(datasets: Sequence[SceneDataset], shown: int = 5) -> None:
-    """Refuse readers of different splits of one sensor that list a scene in common, naming
-    both split files and the first shared scenes (in the later file's order)."""
+    """Refuse readers of different splits of one sensor that list a scene in common.
+
+    The error names both split files and the first shared scenes (in the later file's order).
+    """
     by_split: dict[str, SceneDataset] = {}
     for ds in datasets:
         by_split.setdefault(ds.split, ds)

@@ -124,8 +124,11 @@ _HAZE_SHAPE = np.array([1.0, 0.9, 0.7, 0.55, 0.45, 0.35, 0.3, 0.25, 0.2, 0.05, 0
 
 
 def _optical_table(rng: np.random.Generator, v: float) -> np.ndarray:
-    """Per-scene reflectance of every material: season, harvest, soil moisture, turbidity
-    and roof type vary from scene to scene (scaled by `scene_variability` v)."""
+    """Per-scene reflectance of every material.
+
+    Season, harvest, soil moisture, turbidity and roof type vary from scene to scene (scaled by
+    `scene_variability` v).
+    """
     refl = _REFLECTANCE.copy()
     green = 1.0 - v * rng.uniform(0.0, 0.7)  # phenology: 1 = peak greenness
     for m in _VEGETATION:
@@ -141,8 +144,11 @@ def _optical_table(rng: np.random.Generator, v: float) -> np.ndarray:
 
 
 def _sar_table(rng: np.random.Generator, v: float) -> np.ndarray:
-    """Per-scene sigma0 of every material: soil moisture, wind on water, crop stage and the
-    orientation of buildings towards the radar vary from scene to scene."""
+    """Per-scene sigma0 of every material.
+
+    Soil moisture, wind on water, crop stage and the orientation of buildings towards the radar vary
+    from scene to scene.
+    """
     db = _SIGMA0_DB.copy()
     moisture = v * rng.uniform()
     for m in (SOIL, GRASS, CROP, SHRUB):
@@ -399,8 +405,11 @@ def generate(
 
 
 def load_synthetic(cfg: Mapping) -> dict[str, ModalityData]:
-    """The `synthetic` data set (conf/dataset/synthetic.yaml): every selected modality
-    rendered for train and test, in physical units (`load_dataset` normalises)."""
+    """The `synthetic` data set (conf/dataset/synthetic.yaml).
+
+    Every selected modality rendered for train and test, in physical units (`load_dataset`
+    normalises).
+    """
     sensors = dict(cfg.get("sensors") or {})
     names = selected_modalities(cfg, sensors)
     noise = SensorNoise(**dict(cfg.get("noise") or {}))

@@ -51,9 +51,10 @@ GROUPS = tuple(k for k, s in RUN_CONFIG_SETTINGS.items() if s.is_group)
 
 
 def run_config_types(setting: Declared) -> tuple[type, ...]:
-    """The Python types a run-config value of `setting` may have (TOML gives int, float, bool,
-    str): the setting's type, an int where a float is expected, and a comma-separated string
-    for a list."""
+    """The Python types a run-config value of `setting` may have (TOML gives int, float, bool, str).
+
+    The setting's type, an int where a float is expected, and a comma-separated string for a list.
+    """
     union = typing.get_origin(setting.type) in (typing.Union, types.UnionType)
     kinds = typing.get_args(setting.type) if union else (setting.type,)
     out: list[type] = []
@@ -68,8 +69,10 @@ def run_config_types(setting: Declared) -> tuple[type, ...]:
 
 
 def choice_dependent(setting: Declared) -> bool:
-    """Whether the setting's default is not one constant (it depends on the group choices or on
-    the machine): pyproject.toml then holds "", which means "keep what Hydra composes"."""
+    """Whether the setting's default is not one constant (it depends on the group choices or on the machine).
+
+    pyproject.toml then holds "", which means "keep what Hydra composes".
+    """
     default = setting.default
     return default is None or default is MISSING or (isinstance(default, str) and "${" in default)
 
@@ -196,10 +199,11 @@ def _resolved_cached(overrides: tuple[str, ...], values_json: str = "{}") -> str
 
 
 def compose_config(overrides: list[str] | tuple[str, ...] = (), values: Mapping[str, Any] | None = None) -> dict:
-    """The resolved config as plain containers, a fresh copy per call, checked against the
-    schema (Hydra's own `hydra:` resolvers are not used; the config's interpolations refer
-    only to the config itself, so the resolved form is cached: resolving costs more than an
-    institution's round of training).
+    """The resolved config as plain containers, a fresh copy per call, checked against the schema.
+
+    Hydra's own `hydra:` resolvers are not used; the config's interpolations refer only to the
+    config itself, so the resolved form is cached: resolving costs more than an institution's round
+    of training.
 
     `values` sets settings by dotted path ({"training.lr": 0.01}) as value overrides do, after
     `overrides` (which take the group choices); a composition of the groups is made once, and
@@ -213,8 +217,11 @@ def config_from_run_config(run_config: Mapping) -> dict:
 
 
 def default_run_config() -> dict:
-    """Run-config values equal to the schema's defaults: what `[tool.flwr.app.config]` must hold
-    ("" where the default depends on the group choices or the machine, `choice_dependent`)."""
+    """Run-config values equal to the schema's defaults.
+
+    What `[tool.flwr.app.config]` must hold ("" where the default depends on the group choices or
+    the machine, `choice_dependent`).
+    """
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(str(conf_dir()), version_base="1.3", job_name="fed_uml"):
@@ -232,8 +239,11 @@ def default_run_config() -> dict:
 
 
 def run_config_from_overrides(overrides: list[str] | tuple[str, ...], **keys) -> dict:
-    """A run config that makes the Flower apps compose exactly `overrides` (e.g. a Hydra
-    job's command-line overrides), plus run-config keys such as `results-dir`."""
+    """A run config that makes the Flower apps compose exactly `overrides`.
+
+    The overrides are e.g. a Hydra job's command-line overrides, plus run-config keys such as
+    `results-dir`.
+    """
     out = {k: v for k, v in keys.items()}
     out["overrides"] = shlex.join(list(overrides))
     unknown = sorted(set(out) - set(RUN_CONFIG_KEYS))

@@ -73,8 +73,10 @@ class PrivateStateStore:
         return rounds[-1], torch.load(self.path(rounds[-1]), weights_only=True)
 
     def resume(self, after_round: int) -> tuple[int, dict[str, torch.Tensor]]:
-        """A resumption after `after_round`: drops the rounds after it (an abandoned attempt)
-        and returns `latest(after_round)`."""
+        """A resumption after `after_round`.
+
+        Drops the rounds after it (an abandoned attempt) and returns `latest(after_round)`.
+        """
         found = self.latest(after_round)
         for r in self.rounds():
             if r > after_round:

@@ -109,9 +109,12 @@ SECURE_RANGE_EXCEEDED = "secure-range-exceeded"
 
 def _key(name: str, decode: Callable[[Any], Any], encode: Callable[[Any], Any] | None = None,
          optional: bool = False, default_none: bool = False):
-    """A record field and its wire key; `decode` types a wire value, `encode` makes one.
-    `optional`: the value may be None (a metric the run's task does not have), which the wire
-    form leaves out and a missing key reads as; `default_none`: it is None unless given."""
+    """A record field and its wire key.
+
+    `decode` types a wire value, `encode` makes one. `optional`: the value may be None (a metric the
+    run's task does not have), which the wire form leaves out and a missing key reads as;
+    `default_none`: it is None unless given.
+    """
     meta = {"key": name, "decode": decode, "encode": encode, "optional": optional or default_none}
     return field(default=None, metadata=meta) if default_none else field(metadata=meta)
 
@@ -235,9 +238,11 @@ class CalibrateInstruction(_Instruction):
 
 @dataclass(frozen=True)
 class ClipInstruction(_Instruction):
-    """Differential privacy: clip the backbone update (returned minus received, all tensors
-    together) to L2 norm `clipping_norm` before it leaves; with `adaptive`, say whether it was
-    within it (`DP_UNCLIPPED`)."""
+    """Differential privacy: clip the backbone update to L2 norm `clipping_norm` before it leaves.
+
+    The update is returned minus received, all tensors together; with `adaptive`, say whether it was
+    within it (`DP_UNCLIPPED`).
+    """
 
     record_name = CLIPPING
     clipping_norm: float = _key(CLIPPING_NORM, float)
@@ -246,9 +251,11 @@ class ClipInstruction(_Instruction):
 
 @dataclass(frozen=True)
 class SecureInstruction(_Instruction):
-    """Secure aggregation: send the update pre-scaled by `weight` (this institution's
-    aggregation weight over the group's largest, in (0, 1]) into the SecAgg+ masked sum;
-    `clipping_range` is the quantisation range c its elements must lie in."""
+    """Secure aggregation: send the update pre-scaled by `weight` into the SecAgg+ masked sum.
+
+    `weight` is this institution's aggregation weight over the group's largest, in (0, 1];
+    `clipping_range` is the quantisation range c its elements must lie in.
+    """
 
     record_name = SECURE
     weight: float = _key(SECURE_WEIGHT, float)
@@ -299,10 +306,12 @@ class CalibrateReport(_Report):
 
 @dataclass(frozen=True)
 class ModelFile(_Record):
-    """The model file an institution wrote on its own disk (the model itself never travels):
-    its SHA-256, so that results.json records which file the run made (`files`) and a later
-    `predict` can tell it from a file of another run. `path` is relative to the results-dir
-    the server suggested, or "" where the institution wrote elsewhere (its state-dir)."""
+    """The model file an institution wrote on its own disk (the model itself never travels).
+
+    Its SHA-256, so that results.json records which file the run made (`files`) and a later
+    `predict` can tell it from a file of another run. `path` is relative to the results-dir the
+    server suggested, or "" where the institution wrote elsewhere (its state-dir).
+    """
 
     record_name = MODEL_FILE
     record_type = ConfigRecord

@@ -1,5 +1,6 @@
-"""The role a Flower node plays: which institution it is, holding which modality and which
-share of that modality's data.
+"""The role a Flower node plays.
+
+Which institution it is, holding which modality and which share of that modality's data.
 
 Simulation: a node knows only its `partition-id` among `num-partitions`; the modality
 follows from the run config (round-robin over the modalities, or explicit counts such as

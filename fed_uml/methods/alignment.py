@@ -1,5 +1,7 @@
-"""What the compared methods (ISCA, DANN, CDAN, MCC, MDD) share: heterogeneous encoders,
-gradient reversal and its schedule, discriminators, the alignment objective and its runner.
+"""What the compared methods (ISCA, DANN, CDAN, MCC, MDD) share.
+
+Heterogeneous encoders, gradient reversal and its schedule, discriminators, the alignment objective
+and its runner.
 
 Setting (Table 2 of the study, "domain adaptation with heterogeneous encoders"): every
 modality k has its own encoder E_k (all stages of the configured backbone, built with
@@ -180,7 +182,7 @@ class GRLSchedule:
         grl_coefficient(0, 1, grl_schedule, self.grl_gamma, self.grl_max, self.grl_max_iters)  # validates
 
     def coefficient(self) -> float:
-        """lambda for the step being taken (`self.step` optimisation steps done so far)."""
+        """Lambda for the step being taken (`self.step` optimisation steps done so far)."""
         return grl_coefficient(self.step, self.total_steps, self.grl_schedule, self.grl_gamma, self.grl_max,
                                self.grl_max_iters)
 
@@ -221,15 +223,20 @@ def is_multi_label(data: Mapping[str, ModalityData]) -> bool:
 
 
 def class_probabilities(logits: torch.Tensor, multi_label: bool = False) -> torch.Tensor:
-    """The classifier's class probabilities: softmax over classes (single-label) or one
-    sigmoid per class (multi-label: every class is its own yes/no decision)."""
+    """The classifier's class probabilities.
+
+    Softmax over classes (single-label) or one sigmoid per class (multi-label: every class is its
+    own yes/no decision).
+    """
     return torch.sigmoid(logits) if multi_label else F.softmax(logits, dim=1)
 
 
 def label_set_entropy(probs: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Per-row entropy of the predicted label set under independent per-class Bernoulli outputs:
-    sum_c -(p_c log(p_c + eps) + (1 - p_c) log(1 - p_c + eps)) (C log 2 for p = 1/2 everywhere,
-    0 for confident outputs). The multi-label form of `entropy` (CDAN+E's conditioning)."""
+    """Per-row entropy of the predicted label set under independent per-class Bernoulli outputs.
+
+    sum_c -(p_c log(p_c + eps) + (1 - p_c) log(1 - p_c + eps)) (C log 2 for p = 1/2 everywhere, 0
+    for confident outputs). The multi-label form of `entropy` (CDAN+E's conditioning).
+    """
     return -(probs * torch.log(probs + eps) + (1 - probs) * torch.log(1 - probs + eps)).sum(dim=1)
 
 
@@ -330,9 +337,10 @@ def require_modalities(data: Mapping[str, ModalityData], method: str, minimum: i
 
 
 def method_params(cfg: Mapping, schema: type[MethodSettings]) -> dict:
-    """The method's hyperparameters: the `method` config group read as `schema`, the method's
-    settings class (`fed_uml.schema.methods`, whose defaults are the only ones), without what
-    every method has (name, calibrate).
+    """The method's hyperparameters: the `method` config group read as `schema`.
+
+    `schema` is the method's settings class (`fed_uml.schema.methods`, whose defaults are the only
+    ones), without what every method has (name, calibrate).
 
     An unknown key is a `SettingsError` naming it, so that a typo in `method.<key>=...` does
     not pass silently (composing conf/ refuses it too; this covers a config built otherwise).

@@ -1,5 +1,6 @@
-"""CDAN: conditional adversarial domain adaptation (Long, Cao, Wang, Jordan, "Conditional
-Adversarial Domain Adaptation", NeurIPS 2018), with the modality as the domain.
+"""CDAN: conditional adversarial domain adaptation, with the modality as the domain.
+
+Long, Cao, Wang, Jordan, "Conditional Adversarial Domain Adaptation", NeurIPS 2018.
 
 Objective. The discriminator is conditioned on the classifier's predictions through the
 multilinear map T(f, g) = f (x) g (outer product, flattened; f the encoder features of width
@@ -99,8 +100,10 @@ class RandomizedMultilinearMap(nn.Module):
 
 
 def entropy_weights(probs: torch.Tensor, domains: torch.Tensor, multi_label: bool = False) -> torch.Tensor:
-    """CDAN+E's sample weights 1 + exp(-H(g)), normalised to mean 1 within each domain (thuml/CDAN `loss.CDAN`);
-    for multi-label outputs H is the label-set entropy (`alignment.label_set_entropy`)."""
+    """CDAN+E's sample weights 1 + exp(-H(g)), normalised to mean 1 within each domain (thuml/CDAN `loss.CDAN`).
+
+    For multi-label outputs H is the label-set entropy (`alignment.label_set_entropy`).
+    """
     w = 1.0 + torch.exp(-(label_set_entropy(probs) if multi_label else entropy(probs)))
     out = torch.empty_like(w)
     for d in torch.unique(domains):
@@ -110,8 +113,11 @@ def entropy_weights(probs: torch.Tensor, domains: torch.Tensor, multi_label: boo
 
 
 class CDANObjective(GRLSchedule, AlignmentObjective):
-    """trade_off * the conditional domain discriminator's loss; `grl` are the `grl_*` settings
-    (`GRLSchedule.set_grl`); the defaults are the settings' (`CDANSettings`)."""
+    """trade_off * the conditional domain discriminator's loss.
+
+    `grl` are the `grl_*` settings (`GRLSchedule.set_grl`); the defaults are the settings'
+    (`CDANSettings`).
+    """
 
     def __init__(self, modalities: list[str], feature_dim: int, num_classes: int, trade_off: float = S.trade_off,
                  entropy_conditioning: bool = S.entropy_conditioning, randomized: bool | None = S.randomized,

@@ -1,5 +1,6 @@
-"""DANN: domain-adversarial training (Ganin et al., "Domain-Adversarial Training of Neural
-Networks", JMLR 17(59), 2016), with the modality as the domain.
+"""DANN: domain-adversarial training, with the modality as the domain.
+
+Ganin et al., "Domain-Adversarial Training of Neural Networks", JMLR 17(59), 2016.
 
 Objective. A domain discriminator D reads encoder features f = E_k(x) through a gradient
 reversal layer R_lambda and predicts the modality:
@@ -71,8 +72,11 @@ def domain_labels(features: Mapping[str, torch.Tensor], order: list[str]) -> tor
 
 
 class DANNObjective(GRLSchedule, AlignmentObjective):
-    """trade_off * the domain discriminator's loss on gradient-reversed features; `grl` are the
-    `grl_*` settings (`GRLSchedule.set_grl`); the defaults are the settings' (`DANNSettings`)."""
+    """trade_off * the domain discriminator's loss on gradient-reversed features.
+
+    `grl` are the `grl_*` settings (`GRLSchedule.set_grl`); the defaults are the settings'
+    (`DANNSettings`).
+    """
 
     def __init__(self, modalities: list[str], feature_dim: int, trade_off: float = DANNSettings.trade_off,
                  hidden: int = DANNSettings.hidden, dropout: float = DANNSettings.dropout, **grl):

@@ -1,5 +1,6 @@
-"""ISCA: identifiable shared component analysis of unpaired multimodal mixtures (Timilsina,
-Shrestha, Fu, NeurIPS 2024; official code github.com/XiaoFuLab/Shared-Component-Analysis).
+"""ISCA: identifiable shared component analysis of unpaired multimodal mixtures.
+
+Timilsina, Shrestha, Fu, NeurIPS 2024; official code github.com/XiaoFuLab/Shared-Component-Analysis.
 
 The original. Each modality q is a linear mixture x^(q) = A^(q) [c; p^(q)] of a shared
 component c and a private one. ISCA learns linear maps Q^(q) (d_C x d^(q)) such that the
@@ -126,9 +127,12 @@ def add_shared_component_maps(model: UMLModel, shared_dim: int | None = None) ->
 
 
 class ISCAObjective(AlignmentObjective):
-    """Critic loss (on detached components) + adv_weight * maps' loss (through the fixed critic)
-    + whiten_weight * whitening (+ mcc_weight * MCC), in one backward pass: the critics are trained by
-    the runner's optimiser (with its learning-rate schedule), the encoders and maps only by the other terms."""
+    """Critic loss + adversarial, whitening and MCC terms, in one backward pass.
+
+    Critic loss (on detached components) + adv_weight * maps' loss (through the fixed critic) +
+    whiten_weight * whitening (+ mcc_weight * MCC): the critics are trained by the runner's
+    optimiser (with its learning-rate schedule), the encoders and maps only by the other terms.
+    """
 
     def __init__(self, modalities: list[str], shared_dim: int, adv_weight: float = S.adv_weight,
                  whiten_weight: float = S.whiten_weight, hidden: int = S.hidden, label_noise: float = S.label_noise,

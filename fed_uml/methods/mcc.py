@@ -1,5 +1,6 @@
-"""MCC: minimum class confusion (Jin, Wang, Long, Wang, "Minimum Class Confusion for Versatile
-Domain Adaptation", ECCV 2020).
+"""MCC: minimum class confusion.
+
+Jin, Wang, Long, Wang, "Minimum Class Confusion for Versatile Domain Adaptation", ECCV 2020.
 
 Objective, for the logits Z (B x C) of one batch:
 1. temperature scaling: Y = softmax(Z / T)                                  (T = 2.5)
@@ -72,8 +73,11 @@ def mcc_loss(logits: torch.Tensor, temperature: float = 2.5) -> torch.Tensor:
 
 
 def multi_label_mcc_loss(logits: torch.Tensor, temperature: float = 2.5) -> torch.Tensor:
-    """MCC for multi-label outputs: the mean over classes of the MCC of the two-way decision
-    "c" vs "not c", logits (z_c, 0) (see the module docstring)."""
+    """MCC for multi-label outputs.
+
+    The mean over classes of the MCC of the two-way decision "c" vs "not c", logits (z_c, 0) (see
+    the module docstring).
+    """
     binary = torch.stack([logits, torch.zeros_like(logits)], dim=2)  # (B, C, 2)
     return torch.stack([mcc_loss(binary[:, c], temperature) for c in range(logits.shape[1])]).mean()
 

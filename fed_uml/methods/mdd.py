@@ -1,6 +1,7 @@
-"""MDD: Maximum Density Divergence, the loss of ATM ("adversarial tight match"; Li, Chen, Ding,
-Zhu, Lu, Shen, "Maximum Density Divergence for Domain Adaptation", IEEE TPAMI 43(11), 2021,
-arXiv:2004.12615; official code github.com/lijin118/ATM). Not the Margin Disparity
+"""MDD: Maximum Density Divergence, the loss of ATM ("adversarial tight match").
+
+Li, Chen, Ding, Zhu, Lu, Shen, "Maximum Density Divergence for Domain Adaptation", IEEE TPAMI
+43(11), 2021, arXiv:2004.12615; official code github.com/lijin118/ATM. Not the Margin Disparity
 Discrepancy that thuml's library calls MDD.
 
 The divergence. For two domains a, b with features phi(x) and labels, MDD combines

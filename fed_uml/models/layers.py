@@ -37,8 +37,10 @@ class _ChannelsLastMaxPool(torch.autograd.Function):
 
 
 class MaxPool2d(nn.MaxPool2d):
-    """`nn.MaxPool2d` with the same results, faster on a CPU for square windows that tile the
-    input (kernel = stride, no padding or dilation); anything else is torch's own path."""
+    """`nn.MaxPool2d` with the same results, faster on a CPU for square windows that tile the input.
+
+    Tiling windows: kernel = stride, no padding or dilation; anything else is torch's own path.
+    """
 
     def _tiles(self, x: torch.Tensor) -> int | None:
         k, s = self.kernel_size, self.stride

@@ -179,8 +179,9 @@ def align_projection(projection: nn.Module, reference: nn.Module) -> None:
 
 
 def adapt_input_conv(in_channels: int, weight: torch.Tensor) -> torch.Tensor:
-    """timm's rule for a first convolution drawn for `REFERENCE_CHANNELS` input channels, applied
-    to `in_channels` (`align_projection`), with timm's results bit for bit
+    """Timm's rule for a first convolution drawn for `REFERENCE_CHANNELS` input channels.
+
+    Applied to `in_channels` (`align_projection`), with timm's results bit for bit
     (`tests/test_projection_init.py` compares them for 1 to 13 channels).
 
     Why not timm's own function: importing timm imports torchvision, 2 s of start-up in the

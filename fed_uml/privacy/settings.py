@@ -47,16 +47,21 @@ class SecureSettings:
 
     @property
     def max_institutions(self) -> int:
-        """Most institutions one secure sum can hold: the sum of K quantised values (each at
-        most Q) and of the K weight factors (Q each) must stay below the modulus M."""
+        """Most institutions one secure sum can hold.
+
+        The sum of K quantised values (each at most Q) and of the K weight factors (Q each) must
+        stay below the modulus M.
+        """
         return self.modulus_range // self.quantization_range - 1
 
     def quantisation_bound(self, weights) -> float:
-        """Largest difference, per backbone element, between the secure and the plain weighted
-        mean of K updates with (pre-scaling) weights `weights` (largest 1): each institution's
-        stochastic rounding is off by less than one step 2c/Q, so the sum by less than K steps,
-        and the mean, divided by the sum of the weights, by K * 2c / (Q * sum(weights)).
-        Holds when no pre-scaled update element lies outside [-c, c]."""
+        """Largest difference, per backbone element, between the secure and the plain weighted mean.
+
+        The mean of K updates with (pre-scaling) weights `weights` (largest 1): each institution's
+        stochastic rounding is off by less than one step 2c/Q, so the sum by less than K steps, and
+        the mean, divided by the sum of the weights, by K * 2c / (Q * sum(weights)). Holds when no
+        pre-scaled update element lies outside [-c, c].
+        """
         weights = [float(w) for w in weights]
         if not weights:
             return 0.0

@@ -34,8 +34,9 @@ FUSIONS = ("separate", "concat")
 
 @dataclass
 class TrainSettings(TrainingSettings):
-    """The `training` settings (`fed_uml.schema.TrainingSettings`: every field, its default and
-    what it does) with the run's device and seed, which are top-level settings.
+    """The `training` settings with the run's device and seed, which are top-level settings.
+
+    `fed_uml.schema.TrainingSettings` has every field, its default and what it does.
 
     Why `fusion=separate` and the cosine schedule are the defaults: separate passes give every
     BN layer statistics of one modality at a time, the same per-modality statistics that
@@ -48,8 +49,10 @@ class TrainSettings(TrainingSettings):
 
     @classmethod
     def from_config(cls, cfg: Mapping, **overrides) -> TrainSettings:
-        """The checked `training` group `cfg` (schema defaults where absent), with `overrides`
-        (device, seed); an unknown key or a wrong type is a `SettingsError` naming it."""
+        """The checked `training` group `cfg` (schema defaults where absent), with `overrides` (device, seed).
+
+        An unknown key or a wrong type is a `SettingsError` naming it.
+        """
         s = cls(**{**dataclasses.asdict(typed(TrainingSettings, cfg, "training.")), **overrides})
         s.validate()
         return s
@@ -84,8 +87,11 @@ def make_optimizer(params, s: TrainSettings) -> torch.optim.Optimizer:
 
 
 def augment_batch(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Random element of the dihedral group per sample: flips and transposes are label-preserving
-    for overhead imagery, which has no canonical up or left."""
+    """Random element of the dihedral group per sample.
+
+    Flips and transposes are label-preserving for overhead imagery, which has no canonical up or
+    left.
+    """
     n = x.shape[0]
     flips = torch.rand(n, 3, generator=g) < 0.5
     x = torch.where(flips[:, 0].view(-1, 1, 1, 1), x.flip(-1), x)
@@ -117,8 +123,11 @@ def epoch_steps(datasets: Mapping[str, ArrayDataset], batch_size: int) -> int:
 
 
 def task_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy for class indices (N,); binary cross-entropy on the logits, averaged over
-    samples and classes, for multi-hot targets (N, C)."""
+    """Cross-entropy for class indices (N,).
+
+    Binary cross-entropy on the logits, averaged over samples and classes, for multi-hot targets (N,
+    C).
+    """
     if targets.ndim == 2:
         return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype))
     return F.cross_entropy(logits, targets)
@@ -318,9 +327,11 @@ def predict_logits(model: nn.Module, images: torch.Tensor, modality: str | None 
 
 def evaluate_task(model: nn.Module, data: ArrayDataset, modality: str | None = None,
                   device: str = "cpu") -> dict[str, float]:
-    """The metrics of the task of `data`'s targets (`fed_uml.metrics.task_metrics`): {"accuracy"}
-    for single-label targets (exactly `evaluate`), {"map_macro", "map_micro", "f1_macro"} for
-    multi-hot ones."""
+    """The metrics of the task of `data`'s targets (`fed_uml.metrics.task_metrics`).
+
+    {"accuracy"} for single-label targets (exactly `evaluate`), {"map_macro", "map_micro",
+    "f1_macro"} for multi-hot ones.
+    """
     if len(data) == 0:
         raise ValueError(f"modality {modality!r}: no test samples")
     if task_of(data.labels) == "single_label":

@@ -1,6 +1,8 @@
-"""R rounds of FedAvg over every connected node, the way Flower's own examples send them (all
-messages of a round at once, `grid.send_and_receive`), timed as fed-uml's server times itself
-(`timing.server_start_unix`, `timing.first_round_unix`, `history[].seconds`)."""
+"""R rounds of FedAvg over every connected node, the way Flower's own examples send them.
+
+All messages of a round go at once (`grid.send_and_receive`), timed as fed-uml's server times itself
+(`timing.server_start_unix`, `timing.first_round_unix`, `history[].seconds`).
+"""
 
 from __future__ import annotations
 

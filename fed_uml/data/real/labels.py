@@ -56,8 +56,10 @@ class LabelSet:
 
 def choose_label_set(cfg: Mapping, s: RealSettings, pools: Pools,
                      skipped: dict[str, list[DataError]] | None = None) -> LabelSet:
-    """Apply the task's label rule (multi-label data sets) and the class settings to `pools`;
-    `skipped` ({modality: errors}) receives the patches left out with `dataset.on_error=skip`."""
+    """Apply the task's label rule (multi-label data sets) and the class settings to `pools`.
+
+    `skipped` ({modality: errors}) receives the patches left out with `dataset.on_error=skip`.
+    """
     if s.task == "multi_label":
         return multi_label_set(cfg, s, pools, skipped if skipped is not None else {})
     classes = s.classes

@@ -1,5 +1,7 @@
-"""The real-data assembly over prepared stores: the steps of `fed_uml.data.real`, with the index
-read from the store's index tables and the pixels streamed from the modalities' stores.
+"""The real-data assembly over prepared stores.
+
+The steps of `fed_uml.data.real`, with the index read from the store's index tables and the pixels
+streamed from the modalities' stores.
 
 Why the same steps: the label rule, the unpaired deal and the per-class subsets run on the same
 records, in the same order, as the in-memory path (`fed_uml.data.real.assemble`), so a seed
@@ -90,8 +92,10 @@ def _float32_bytes(s: RealSettings, m: str, chosen: dict[str, list[SceneRecord]]
 
 def read_streamed(s: RealSettings, m: str, chosen: dict[str, list[SceneRecord]], store: StoreFile,
                   skipped: list[DataError], labels: LabelSet) -> ModalityData:
-    """Modality `m` over its store: the chosen records' rows, bad files raised or skipped as the
-    readers would."""
+    """Modality `m` over its store.
+
+    The chosen records' rows, bad files raised or skipped as the readers would.
+    """
     rows, targets, scenes = {}, {}, {}
     for kind in ("train", "test"):
         keep, targets[kind], scenes[kind] = [], [], []
@@ -118,9 +122,11 @@ def read_streamed(s: RealSettings, m: str, chosen: dict[str, list[SceneRecord]],
 
 
 def prepare_stores(cfg: Mapping, readers) -> list[dict]:
-    """Index every modality of `dataset.unpaired_among` and prepare (or verify) the store of
-    every modality of `dataset.modalities`: what `python -m experiments.prepare` does. Every
-    block's checksum of an existing store is verified. Returns one summary per modality."""
+    """Index every modality and prepare (or verify) the store of every modality of `dataset.modalities`.
+
+    Indexes every modality of `dataset.unpaired_among`: what `python -m experiments.prepare` does.
+    Every block's checksum of an existing store is verified. Returns one summary per modality.
+    """
     from dataclasses import replace
 
     s = RealSettings.parse(cfg, readers)

@@ -1,5 +1,6 @@
-"""A modality's train or test set read from its store batch by batch: what the training loop,
-evaluation and calibration index like an in-memory `ArrayDataset`.
+"""A modality's train or test set read from its store batch by batch.
+
+What the training loop, evaluation and calibration index like an in-memory `ArrayDataset`.
 
 Why it quacks like `ArrayDataset`: the loop (`fed_uml.training.loop`), evaluation and Algorithm 1
 (`fed_uml.calibration`) only ever take `images[index]` (a batch of row positions or a slice),

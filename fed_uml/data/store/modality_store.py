@@ -122,8 +122,10 @@ def open_store(s: RealSettings, m: str, index: SensorIndex, st: StoreSettings) -
 
 
 def _reindexed(s: RealSettings, spec: RealModality, saved: SensorIndex) -> SensorIndex:
-    """The index built by the readers again (their files are what preparing reads), checked
-    against the saved one: the rows must be the same patches."""
+    """The index built by the readers again (their files are what preparing reads), checked against the saved one.
+
+    The rows must be the same patches.
+    """
     fresh = build_index(s, spec, saved.key)
     if [r.scene for r in fresh.records] != [r.scene for r in saved.records] or fresh.splits != saved.splits:
         raise StoreError(data_folder(s, spec), "the archive's patches differ from its saved index (files added or "

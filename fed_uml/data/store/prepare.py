@@ -221,8 +221,10 @@ def start_progress(folder: Path, plan: Plan, kept: dict[int, dict]) -> None:
 
 def prepare(folder: Path, plan: Plan, records: list[SceneRecord], reader: SceneDataset, processes: int,
             on_error: str, describe: str, split_rows: dict[str, tuple[int, int]]) -> dict:
-    """Write (or finish) the store in `folder` for `records` (all rows, in order); returns its
-    manifest. The caller holds the store's lock."""
+    """Write (or finish) the store in `folder` for `records` (all rows, in order).
+
+    Returns its manifest. The caller holds the store's lock.
+    """
     if len(records) != plan.rows:
         raise ValueError(f"{len(records)} records for a plan of {plan.rows} rows")
     folder.mkdir(parents=True, exist_ok=True)
@@ -269,8 +271,10 @@ def prepare(folder: Path, plan: Plan, records: list[SceneRecord], reader: SceneD
 
 def _run_blocks(folder: Path, plan: Plan, records: list[SceneRecord], reader: SceneDataset, todo: list[int],
                 processes: int, files: StoreFiles, describe: str, on_error: str) -> Iterator[dict]:
-    """Each finished block's record, after the files are synced and the record is appended; a
-    block with a bad file under `on_error=raise` is yielded unrecorded (redone on the next run)."""
+    """Each finished block's record, after the files are synced and the record is appended.
+
+    A block with a bad file under `on_error=raise` is yielded unrecorded (redone on the next run).
+    """
     from tqdm.auto import tqdm
 
     light = copy.copy(reader)  # what a worker needs to decode: the reader without its records
@@ -355,8 +359,7 @@ def file_states(folder: Path) -> dict[str, list[int]]:
 
 
 def corrupt_blocks(folder: Path, plan: Plan, manifest: dict) -> list[int]:
-    """Blocks whose bytes no longer have the checksum recorded (a truncated file: every block
-    past its end)."""
+    """Blocks whose bytes no longer have the checksum recorded (a truncated file: every block past its end)."""
     files = StoreFiles(folder, plan).open(create=False)
     try:
         bad = []

@@ -1,5 +1,7 @@
-"""Reading the store settings of the `dataset` config group: where stores live, which path a run
-takes (`dataset.storage`), how a store is written and when it is rebuilt.
+"""Reading the store settings of the `dataset` config group.
+
+Where stores live, which path a run takes (`dataset.storage`), how a store is written and when it is
+rebuilt.
 
 Why a module of its own: the real-data assembly (`fed_uml.data.real.assemble`), the prepare
 step and the entry points all read these settings the same way and refuse a bad one before any
