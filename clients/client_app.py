@@ -49,19 +49,23 @@ def _handlers():
 
 @app.query(protocol.DESCRIBE_ACTION)
 def describe(msg: Message, context: Context) -> Message:
+    """Answer `query.describe`: the institution's modality, data sizes and classes."""
     return _handlers().describe(msg, context)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
+    """Train the received backbone with the private state for the instructed local epochs or steps."""
     return _handlers().train(msg, context)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
+    """Evaluate the received backbone with the private state on the local test data."""
     return _handlers().evaluate(msg, context)
 
 
 @app.query(protocol.CALIBRATE_ACTION)
 def calibrate(msg: Message, context: Context) -> Message:
+    """Run Algorithm 1 (BN calibration) with the final backbone and write the model to the node's disk."""
     return _handlers().calibrate(msg, context)

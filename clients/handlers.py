@@ -182,6 +182,7 @@ def _reply(msg: Message, report, arrays: ArrayRecord | None = None) -> Message:
 
 @_timed("client.message.describe")
 def describe(msg: Message, context: Context) -> Message:
+    """Start (or restore) the private state and reply with the institution's `Description`."""
     inst = _institution(context)
     _start_private(context, inst, DescribeInstruction.from_content(msg.content).resumed_after_round)
     return _reply(msg, inst.describe())
@@ -189,6 +190,7 @@ def describe(msg: Message, context: Context) -> Message:
 
 @_timed("client.message.train")
 def train(msg: Message, context: Context) -> Message:
+    """Train the received backbone locally; reply with the new backbone and a `TrainReport`."""
     inst = _institution(context)
     task = TrainInstruction.from_content(msg.content)
     if task.first_contact_after_round is not None:  # no query.describe came first: this is it
@@ -212,6 +214,7 @@ def train(msg: Message, context: Context) -> Message:
 
 @_timed("client.message.evaluate")
 def evaluate(msg: Message, context: Context) -> Message:
+    """Evaluate the received backbone with the private state; reply with an `EvaluateReport`."""
     inst = _institution(context)
     task = EvaluateInstruction.from_content(msg.content)
     return _reply(msg, inst.evaluate(from_wire(msg.content[protocol.ARRAYS]),
@@ -239,6 +242,7 @@ def model_dir(context: Context, inst: Institution, suggested: str | None) -> Pat
 
 @_timed("client.message.calibrate")
 def calibrate(msg: Message, context: Context) -> Message:
+    """Calibrate, write the model file to the node's own disk and reply with a `CalibrateReport`."""
     inst = _institution(context)
     task = CalibrateInstruction.from_content(msg.content)
     folder = model_dir(context, inst, task.results_dir)

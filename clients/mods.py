@@ -47,6 +47,7 @@ def _is_train(msg: Message) -> bool:
 
 
 def dp_clip_mod(msg: Message, context: Context, call_next) -> Message:
+    """Clip the reply's backbone update to the instructed L2 norm (differential privacy)."""
     reply = call_next(msg, context)
     if not _is_train(msg) or protocol.CLIPPING not in msg.content or reply.has_error() \
             or protocol.ARRAYS not in reply.content:
@@ -96,6 +97,7 @@ def masked_input(msg: Message, reply: Message) -> Message:
 
 
 def secure_aggregation_mod(msg: Message, context: Context, call_next) -> Message:
+    """Send a train reply's update into the SecAgg+ masked sum when the message asks for it."""
     if not _is_train(msg) or RECORD_KEY_CONFIGS not in msg.content.config_records:
         return call_next(msg, context)
     return secaggplus_mod(msg, context, lambda m, ctx: masked_input(m, call_next(m, ctx)))

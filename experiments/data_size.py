@@ -32,6 +32,7 @@ FIELDS = ["dataset", "samples_per_class", "seed", "modality", "n_train", "uml_ca
 
 
 def done_keys(path: Path) -> set[tuple[str, str]]:
+    """The (size, seed) points already in the CSV at `path`, which a rerun skips."""
     if not path.exists():
         return set()
     with open(path) as f:
@@ -39,6 +40,7 @@ def done_keys(path: Path) -> set[tuple[str, str]]:
 
 
 def run_point(overrides: list[str], size: int, seed: int, out: Path) -> list[dict]:
+    """Train UML and the unimodal baseline at one size and seed; one CSV row per modality."""
     ov = list(overrides) + [f"dataset.samples_per_class={size}", f"seed={seed}", "training.log_every=0"]
     uml = run_centralized(compose_config(ov + ["method=uml"]), out / f"uml-{size}-{seed}")
     uni = run_centralized(compose_config(ov + ["method=unimodal"]), out / f"unimodal-{size}-{seed}")
@@ -72,6 +74,7 @@ def paired(csv_path: Path) -> list[dict]:
 
 
 def plot(csv_path: Path) -> Path:
+    """Plot accuracy against samples per class from the CSV; returns the figure's path."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -112,6 +115,7 @@ def plot(csv_path: Path) -> Path:
 
 
 def main() -> None:
+    """Run the data-size study from the command line."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sizes", default="5,10,20,50,100")
     ap.add_argument("--seeds", default="0,1,2")

@@ -33,6 +33,7 @@ class Job:
 
     @property
     def done(self) -> bool:
+        """Whether the job's results.json exists."""
         return (self.out / "results.json").exists()
 
 

@@ -41,16 +41,19 @@ FED_WEIGHTINGS = ("examples", "modality")
 
 
 def strong_size(strong: str, weak: int) -> int:
+    """Scenes per class of the strong modality: `weak` for "equal", else the number given."""
     return weak if strong == "equal" else int(strong)
 
 
 def cell_overrides(pair: str, weak: int, strong: str) -> list[str]:
+    """Overrides of one cell of the map: the pair's two modalities at their sizes."""
     w, s = PAIRS[pair]
     return ["dataset=synthetic", f"dataset.modalities=[{w},{s}]",
             f"dataset.samples_per_class={{{w}:{weak},{s}:{strong_size(strong, weak)}}}"]
 
 
 def centralized_jobs(root: Path, pairs, weaks, strongs, seeds, extra) -> dict:
+    """The centralized jobs of the map, one per (pair, weak, strong, method, seed)."""
     return {
         (pair, weak, strong, "centralized", method, seed): Job(
             (*cell_overrides(pair, weak, strong), f"method={method}", f"seed={seed}", *extra),
@@ -201,6 +204,7 @@ def to_markdown(rows: list[dict]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the regime map from the command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pairs", default="sar-rgb,sar-ms", help=f"comma-separated of {list(PAIRS)}")
     p.add_argument("--weak", default="2,5,10,20,40", help="weak-modality (sar) scenes per class")

@@ -32,9 +32,11 @@ class Paired:
 
     @property
     def excludes_zero(self) -> bool:
+        """Whether the confidence interval lies wholly on one side of zero."""
         return self.n >= 2 and (self.low > 0 or self.high < 0)
 
     def text(self, scale: float = 100.0, digits: int = 2) -> str:
+        """The mean difference with its CI, scaled (e.g. to percentage points)."""
         if self.n == 0:
             return "n/a"
         if self.n < 2 or not math.isfinite(self.low):

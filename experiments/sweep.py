@@ -42,6 +42,7 @@ FIELDS = ["method", "local_epochs", "rounds", "budget", "seed", "modality", "acc
 
 
 def rounds_for(budget: int, local_epochs: int) -> int:
+    """Rounds that spend `budget` local epochs at `local_epochs` per round."""
     if local_epochs < 1 or budget < local_epochs or budget % local_epochs:
         raise ValueError(f"sweep.budget={budget} is not a multiple of federated.local_epochs={local_epochs}")
     return budget // local_epochs
@@ -69,6 +70,7 @@ def run_federated(cfg: dict, overrides: list[str], workdir: Path, results_dir: P
 
 
 def append_rows(csv_path: Path, rows: list[dict]) -> None:
+    """Append `rows` to the CSV under a file lock (sweep jobs run in parallel)."""
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     with open(csv_path, "a", newline="") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -99,6 +101,7 @@ def paired(rows: list[dict], path: Path) -> list[dict]:
 
 
 def plot(csv_path: Path) -> Path:
+    """Plot the sweep's paired differences; returns the figure's path."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -137,6 +140,7 @@ def plot(csv_path: Path) -> Path:
 
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    """Run one federated job of the sweep and append its rows (Hydra entry point)."""
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
     sweep_dir = Path(hc.sweep.dir) if hc.mode.name == "MULTIRUN" else job_dir

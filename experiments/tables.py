@@ -33,6 +33,7 @@ _GRID_KEYS = ("method", "seed", "results_dir")
 
 
 def run_dir(root: str | Path, dataset: str, method: str, seed: int) -> Path:
+    """Where the run of `method` with `seed` on `dataset` writes its results."""
     return Path(root) / dataset / method / f"seed{seed}"
 
 
@@ -76,6 +77,7 @@ def run_grid(methods: Sequence[str], seeds: Sequence[int], overrides: Sequence[s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run methods x seeds, or make the tables from finished runs, from the command line."""
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     if argv and argv[0] == "run":

@@ -79,6 +79,8 @@ _IGNORED_CONFIG = {"seed", "results_dir", "num_threads", "device"}
 
 @dataclass
 class Run:
+    """One finished run, read from its results.json."""
+
     path: Path
     method: str
     dataset: str
@@ -95,11 +97,13 @@ class Run:
 
     @property
     def row(self) -> str:
+        """The run's row key: the method (and variant), marked when federated."""
         name = f"{self.method}, {self.variant}" if self.variant else self.method
         return f"{name} (federated)" if self.federated else name
 
     @property
     def mean(self) -> float:
+        """Mean accuracy over the run's modalities."""
         return sum(self.accuracy.values()) / len(self.accuracy)
 
 
@@ -206,26 +210,33 @@ def with_stronger_baseline(runs: Sequence[Run]) -> tuple[list[Run], dict[tuple[s
 
 @dataclass
 class Cell:
+    """The values of one table cell, one per seed."""
+
     values: list[float] = field(default_factory=list)  # fractions in [0, 1], one per seed
     seeds: list[int] = field(default_factory=list)  # the seed of each value
     mark: str = ""  # after the value (CALIBRATED_MARK: the baseline's calibrated form)
 
     def by_seed(self) -> dict[int, float]:
+        """The cell's values by seed."""
         return dict(zip(self.seeds, self.values))
 
     @property
     def n(self) -> int:
+        """Number of seeds."""
         return len(self.values)
 
     @property
     def mean(self) -> float:
+        """Mean in percent (NaN when empty)."""
         return 100 * statistics.fmean(self.values) if self.values else math.nan
 
     @property
     def std(self) -> float:
+        """Sample standard deviation in percent (NaN below two seeds)."""
         return 100 * statistics.stdev(self.values) if self.n > 1 else math.nan
 
     def text(self, digits: int = 2) -> str:
+        """The cell as "mean ± std" in percent."""
         if not self.values:
             return "-"
         if self.n == 1:
@@ -235,6 +246,8 @@ class Cell:
 
 @dataclass
 class Table:
+    """A table of methods (rows) by data set and modality (columns)."""
+
     title: str
     groups: list[tuple[str, tuple[str, ...]]]  # (data-set label, modalities)
     rows: list[str]  # method row keys
@@ -242,12 +255,14 @@ class Table:
     seeds: dict[tuple[str, str], list[int]]  # (row, group label) -> seeds
 
     def header(self) -> list[str]:
+        """The column headers."""
         cols = ["Method"]
         for label, mods in self.groups:
             cols += [f"{label} {m}" for m in mods] + [f"{label} Mean"]
         return cols
 
     def to_markdown(self, digits: int = 2) -> str:
+        """The table as Markdown, with its footnote."""
         head = self.header()
         lines = [f"### {self.title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for row in self.rows:
@@ -285,6 +300,7 @@ class Table:
         return out
 
     def paired_csv(self) -> str:
+        """The paired differences to the baseline as CSV."""
         buf = io.StringIO()
         writer = csv.writer(buf)
         head = ["method", "baseline"]
@@ -300,6 +316,7 @@ class Table:
         return buf.getvalue()
 
     def footnote(self) -> str:
+        """What the cells show and over which seeds."""
         counts = {len(s) for s in self.seeds.values()}
         seeds = sorted({x for s in self.seeds.values() for x in s})
         text = "Mean ± sample std over seeds"
@@ -315,6 +332,7 @@ class Table:
         return text
 
     def to_csv(self) -> str:
+        """The table's means and standard deviations as CSV."""
         buf = io.StringIO()
         writer = csv.writer(buf)
         head = ["method"]
@@ -339,6 +357,7 @@ def _num(x: float) -> str:
 
 
 def row_label(row: str) -> str:
+    """The label a table shows for a row key."""
     base, fed = (row[: -len(" (federated)")], " (federated)") if row.endswith(" (federated)") else (row, "")
     method, _, variant = base.partition(", ")
     if variant and method == BASELINE:
@@ -421,6 +440,7 @@ def _restrict(title, rows, groups, cells, seeds) -> Table:
 
 
 def runs_csv(runs: Sequence[Run], metric: str | None = None) -> str:
+    """Every run's accuracy per modality as CSV (one row per run and modality)."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["path", "method", "dataset", "federated", "seed", "modality", "metric", "value"])

@@ -30,11 +30,13 @@ class CalibratedModel(nn.Module):
         self.eval()
 
     def forward(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
+        """Logits of `x`; a `modality` other than the calibrated one is an error."""
         if modality is not None and modality != self.modality:
             raise KeyError(f"this model was calibrated for modality {self.modality!r}, not {modality!r}")
         return self.backbone(self.projection(x))
 
     def train(self, mode: bool = True) -> CalibratedModel:  # frozen by construction
+        """Stay in eval mode whatever `mode` asks: the calibrated BN statistics must not move."""
         return super().train(False)
 
 

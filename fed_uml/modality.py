@@ -31,12 +31,14 @@ class ArrayDataset(Dataset):
         return {"image": self.images[i], "label": int(self.labels[i])}
 
     def subset(self, index: torch.Tensor | list[int]) -> ArrayDataset:
+        """The examples at `index`."""
         index = torch.as_tensor(index, dtype=torch.long)
         ids = [self.scene_ids[i] for i in index.tolist()] if self.scene_ids is not None else None
         return ArrayDataset(self.images[index], self.labels[index], ids)
 
     @property
     def channels(self) -> int:
+        """Number of bands."""
         return self.images.shape[1]
 
 
@@ -63,8 +65,10 @@ class ModalityData:
 
     @property
     def channels(self) -> int:
+        """Number of bands."""
         return self.train.channels
 
     @property
     def num_classes(self) -> int:
+        """Number of classes."""
         return len(self.class_names)

@@ -94,6 +94,7 @@ class ModelFileError(UserError, ValueError):
 
 
 def model_filename(modality: str) -> str:
+    """The model file's name for `modality`."""
     return f"model-{modality}.pt"
 
 
@@ -243,6 +244,7 @@ class SavedModel:
 
     @property
     def channels(self) -> int:
+        """Number of bands."""
         return len(self.bands)
 
     @property
@@ -252,6 +254,7 @@ class SavedModel:
 
     @property
     def multi_label(self) -> bool:
+        """Whether the model is multi-label (sigmoid per class, thresholds) rather than single-label."""
         return self.task == "multi_label"
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
@@ -262,6 +265,7 @@ class SavedModel:
 
     @torch.no_grad()
     def logits(self, images: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+        """Logits of `images` (physical units unless `normalized`), on the model's device, returned on the CPU."""
         device = next(self.model.parameters()).device
         x = images if normalized else self.normalize(images)
         return self.model(x.to(device)).cpu()
@@ -518,6 +522,7 @@ class ServingModel(nn.Module):
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of `x` in physical units: normalisation, projection, backbone."""
         return self.backbone(self.projection((x - self.mean) / self.std))
 
 
@@ -525,6 +530,7 @@ SERVING_METADATA = "fed_uml_model.json"
 
 
 def serving_metadata(saved: SavedModel) -> dict:
+    """What the exported program takes and gives, saved beside it for a server that knows nothing of fed-uml."""
     return {
         "input": f"float32 (N, {saved.channels}, {saved.image_size[0]}, {saved.image_size[1]}), bands "
                  f"{list(saved.bands)} in physical units (normalisation is inside the program)",

@@ -207,6 +207,8 @@ def _read_tiff_input(path: Path, saved: SavedModel) -> np.ndarray:
 
 @dataclass
 class Predictions:
+    """A model's predictions, one row per input file, and the files it skipped."""
+
     files: list[str] = field(default_factory=list)
     # one (classes,) row per file: sigmoid scores (multi-label) or softmax probabilities
     probabilities: list[torch.Tensor] = field(default_factory=list)

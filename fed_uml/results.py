@@ -189,6 +189,7 @@ def make_results(
     wall_seconds: float,
     **extra,
 ) -> dict:
+    """The results.json of a run: metrics per modality, their means, the config and the wall time."""
     tasks = {task_of_entry(m) for m in modalities.values()} or {"single_label"}
     if len(tasks) != 1:
         raise ValueError(f"the modalities report the metrics of different tasks: {sorted(tasks)}")
@@ -235,6 +236,7 @@ def modality_result(before: float | Mapping[str, float], after: float | Mapping[
 
 
 def read_results(path: str | Path) -> dict:
+    """Read results.json at `path`; a file that lacks the schema's keys is an error naming them."""
     path = Path(path)
     with open(path) as f:
         data = json.load(f)

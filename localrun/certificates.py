@@ -154,6 +154,7 @@ def make_node_keys(out_dir: str | Path, name: str) -> NodeKeys:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Write the certificates and keys from the command line."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out_dir", type=Path)
     p.add_argument("--host", action="append", default=[], help="an extra IP address or DNS name of the SuperLink")

@@ -23,12 +23,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
+    """A TCP port free on localhost at the moment of asking."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
 def flower_env(flwr_home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of Flower's processes: `FLWR_HOME`, no runtime installs, no telemetry."""
     env = dict(os.environ)
     bin_dir = str(Path(sys.executable).parent)
     env.update({
@@ -47,6 +49,7 @@ def flower_env(flwr_home: Path, extra: Mapping[str, str] | None = None) -> dict[
 
 
 def toml_value(value) -> str:
+    """`value` as a TOML literal."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -85,9 +88,11 @@ class Process:
                                       start_new_session=True)
 
     def alive(self) -> bool:
+        """Whether the process is still running."""
         return self.popen.poll() is None
 
     def stop(self, timeout: float = 15.0) -> None:
+        """Stop the process group: SIGTERM, then SIGKILL after `timeout` seconds."""
         if self.alive():
             for sig in (signal.SIGTERM, signal.SIGKILL):
                 try:
@@ -115,6 +120,7 @@ class Process:
         self.popen.wait()
 
     def log_text(self) -> str:
+        """The process's log so far."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
@@ -160,6 +166,7 @@ class FlowerRuntime(ExitStack):
         self.callback(self.stop_all)
 
     def env(self, flwr_home: Path | None = None) -> dict[str, str]:
+        """The environment of the runtime's processes."""
         return flower_env(flwr_home or self.flwr_home, self.extra_env)
 
     def spawn(self, args: list[str], name: str, flwr_home: Path | None = None, prefix: Sequence[str] = ()) -> Process:
@@ -262,6 +269,7 @@ class FlowerRuntime(ExitStack):
         return proc
 
     def stop_all(self) -> None:
+        """Stop every process started, newest first, and kill what they left behind."""
         for proc in reversed(self.processes):
             proc.stop()
         self.processes.clear()

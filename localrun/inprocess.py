@@ -89,19 +89,23 @@ class InProcessGrid(Grid):
 
     # -- run -----------------------------------------------------------------------------------
     def set_run(self, run: Run) -> None:
+        """Set the run this Grid belongs to."""
         if not isinstance(run, Run):
             raise TypeError(f"`run` must be an instance of Run, got {type(run).__name__}")
         self._run = run
 
     @property
     def run(self) -> Run:
+        """A copy of the run."""
         return Run(**vars(self._run))
 
     def create_message(self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str,
                        ttl: float | None = None) -> Message:
+        """A message to node `dst_node_id`."""
         return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
 
     def get_node_ids(self) -> Iterable[int]:
+        """The node ids of the simulated institutions."""
         return list(self.contexts)
 
     # -- messages --------------------------------------------------------------------------------
@@ -142,9 +146,11 @@ class InProcessGrid(Grid):
         return reply
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        """The replies to `message_ids` that have arrived."""
         return [self._replies.pop(i) for i in message_ids if i in self._replies]
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        """Deliver `messages` and return their replies."""
         return self.pull_messages(self.push_messages(messages))
 
 

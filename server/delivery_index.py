@@ -30,6 +30,7 @@ _LOCK = threading.Lock()
 
 
 def flower_version() -> str:
+    """The installed Flower's version."""
     import flwr
 
     return str(flwr.__version__)

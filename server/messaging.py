@@ -49,6 +49,8 @@ def window_for(grid: Grid, max_in_flight: int) -> int | None:
 
 
 class Messenger:
+    """Sends instructions with backbones to nodes, collects replies and records failures."""
+
     def __init__(self, grid: Grid, timeout: float, name_of: Callable[[int], str | None], max_in_flight: int = 0):
         self.grid, self.timeout, self.name_of = grid, float(timeout), name_of
         self.window = window_for(grid, int(max_in_flight))
@@ -114,6 +116,7 @@ class Messenger:
         return {n: replies[n] for n in backbones if n in replies}
 
     def record_failure(self, node_id: int, stage: str, server_round: int, reason: str) -> None:
+        """Record (and log) that `node_id` failed at `stage` of `server_round`."""
         name = self.name_of(node_id)
         lines = [ln.strip() for ln in str(reason).splitlines() if ln.strip()]
         entry = {"node_id": node_id, "institution": name, "stage": stage, "round": server_round,
@@ -123,4 +126,5 @@ class Messenger:
                     entry["error"])
 
     def has_failed(self, node_id: int, stage: str) -> bool:
+        """Whether `node_id` has failed at `stage`."""
         return any(f["node_id"] == node_id and f["stage"] == stage for f in self.failures)

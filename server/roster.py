@@ -36,6 +36,7 @@ class Member:
     n_test: int
 
     def as_dict(self) -> dict:
+        """The member as a dictionary for results.json and the checkpoint."""
         return asdict(self)
 
 
@@ -55,6 +56,8 @@ def wait_for_nodes(grid: Grid, min_institutions: int, timeout: float) -> list[in
 
 
 class Roster:
+    """The institutions the server knows: their modalities and names by node id."""
+
     def __init__(self, modalities: Sequence[str], num_classes: int, method: str):
         self.modalities, self.num_classes, self.method = list(modalities), int(num_classes), method
         self.members: dict[int, Member] = {}
@@ -92,10 +95,12 @@ class Roster:
         return node_id in self.members
 
     def name(self, node_id: int) -> str | None:
+        """The institution's name, or None for an unknown node."""
         member = self.members.get(node_id)
         return member.name if member else None
 
     def modality(self, node_id: int) -> str:
+        """The institution's modality."""
         return self.members[node_id].modality
 
     def unknown(self, connected: set[int]) -> list[int]:

@@ -86,6 +86,7 @@ class GroupBackbones:
         self._wire: dict[str, ArrayRecord] = {}
 
     def wire(self, group: str) -> ArrayRecord:
+        """The wire form of `group`'s backbone, built once per version."""
         if group not in self._wire:
             if group not in self.tensors:
                 if self.initial is None:
@@ -95,6 +96,7 @@ class GroupBackbones:
         return self._wire[group]
 
     def replace(self, group: str, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Replace `group`'s backbone (after a round's averaging)."""
         self.tensors[group] = tensors
         self._wire.pop(group, None)
 
@@ -104,6 +106,8 @@ class GroupBackbones:
 
 
 class FederatedRun:
+    """One federated run on the server: rounds of training and evaluation, then calibration."""
+
     def __init__(self, grid: Grid, cfg: Mapping, results_dir: Path, run_id: int = 0):
         """Read the run's composed config `cfg` as typed settings.
 
@@ -139,6 +143,7 @@ class FederatedRun:
 
     @property
     def failures(self) -> list[dict]:
+        """The failures recorded so far."""
         return self.messenger.failures
 
     # -- phases ----------------------------------------------------------------------------
@@ -202,6 +207,7 @@ class FederatedRun:
         return connected
 
     def train_round(self, server_round: int, backbones: GroupBackbones) -> None:
+        """One training round: sample the cohort, send the backbones, average per group."""
         t0 = time.perf_counter()
         self.timing.setdefault("first_round_unix", time.time())  # start-up ends here (benchmarks)
         connected = self._connected(server_round)
@@ -288,6 +294,7 @@ class FederatedRun:
                 if n in picked and n in self.contacted}
 
     def evaluate_round(self, server_round: int, backbones: GroupBackbones) -> None:
+        """Evaluate the current backbones on every chosen institution and record the metrics."""
         replies = self.messenger.send(self._everyone(backbones, self.strategy.fraction_evaluate), protocol.EVALUATE,
                                       EvaluateInstruction(server_round=server_round), server_round)
         self._record_evaluation(server_round, (
@@ -339,6 +346,7 @@ class FederatedRun:
 
     # -- the whole run -----------------------------------------------------------------------
     def execute(self) -> dict:
+        """Run the rounds (or resume them), calibrate, and write results.json; returns the results."""
         t0 = time.perf_counter()
         claim_results_dir(self.results_dir, setting="results-dir", resume=self.settings.resume, overwrite=None)
         self.results_dir.mkdir(parents=True, exist_ok=True)

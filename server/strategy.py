@@ -29,6 +29,8 @@ WEIGHTINGS = ("examples", "modality")
 
 
 class BackboneFedAvg(FedAvg):
+    """FedAvg of the backbone only, per averaging group, with seeded sampling of institutions."""
+
     def __init__(self, weighting: str = "examples", fraction_train: float = 1.0, seed: int = 0,
                  fraction_evaluate: float = 1.0, fraction_calibrate: float = 1.0, **kwargs):
         if weighting not in WEIGHTINGS:

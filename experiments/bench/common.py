@@ -13,6 +13,7 @@ from fed_uml.results import write_json_atomic
 
 
 def machine() -> dict:
+    """The machine a benchmark ran on (CPUs, platform, versions, GPU), saved with its figures."""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "cpus": os.cpu_count(),
@@ -50,6 +51,7 @@ def speed_probe(steps: int = 20) -> float:
 
 
 def table(rows: list[dict], columns: list[str]) -> str:
+    """`rows` as a Markdown table of `columns` (floats to 4 significant digits)."""
     def fmt(v):
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -59,5 +61,6 @@ def table(rows: list[dict], columns: list[str]) -> str:
 
 
 def save(name: str, payload: dict, out_dir: str | Path = "benchmarks") -> Path:
+    """Write `payload` with the machine's description to `<out_dir>/<name>.json`; returns the path."""
     payload = {"benchmark": name, "machine": machine(), **payload}
     return write_json_atomic(Path(out_dir) / f"{name}.json", payload)

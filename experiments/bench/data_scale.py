@@ -259,6 +259,7 @@ def loader_vs_training(dataset_overrides: list[str], batches: int = 100) -> dict
 
 @contextmanager
 def flower_lock():
+    """Hold the shared Flower lock, so that only one Flower runtime runs on the machine at a time."""
     with open(FLOWER_LOCK, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
@@ -303,6 +304,7 @@ def federated(overrides: list[str], n: int, reads_dir: Path) -> dict:
 
 def bench_size(kind: str, n: int, work: Path, institutions: list[int], processes: int, keep: bool,
                overrides: list[str]) -> dict:
+    """Generate `n` pairs of `kind`, then time preparing the store, a run, the loader and federated reads."""
     root = work / f"{kind}-{n}"
     data_root, store = root / "data", root / "store"
     dataset = "bigearthnet" if kind == "v1" else "bigearthnet_v2_lmdb"
@@ -335,6 +337,7 @@ def bench_size(kind: str, n: int, work: Path, institutions: list[int], processes
 
 
 def main() -> None:
+    """Run the data-scale benchmark from the command line."""
     p = argparse.ArgumentParser(prog="python -m experiments.bench.data_scale", description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="500,5000")
     p.add_argument("--kinds", default="v1,lmdb")

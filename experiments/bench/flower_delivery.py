@@ -59,6 +59,7 @@ def sweep_seconds(nodes: int, in_flight: int, repeats: int = 3) -> tuple[float, 
 
 
 def main() -> None:
+    """Run the Flower message-delivery benchmark from the command line."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nodes", default="1000,10000")
     ap.add_argument("--in-flight", default="32,100,1000")

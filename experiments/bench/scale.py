@@ -80,6 +80,7 @@ KINDS = (("superlink", "flower-superlink"), ("superexec", "flower-superexec"),
 
 
 def kind_of(cmdline: list[str]) -> str:
+    """The kind of a process of the runtime (SuperLink, Ray actor, ...) told by its command line."""
     line = " ".join(cmdline)
     return next((kind for kind, piece in KINDS if piece in line), "other")
 
@@ -94,6 +95,7 @@ class PeakMemory(threading.Thread):
         self._stop_event = threading.Event()
 
     def sample(self) -> None:
+        """Add up the resident memory of every process of the runtime, by kind, and keep the peaks."""
         total, by_kind, procs = 0, defaultdict(int), find_strays(self.workdir)
         for p in procs:
             try:
@@ -108,11 +110,13 @@ class PeakMemory(threading.Thread):
             self.peak_by_kind[kind] = max(self.peak_by_kind[kind], rss)
 
     def run(self) -> None:
+        """Sample until `stop` is called."""
         while not self._stop_event.is_set():
             self.sample()
             time.sleep(self.interval)
 
     def stop(self) -> None:
+        """Stop sampling and wait for the thread."""
         self._stop_event.set()
         self.join()
 
@@ -162,6 +166,7 @@ def startup_and_round(launched_unix: float, first_round_unix: float, rounds: lis
 
 
 def with_flower(overrides: list[str], n: int, cpus: int, gpus: float, profile: Path | None = None) -> dict:
+    """Time a run of `n` institutions under `flwr run`, with its peak memory and per-stage timers."""
     with TemporaryDirectory(prefix="fed-uml-scale-") as tmp:
         tmp = Path(tmp)
         monitor = PeakMemory(tmp)
@@ -317,6 +322,7 @@ def _child(n: int, threads: int, overrides: list[str]) -> None:
 
 
 def main() -> None:
+    """Run the scale benchmark from the command line."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--institutions", default="100,1000")
     ap.add_argument("--client-cpus", type=int, default=1)

@@ -264,6 +264,7 @@ class BigEarthNet(BigEarthNetBase):
 
     @classmethod
     def looks_like_root(cls, path: Path) -> bool:
+        """Whether `path` holds one of the archive's sensor folders."""
         return any((path / d).is_dir() for d in cls.DIRS.values())
 
     def _index(self, split: str) -> list[SceneRecord]:

@@ -79,6 +79,7 @@ class BigEarthNetV2LMDB(BigEarthNetV2):
 
     @classmethod
     def looks_like_root(cls, path: Path) -> bool:
+        """Whether `path` holds metadata.parquet and an LMDB environment."""
         return (path / "metadata.parquet").is_file() and find_environment(path) is not None
 
     def _sensor_dir(self) -> Path:
@@ -121,6 +122,7 @@ class BigEarthNetV2LMDB(BigEarthNetV2):
         return np.stack(out)
 
     def load(self, record: SceneRecord) -> np.ndarray:
+        """The scene's selected bands, resized to the image size, from the LMDB environment."""
         return self._bands(record, self.bands, self.image_size or self.NATIVE_SIZE)
 
     def _read(self, record: SceneRecord) -> np.ndarray:

@@ -59,6 +59,7 @@ class BigEarthNetV2(BigEarthNetBase):
 
     @classmethod
     def looks_like_root(cls, path: Path) -> bool:
+        """Whether `path` holds the archive's metadata.parquet."""
         return (path / "metadata.parquet").is_file()
 
     def _metadata(self) -> dict[str, list]:

@@ -77,6 +77,7 @@ def register_dataset(name: str, loader: Loader) -> Loader:
 
 
 def available_datasets() -> list[str]:
+    """Names of the data sets a config may choose (built-in and registered)."""
     return sorted(_LOADERS)
 
 

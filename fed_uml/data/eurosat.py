@@ -105,6 +105,7 @@ class EuroSATBase(SceneDataset):
         return tiff_band_count(path) == len(bands)
 
     def split_file(self, split: str) -> Path:
+        """The split file `eurosat-<split>.txt`, in the root or a fallback folder beside it."""
         name = f"eurosat-{split}.txt"
         candidates = [self.root / name] + [self.root.parent / f / name for f in self.SPLIT_FALLBACK_FOLDERS]
         for c in candidates:

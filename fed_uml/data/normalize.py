@@ -23,6 +23,7 @@ def band_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """`images` (N, C, H, W) standardised per band with `mean` and `std` (C,)."""
     return (images - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
 

@@ -51,6 +51,7 @@ class SceneRecord:
 
     @property
     def unit(self) -> str:
+        """The unit a split keeps together: the scene's group (e.g. its tile), else the scene."""
         return self.group or self.scene
 
 
@@ -116,6 +117,7 @@ class SceneDataset(Dataset):
     # -- metadata -------------------------------------------------------------------
     @classmethod
     def check_bands(cls, sensor: str, bands: Sequence[str] | None) -> tuple[str, ...]:
+        """The bands to read of `sensor` (all of them when `bands` is empty); unknown bands are an error."""
         allowed = cls.SENSORS[sensor]
         bands = tuple(bands) if bands else allowed
         unknown = [b for b in bands if b not in allowed]

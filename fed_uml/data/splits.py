@@ -57,11 +57,13 @@ def rng_for(seed: int, *keys: str) -> np.random.Generator:
 
 
 def shuffled(items: Sequence, seed: int, *keys: str) -> list:
+    """`items` in a permutation seeded by `seed` and `keys`."""
     order = rng_for(seed, *keys).permutation(len(items))
     return [items[i] for i in order]
 
 
 def by_class(records: Sequence[SceneRecord]) -> dict[int, list[SceneRecord]]:
+    """The records grouped by class label."""
     out: dict[int, list[SceneRecord]] = defaultdict(list)
     for r in records:
         out[r.label].append(r)

@@ -168,6 +168,7 @@ class ModalitySpec:
 
     @classmethod
     def parse(cls, name: str, spec: Mapping | None) -> ModalitySpec:
+        """Read synthetic modality `name`'s settings `spec` (sensor and bands)."""
         spec = dict(spec or {})
         sensor = spec.get("sensor", "sar" if name in ("sar", "s1") else "optical")
         if sensor not in ("optical", "sar"):

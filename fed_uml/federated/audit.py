@@ -16,6 +16,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 
 
 def describe_message(message: Message) -> dict:
+    """What a message carries (record names, types, keys and sizes), for the audit log."""
     records = {}
     if message.has_content():
         for name, record in message.content.items():

@@ -213,6 +213,7 @@ def compose_config(overrides: list[str] | tuple[str, ...] = (), values: Mapping[
 
 
 def config_from_run_config(run_config: Mapping) -> dict:
+    """The composed config a run config stands for."""
     return compose_config(tuple(run_config_to_overrides(run_config)))
 
 

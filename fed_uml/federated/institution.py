@@ -105,6 +105,7 @@ class Institution:
                               self.data.channels, self.data.num_classes)
 
     def describe(self) -> Description:
+        """The institution's `Description`: modality, name, data sizes, classes and channels."""
         return Description(modality=self.ident.modality, institution=self.ident.name, n_train=len(self.train),
                            n_test=len(self.test), num_classes=self.data.num_classes, in_channels=self.data.channels)
 

@@ -30,13 +30,17 @@ _ROUND = re.compile(r"round-(\d+)\.pt$")
 
 
 class PrivateStateStore:
+    """One institution's private state per round, on its node-local state-dir."""
+
     def __init__(self, state_dir: str | Path, institution: str):
         self.dir = Path(state_dir).expanduser() / institution
 
     def path(self, server_round: int) -> Path:
+        """The file of round `server_round`."""
         return self.dir / f"round-{server_round}.pt"
 
     def rounds(self) -> list[int]:
+        """The rounds stored, oldest first."""
         if not self.dir.is_dir():
             return []
         return sorted(int(m.group(1)) for p in self.dir.iterdir() if (m := _ROUND.search(p.name)))

@@ -205,6 +205,8 @@ class _Report(_Record):
 # -- server -> institution ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class DescribeInstruction(_Instruction):
+    """Describe yourself (`query.describe`), saying whether the run is new or resumes."""
+
     # 0: a new run (the institution starts from its initial private state); k: the run resumes
     # after round k (the institution restores its private state of round k, or the newest
     # before it, from its node-local state-dir).
@@ -213,6 +215,8 @@ class DescribeInstruction(_Instruction):
 
 @dataclass(frozen=True)
 class TrainInstruction(_Instruction):
+    """Train the sent backbone for the round's local epochs or steps."""
+
     server_round: int = _key(SERVER_ROUND, int)
     num_rounds: int = _key(NUM_ROUNDS, int)  # the schedule's length (learning-rate schedule)
     local_epochs: int = _key(LOCAL_EPOCHS, int)
@@ -225,11 +229,15 @@ class TrainInstruction(_Instruction):
 
 @dataclass(frozen=True)
 class EvaluateInstruction(_Instruction):
+    """Evaluate the sent backbone on the local test data."""
+
     server_round: int = _key(SERVER_ROUND, int)  # the round whose backbone is sent
 
 
 @dataclass(frozen=True)
 class CalibrateInstruction(_Instruction):
+    """Run Algorithm 1 with the final backbone and write the model."""
+
     server_round: int = _key(SERVER_ROUND, int)  # the last round
     calibration_epochs: int = _key(CALIBRATION_EPOCHS, int)
     # where an institution without a node-local state-dir or model-dir writes its model
@@ -265,6 +273,8 @@ class SecureInstruction(_Instruction):
 # -- institution -> server ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Description(_Record):
+    """What an institution says of itself: modality, name, data sizes, classes and channels."""
+
     record_name = DESCRIPTION
     record_type = ConfigRecord
 
@@ -278,6 +288,8 @@ class Description(_Record):
 
 @dataclass(frozen=True)
 class TrainReport(_Report):
+    """The outcome of local training: examples (the FedAvg weight), steps, loss and accuracy."""
+
     num_examples: int = _key(NUM_EXAMPLES, int)  # local training examples: the FedAvg weight
     optimizer_steps: int = _key(OPTIMIZER_STEPS, int)
     train_loss: float = _key(TRAIN_LOSS, float)
@@ -286,6 +298,8 @@ class TrainReport(_Report):
 
 @dataclass(frozen=True)
 class EvaluateReport(_Report):
+    """The outcome of an evaluation: examples and accuracy (or the multi-label scores)."""
+
     num_examples: int = _key(NUM_EXAMPLES, int)  # local test examples
     accuracy: float | None = _key(ACCURACY, float, optional=True)  # single-label; None for multi-label
     scores: Mapping[str, float] = _scores()  # multi-label: map_macro, map_micro, f1_macro
@@ -293,6 +307,8 @@ class EvaluateReport(_Report):
 
 @dataclass(frozen=True)
 class CalibrateReport(_Report):
+    """The outcome of Algorithm 1: test metrics before and after, and whether the model was written."""
+
     num_examples: int = _key(NUM_EXAMPLES, int)  # local test examples
     n_train: int = _key(N_TRAIN, int)
     # single-label; None for multi-label, which sends `scores_before` and `scores_after` instead

@@ -25,6 +25,8 @@ MODEL_DIR = "model-dir"  # node-local folder of the model file (read by the Clie
 
 @dataclass(frozen=True)
 class InstitutionId:
+    """Which institution a node is: its modality and its share of that modality's data."""
+
     modality: str
     index: int  # which share of the modality's data, 0 <= index < count
     count: int  # institutions holding this modality

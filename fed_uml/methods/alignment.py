@@ -295,6 +295,7 @@ class AlignmentObjective(nn.Module):
 
     @property
     def progress(self) -> float:
+        """Fraction of the training done, in [0, 1] (adversarial weights ramp with it)."""
         return min(self.step / max(self.total_steps, 1), 1.0)
 
     def setup(self, model: UMLModel, total_steps: int) -> None:
@@ -307,10 +308,12 @@ class AlignmentObjective(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     def record(self, **values: float | torch.Tensor) -> None:
+        """Record scalar statistics of this step, averaged by `pop_stats`."""
         for k, v in values.items():
             self.stats.setdefault(k, []).append(float(v.detach()) if torch.is_tensor(v) else float(v))
 
     def pop_stats(self) -> dict[str, float]:
+        """The mean of every recorded statistic since the last call, and start afresh."""
         out = {k: sum(v) / len(v) for k, v in self.stats.items() if v}
         self.stats = {}
         return out
@@ -320,15 +323,18 @@ class AlignmentObjective(nn.Module):
         return {"step": self.step, "total_steps": self.total_steps}
 
     def set_extra_state(self, state: dict) -> None:
+        """Restore the step count from a checkpoint."""
         self.step, self.total_steps = int(state["step"]), int(state["total_steps"])
 
     def __call__(self, model, features, batches):  # the hook; counts steps
+        """The objective's loss for this step; counts the step."""
         out = super().__call__(model, features, batches)
         self.step += 1
         return out
 
 
 def require_modalities(data: Mapping[str, ModalityData], method: str, minimum: int = 2) -> None:
+    """Refuse a method that aligns modalities when fewer than `minimum` are configured."""
     if len(data) < minimum:
         raise ValueError(
             f"method {method!r} aligns modalities and needs at least {minimum}; got {list(data)} "

@@ -137,6 +137,7 @@ class CDANObjective(GRLSchedule, AlignmentObjective):
         self.discriminator = DomainDiscriminator(in_dim, int(hidden), len(self.modalities), float(dropout))
 
     def conditioned(self, f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """The features conditioned on the predictions (random or full multilinear map)."""
         return self.random_map(f, g) if self.random_map is not None else multilinear_map(f, g)
 
     def forward(self, model, features, batches):  # noqa: D102

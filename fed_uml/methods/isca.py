@@ -151,6 +151,7 @@ class ISCAObjective(AlignmentObjective):
 
     @staticmethod
     def key(a: str, b: str) -> str:
+        """The key of the pair (a, b) in the module dicts."""
         return f"{a}__{b}"
 
     def targets(self, n: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

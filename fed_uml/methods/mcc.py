@@ -88,6 +88,8 @@ def task_mcc_loss(logits: torch.Tensor, temperature: float = 2.5, multi_label: b
 
 
 class MCCObjective(AlignmentObjective):
+    """The MCC loss of each modality's predictions on its own data, added to the task loss."""
+
     def __init__(self, modalities: list[str], trade_off: float = MCCSettings.trade_off,
                  temperature: float = MCCSettings.temperature, multi_label: bool = False):
         super().__init__()

@@ -182,6 +182,7 @@ class ATMObjective(AlignmentObjective):
         self.adversarial.setup(model, total_steps)
 
     def embed(self, model, f: torch.Tensor) -> torch.Tensor:
+        """The space the densities are matched in: features, their softmax or class probabilities."""
         if self.space == "softmax_features":
             return F.softmax(f, dim=1)
         if self.space == "probabilities":

@@ -51,6 +51,7 @@ class MaxPool2d(nn.MaxPool2d):
         return k
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Max pooling, on the faster channels-last path where the windows tile the input."""
         size = self._tiles(x)
         if size is None:
             return super().forward(x)

@@ -50,14 +50,17 @@ class UMLModel(nn.Module):
 
     @property
     def modalities(self) -> list[str]:
+        """The model's modalities, one projection each."""
         return list(self.projections.keys())
 
     def projection(self, modality: str) -> Projection:
+        """The projection of `modality`; an unknown modality is an error."""
         if modality not in self.projections:
             raise KeyError(f"unknown modality {modality!r}; this model has {self.modalities}")
         return self.projections[modality]
 
     def forward(self, x: torch.Tensor, modality: str) -> torch.Tensor:
+        """Logits of `x` of `modality`: its projection, then the shared backbone."""
         return self.backbone(self.projection(modality)(x))
 
 

@@ -38,6 +38,8 @@ def _finite(fed: FederatedSettings, key: str):
 
 @dataclass(frozen=True)
 class SecureSettings:
+    """The SecAgg+ settings of a run (`privacy.secure_*`)."""
+
     enabled: bool
     num_shares: int | float
     reconstruction_threshold: int | float
@@ -103,6 +105,8 @@ class SecureSettings:
 
 @dataclass(frozen=True)
 class PrivacySettings:
+    """The differential-privacy settings of a run (`privacy.dp_*`)."""
+
     noise_multiplier: float
     clipping_norm: float
     clipping: str
@@ -118,6 +122,7 @@ class PrivacySettings:
 
     @property
     def adaptive(self) -> bool:
+        """Whether the clipping norm adapts to a quantile of the update norms."""
         return self.enabled and self.clipping == "adaptive"
 
 

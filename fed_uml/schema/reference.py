@@ -40,6 +40,7 @@ class Declared:
 
     @property
     def name(self) -> str:
+        """The setting's own name, the last part of its dotted path."""
         return self.path.rpartition(".")[2]
 
     @property

@@ -49,10 +49,12 @@ class TrainingCheckpoints:
     calls: int = 0
 
     def next_phase(self, desc: str) -> str:
+        """A unique key of the next phase of the job, from its description."""
         self.calls += 1
         return f"{self.calls}:{desc}"
 
     def save(self, phase: str, state: dict) -> None:
+        """Save `state` as phase `phase`, atomically."""
         self.phases[phase] = state
         save_atomic({"format": FORMAT, "format_version": FORMAT_VERSION, "settings_digest": self.digest,
                      "phases": self.phases}, self.path)
@@ -92,6 +94,7 @@ def checkpointing(ckpt: TrainingCheckpoints | None) -> Iterator[TrainingCheckpoi
 
 
 def active() -> TrainingCheckpoints | None:
+    """The training checkpoints of the running job, or None when it keeps none."""
     return _ACTIVE.get()
 
 
@@ -108,6 +111,7 @@ def rng_state(generator: torch.Generator) -> dict:
 
 
 def restore_rng_state(state: Mapping, generator: torch.Generator) -> None:
+    """Restore every random generator the training draws from as `state` recorded them."""
     generator.set_state(state["generator"])
     torch.set_rng_state(state["torch"])
     n = state["numpy"]

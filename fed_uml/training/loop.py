@@ -65,6 +65,7 @@ class TrainSettings(TrainingSettings):
         return s
 
     def validate(self) -> None:
+        """Refuse an unknown fusion, schedule or optimiser, naming the setting."""
         if self.fusion not in FUSIONS:
             raise SettingsError(f"training.fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if self.schedule not in ("cosine", "constant"):
@@ -80,6 +81,7 @@ class TrainSettings(TrainingSettings):
 
 
 def make_optimizer(params, s: TrainSettings) -> torch.optim.Optimizer:
+    """The configured optimiser over the parameters that need gradients."""
     params = [p for p in params if p.requires_grad]
     if s.optimizer == "sgd":
         return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)

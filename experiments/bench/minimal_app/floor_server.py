@@ -19,6 +19,7 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
+    """Run R rounds of the floor app and record the same timings fed-uml's server records."""
     timing = {"server_start_unix": time.time()}
     cfg = context.run_config
     if cfg.get("delivery-index"):  # the one thing of fed-uml's here: measure Flower with and without it

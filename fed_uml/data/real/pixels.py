@@ -117,6 +117,7 @@ def _read_records(s: RealSettings, m: str, kind: str, records: list[SceneRecord]
 
 
 def empty_message(s: RealSettings, m: str, kind: str, pools: Pools, class_names: tuple[str, ...]) -> str:
+    """The error message for an empty train or test set, naming the settings to check."""
     return (
         f"dataset {s.name!r}, modality {m!r}: the {kind} set is empty (pool of "
         f"{len(pools[kind][m])} scenes over classes {list(class_names)}; check dataset.root, "

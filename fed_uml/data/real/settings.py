@@ -33,6 +33,7 @@ class RealModality:
 
     @classmethod
     def parse(cls, name: str, spec: Mapping | None, readers: Readers, dataset: str) -> RealModality:
+        """Read modality `name`'s settings `spec`, checking its sensor and bands against `readers`."""
         spec = dict(spec or {})
         sensor = spec.get("sensor")
         if sensor not in readers:
@@ -67,6 +68,7 @@ class RealSettings:
 
     @classmethod
     def parse(cls, cfg: Mapping, readers: Readers) -> RealSettings:
+        """Read the `dataset` settings of a real data set, checking them against `readers`."""
         name = str(cfg.get("name"))
         sensors = dict(cfg.get("sensors") or {})
         names = selected_modalities(cfg, sensors)

@@ -39,9 +39,11 @@ class StoredImages:
 
     @property
     def shape(self) -> torch.Size:
+        """(N, C, H, W) of the rows."""
         return torch.Size((len(self.rows), *self.store.shape))
 
     def size(self, dim: int | None = None):
+        """The shape, or its size along `dim`, as a tensor's `size` gives it."""
         return self.shape if dim is None else self.shape[dim]
 
     def __len__(self) -> int:
@@ -68,9 +70,11 @@ class StoredImages:
         return x[0] if single else x
 
     def take(self, index) -> StoredImages:
+        """The rows at `index`, still on disk."""
         return StoredImages(self.store, self._positions(index), self.mean, self.std)
 
     def normalized(self, mean: torch.Tensor, std: torch.Tensor) -> StoredImages:
+        """The same rows, normalised with `mean` and `std` as they are read."""
         return StoredImages(self.store, self.rows, mean, std)
 
     def band_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,16 +98,20 @@ class StreamedDataset(ArrayDataset):
         self.scene_ids = scene_ids
 
     def subset(self, index) -> StreamedDataset:
+        """The examples at `index`, streamed from the same store."""
         index = torch.as_tensor(index, dtype=torch.long)
         ids = [self.scene_ids[i] for i in index.tolist()] if self.scene_ids is not None else None
         return StreamedDataset(self.images.take(index), self.labels[index], ids)
 
     def band_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-band mean and standard deviation of the images, from the store's row statistics."""
         return self.images.band_stats()
 
     def normalized(self, mean: torch.Tensor, std: torch.Tensor) -> StreamedDataset:
+        """The same examples, normalised with `mean` and `std` as they are read."""
         return StreamedDataset(self.images.normalized(mean, std), self.labels, self.scene_ids)
 
     @property
     def channels(self) -> int:
+        """Number of bands."""
         return self.images.shape[1]

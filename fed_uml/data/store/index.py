@@ -57,10 +57,12 @@ class SensorIndex:
     readers: dict[str, SceneDataset] | None = None  # split -> reader (only when built here)
 
     def rows(self, split: str) -> range:
+        """The index rows of `split`."""
         first, end = self.splits.get(split, (0, 0))
         return range(first, end)
 
     def reader(self) -> SceneDataset | None:
+        """A reader of the sensor (for its band and size constants), or None when none was opened."""
         return next(iter(self.readers.values()), None) if self.readers else None
 
 
@@ -88,6 +90,7 @@ def index_key(s: RealSettings, spec: RealModality) -> str:
 
 
 def index_path(root: Path, s: RealSettings, spec: RealModality, key: str) -> Path:
+    """Where the index of `spec`'s sensor with settings digest `key` is kept."""
     return root / "index" / f"{s.name}-{spec.sensor}-{key}.npz"
 
 

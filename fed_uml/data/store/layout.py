@@ -100,6 +100,7 @@ def npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
 
 
 def block_digest(images: bytes | memoryview, stats: bytes | memoryview) -> str:
+    """SHA-256 of a block's image bytes and row statistics, which verification recomputes."""
     h = hashlib.sha256()
     h.update(images)
     h.update(stats)

@@ -46,6 +46,7 @@ class Found:
 
 
 def store_settings(s: RealSettings, spec: RealModality, index_key: str, dtype_choice: str) -> dict:
+    """The settings a store's content depends on; a change makes another store."""
     size = s.image_size or spec.reader.NATIVE_SIZE
     if not size:
         raise StoreError(s.root, f"{spec.reader.NAME} has no native size: set dataset.image_size to store it")
@@ -55,6 +56,7 @@ def store_settings(s: RealSettings, spec: RealModality, index_key: str, dtype_ch
 
 
 def store_folder(root: Path, dataset: str, modality: str, settings: dict) -> tuple[Path, str]:
+    """The store's folder, named by the digest of its settings, and that digest."""
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     return root / f"{dataset}-{modality}-{key[:16]}", key
 

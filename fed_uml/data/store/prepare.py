@@ -56,24 +56,30 @@ class Plan:
 
     @property
     def blocks(self) -> int:
+        """Number of blocks."""
         return -(-self.rows // self.block_rows)
 
     def block(self, b: int) -> range:
+        """The rows of block `b`."""
         return range(b * self.block_rows, min((b + 1) * self.block_rows, self.rows))
 
     @property
     def row_bytes(self) -> int:
+        """Bytes of one image row."""
         return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
 
     @property
     def stats_row_bytes(self) -> int:
+        """Bytes of one row's statistics (sum and sum of squares per band, float64)."""
         return self.shape[0] * 2 * 8
 
     def as_json(self) -> dict:
+        """The plan as the store's header records it."""
         return {**asdict(self), "shape": list(self.shape), "format": layout.FORMAT_VERSION}
 
 
 def make_plan(key: str, rows: int, shape: tuple[int, int, int], dtype: np.dtype, settings: dict) -> Plan:
+    """The plan of a store of `rows` images of `shape` and `dtype`, in blocks of about `BLOCK_BYTES`."""
     row_bytes = int(np.prod(shape)) * dtype.itemsize
     block_rows = int(max(1, min(4096, layout.BLOCK_BYTES // max(row_bytes, 1))))
     return Plan(key, rows, tuple(int(v) for v in shape), dtype.str, block_rows, settings)
@@ -102,6 +108,7 @@ class StoreFiles:
         self.images_fd = self.stats_fd = -1
 
     def open(self, create: bool) -> StoreFiles:
+        """Open (or create) the image and statistics files."""
         flags = os.O_RDWR | (os.O_CREAT if create else 0)
         self.images_fd = os.open(self.images_path, flags, 0o644)
         self.stats_fd = os.open(self.stats_path, flags, 0o644)
@@ -115,6 +122,7 @@ class StoreFiles:
             os.posix_fallocate(fd, 0, len(header) + row * self.plan.rows)
 
     def write_rows(self, start: int, images: np.ndarray, stats: np.ndarray) -> None:
+        """Write `images` and their `stats` at row `start`."""
         for fd, header, row, data in ((self.images_fd, self.images_header, self.plan.row_bytes, images),
                                       (self.stats_fd, self.stats_header, self.plan.stats_row_bytes, stats)):
             buf = memoryview(np.ascontiguousarray(data)).cast("B")
@@ -124,6 +132,7 @@ class StoreFiles:
                 buf, offset = buf[n:], offset + n
 
     def read_block(self, b: int) -> tuple[bytes, bytes]:
+        """The image and statistics bytes of block `b`."""
         rows = self.plan.block(b)
         out = []
         for fd, header, row in ((self.images_fd, self.images_header, self.plan.row_bytes),
@@ -132,10 +141,12 @@ class StoreFiles:
         return out[0], out[1]
 
     def sync(self) -> None:
+        """Flush both files to disk."""
         os.fsync(self.images_fd)
         os.fsync(self.stats_fd)
 
     def close(self) -> None:
+        """Close both files."""
         for fd in (self.images_fd, self.stats_fd):
             if fd >= 0:
                 os.close(fd)
@@ -354,6 +365,7 @@ def _file_state(path: Path) -> list[int]:
 
 
 def file_states(folder: Path) -> dict[str, list[int]]:
+    """Size and modification time of each store file in `folder`: a change means a writer touched it."""
     return {name: _file_state(folder / name) for name in (layout.IMAGES, layout.ROWSTATS)
             if (folder / name).is_file()}
 

@@ -73,6 +73,7 @@ class StoreFile:
 
     @property
     def fd(self) -> int:
+        """The image file's descriptor in this process (a forked child opens its own)."""
         if self._fd < 0 or self._pid != os.getpid():  # a forked child opens its own
             self._fd = os.open(self.folder / layout.IMAGES, os.O_RDONLY)
             self._pid = os.getpid()

@@ -59,6 +59,7 @@ class StoreSettings:
 
     @classmethod
     def parse(cls, cfg: Mapping) -> StoreSettings:
+        """Read `dataset.storage` and `dataset.store` from the data set's settings."""
         mode = str(cfg.get("storage") or "auto")
         store = cfg.get("store") or {}
         if not isinstance(store, Mapping):
@@ -86,10 +87,12 @@ class StoreSettings:
 
     @property
     def root(self) -> Path:
+        """The store's folder: `dataset.store.dir`, else the default store folder."""
         return self.dir if self.dir is not None else default_store_dir()
 
     @property
     def processes(self) -> int:
+        """Worker processes for preparing: `dataset.store.workers`, else one per CPU."""
         return self.workers or (os.cpu_count() or 1)
 
 
