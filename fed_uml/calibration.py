@@ -16,13 +16,13 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from fed_uml.models.uml import UMLModel
+from fed_uml.models.uml import Projection, UMLModel
 
 
 class CalibratedModel(nn.Module):
     """The deployed single-modality model h_k = g_k o f_k (always in eval mode)."""
 
-    def __init__(self, modality: str, projection: nn.Module, backbone: nn.Module):
+    def __init__(self, modality: str, projection: Projection, backbone: nn.Module):
         super().__init__()
         self.modality = modality
         self.projection = projection
@@ -49,6 +49,7 @@ def _prepare_for_calibration(module: nn.Module) -> list[_BatchNorm]:
     for bn in bns:
         if not bn.track_running_stats:
             raise ValueError("BN calibration needs BatchNorm layers that track running statistics")
+        assert bn.running_mean is not None and bn.running_var is not None and bn.num_batches_tracked is not None
         bn.running_mean.zero_()
         bn.running_var.zero_()
         bn.num_batches_tracked.zero_()
@@ -89,7 +90,7 @@ def calibration_batches(n: int, batch_size: int, epochs: int, seed: int | None =
 
 
 def calibrate_modality(
-    projection: nn.Module,
+    projection: Projection,
     backbone: nn.Module,
     images: torch.Tensor,
     epochs: int = 1,

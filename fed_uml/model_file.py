@@ -64,6 +64,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -98,7 +99,7 @@ def model_filename(modality: str) -> str:
     return f"model-{modality}.pt"
 
 
-def _json(value) -> str:
+def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
 
 
@@ -231,7 +232,7 @@ class SavedModel:
     bands: tuple[str, ...]
     band_mean: torch.Tensor
     band_std: torch.Tensor
-    image_size: tuple[int, int]
+    image_size: tuple[int, ...]  # (H, W)
     class_names: tuple[str, ...]
     calibrated: bool
     source: dict
@@ -240,7 +241,7 @@ class SavedModel:
     digest: str
     task: str = "single_label"
     thresholds: tuple[float, ...] | None = None  # multi-label: one per class
-    native_size: tuple[int, int] | None = None  # None: image_size
+    native_size: tuple[int, ...] | None = None  # (H, W); None: image_size
 
     @property
     def channels(self) -> int:
@@ -248,7 +249,7 @@ class SavedModel:
         return len(self.bands)
 
     @property
-    def input_size(self) -> tuple[int, int]:
+    def input_size(self) -> tuple[int, ...]:
         """The patch size the model's data set delivered (inputs of another size need resampling)."""
         return self.native_size or self.image_size
 
@@ -421,8 +422,8 @@ def _verified(path: Path, p: Mapping) -> Mapping:
         raise ModelFileError(path, f"model file format version {version!r} (written by fed-uml "
                                    f"{p.get('fed_uml_version')}); this fed-uml {__version__} reads versions "
                                    f"{', '.join(map(str, READABLE_VERSIONS))}")
-    required = ("modality", "bands", "band_mean", "band_std", "image_size", "class_names", "architecture",
-                "state_dict", "settings", "settings_digest", "digest")
+    required: tuple[str, ...] = ("modality", "bands", "band_mean", "band_std", "image_size", "class_names",
+                                 "architecture", "state_dict", "settings", "settings_digest", "digest")
     if version >= 2:
         required += ("task", "thresholds", "native_size")
     missing = [k for k in required if k not in p]
@@ -512,6 +513,9 @@ def upgrade_model_file(path: str | Path, out: str | Path) -> Path:
 
 class ServingModel(nn.Module):
     """Raw bands in physical units (N, C, H, W) -> logits: normalisation, then h_k."""
+
+    mean: torch.Tensor  # buffers
+    std: torch.Tensor
 
     def __init__(self, saved: SavedModel):
         super().__init__()

@@ -215,7 +215,7 @@ class Predictions:
     skipped: list[DataError] = field(default_factory=list)
 
 
-def _progress(items: list, enabled: bool, desc: str):
+def _progress(items: list, enabled: bool, desc: str) -> Iterable:
     if not enabled:
         return items
     try:

@@ -220,6 +220,7 @@ class BigEarthNetBase(BigEarthNetBandReader, SceneDataset):
     band, 19 classes, several labels per patch.
     """
 
+    NATIVE_SIZE: ClassVar[int] = BigEarthNetBandReader.NATIVE_SIZE  # the reader's, over SceneDataset's "unknown"
     CLASSES: ClassVar[tuple[str, ...]] = CLASSES_19
     SENSORS: ClassVar[dict[str, tuple[str, ...]]] = {"s1": S1_BANDS, "s2": S2_BANDS}
     MULTI_LABEL = True

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -52,7 +53,7 @@ READS_PER_OPEN = 512
 _OPEN: dict[str, list] = {}  # path -> [environment, reads, pid]
 
 
-def _environment(path: str):
+def _environment(path: str) -> Any:  # an lmdb.Environment
     """One read-only handle per environment and process, reopened every `READS_PER_OPEN` reads.
 
     LMDB allows one; a forked or spawned worker opens its own.
@@ -75,7 +76,7 @@ class BigEarthNetV2LMDB(BigEarthNetV2):
     """reBEN from its LMDB environment: sensors ``s1`` (VV, VH) and ``s2`` (12 bands)."""
 
     NAME = "BigEarthNet v2.0 (reBEN, LMDB)"
-    RESOURCES = ()  # the LMDB form is made from the archive by rico-hdl; nothing to download
+    RESOURCES: ClassVar[tuple] = ()  # the LMDB form is made from the archive by rico-hdl; nothing to download
 
     @classmethod
     def looks_like_root(cls, path: Path) -> bool:

@@ -30,7 +30,7 @@ from fed_uml.data.eurosat import EuroSAT, EuroSATRGB
 from fed_uml.data.eurosat_sar import EuroSATSAR
 from fed_uml.data.normalize import standardize
 from fed_uml.data.real import load_real
-from fed_uml.data.real.settings import RealModality
+from fed_uml.data.real.settings import Readers, RealModality
 from fed_uml.data.sen12ms import SEN12MS
 from fed_uml.data.synthetic import ModalitySpec, load_synthetic
 from fed_uml.errors import SettingsError
@@ -47,7 +47,7 @@ BIGEARTHNET_V2_LMDB_SENSORS = {"s1": BigEarthNetV2LMDB, "s2": BigEarthNetV2LMDB}
 SEN12MS_SENSORS = {"s1": SEN12MS, "s2": SEN12MS}
 
 # The built-in real data sets and their readers.
-REAL_READERS = {
+REAL_READERS: dict[str, Readers] = {
     "eurosat": EUROSAT_SENSORS,
     "eurosat_ms": EUROSAT_SENSORS,
     "bigearthnet": BIGEARTHNET_SENSORS,

@@ -70,7 +70,7 @@ class EuroSATBase(SceneDataset):
     """The EuroSAT folder-per-class layout shared by the MS, RGB and SAR versions."""
 
     CLASSES: ClassVar[tuple[str, ...]] = CLASSES
-    NATIVE_SIZE: ClassVar[int | None] = 64
+    NATIVE_SIZE: ClassVar[int] = 64
     EXTENSION: ClassVar[str] = ".tif"
     # Where the class folders may sit inside the data set's folder, first match wins.
     IMAGE_DIRS: ClassVar[tuple[str, ...]] = ("",)

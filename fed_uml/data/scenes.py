@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -47,7 +47,7 @@ class SceneRecord:
     split: str
     group: str = ""
     labels: tuple[int, ...] = ()
-    files: Mapping[str, object] = field(default_factory=dict, compare=False, hash=False)
+    files: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def unit(self) -> str:

@@ -68,7 +68,7 @@ As a data set (registered as ``synthetic``, settings in conf/dataset/synthetic.y
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -193,7 +193,7 @@ class _Grid:
         self.y, self.x = np.meshgrid(c, c, indexing="ij")
         self.size = size
 
-    def rotated(self, theta: float, shift=(0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+    def rotated(self, theta: float, shift: Sequence[float] | np.ndarray = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
         c, s = np.cos(theta), np.sin(theta)
         u = c * self.x + s * self.y + shift[0]
         v = -s * self.x + c * self.y + shift[1]
@@ -218,7 +218,7 @@ def _vegetation(grid: _Grid, rng: np.random.Generator) -> np.ndarray:
     return m
 
 
-def _annual_crop(grid, rng):
+def _annual_crop(grid: _Grid, rng: np.random.Generator) -> np.ndarray:
     u, v = grid.rotated(rng.uniform(0, np.pi), rng.uniform(-1, 1, 2))
     wu, wv = rng.uniform(0.12, 0.3), rng.uniform(0.25, 0.6)
     table = rng.choice([CROP, SOIL, GRASS], p=[0.5, 0.3, 0.2], size=(32, 32)).astype(np.int8)
@@ -227,14 +227,14 @@ def _annual_crop(grid, rng):
     return table[i, j]
 
 
-def _forest(grid, rng):
+def _forest(grid: _Grid, rng: np.random.Generator) -> np.ndarray:
     m = np.full(grid.x.shape, FOREST, np.int8)
     gaps = grid.smooth_noise(rng, 0.15) > rng.uniform(1.1, 1.7)
     m[gaps] = rng.choice([GRASS, SHRUB])
     return m
 
 
-def _herbaceous(grid, rng):
+def _herbaceous(grid: _Grid, rng: np.random.Generator) -> np.ndarray:
     n1, n2 = grid.smooth_noise(rng, 0.12), grid.smooth_noise(rng, 0.2)
     m = np.full(grid.x.shape, GRASS, np.int8)
     m[n1 > 0.3] = SHRUB
@@ -243,7 +243,7 @@ def _herbaceous(grid, rng):
     return m
 
 
-def _highway(grid, rng):
+def _highway(grid: _Grid, rng: np.random.Generator) -> np.ndarray:
     m = _annual_crop(grid, rng) if rng.random() < 0.5 else _vegetation(grid, rng)
     u, v = grid.rotated(rng.uniform(0, np.pi))
     m[np.abs(v - rng.uniform(-0.2, 0.2)) < rng.uniform(0.025, 0.045)] = ASPHALT
@@ -253,7 +253,7 @@ def _highway(grid, rng):
     return m
 
 
-def _industrial(grid, rng):
+def _industrial(grid: _Grid, rng: np.random.Generator) -> np.ndarray:
     theta = rng.uniform(0, np.pi / 2)
     u, v = grid.rotated(theta)
     m = np.where(grid.smooth_noise(rng, 0.3) > 0.8, GRASS, ASPHALT).astype(np.int8)
@@ -264,7 +264,7 @@ def _industrial(grid, rng):
     return m
 
 
-def _pasture(grid, rng):
+def _pasture(grid: _Grid, rng: np.random.Generator) -> np.ndarray:
     m = np.full(grid.x.shape, GRASS, np.int8)
     if rng.random() < 0.3:
         m[grid.smooth_noise(rng, 0.2) > 1.4] = SOIL
@@ -274,7 +274,7 @@ def _pasture(grid, rng):
     return m
 
 
-def _permanent_crop(grid, rng):
+def _permanent_crop(grid: _Grid, rng: np.random.Generator) -> np.ndarray:
     u, v = grid.rotated(rng.uniform(0, np.pi), rng.uniform(-1, 1, 2))
     p = rng.uniform(0.07, 0.11)
     r = p * rng.uniform(0.3, 0.42)
@@ -284,7 +284,7 @@ def _permanent_crop(grid, rng):
     return m
 
 
-def _residential(grid, rng):
+def _residential(grid: _Grid, rng: np.random.Generator) -> np.ndarray:
     u, v = grid.rotated(rng.uniform(0, np.pi / 2), rng.uniform(-1, 1, 2))
     period, street = rng.uniform(0.18, 0.28), rng.uniform(0.018, 0.028)
     m = np.where(grid.smooth_noise(rng, 0.1) > 0.3, SHRUB, GRASS).astype(np.int8)
@@ -296,7 +296,7 @@ def _residential(grid, rng):
     return m
 
 
-def _river(grid, rng):
+def _river(grid: _Grid, rng: np.random.Generator) -> np.ndarray:
     m = _vegetation(grid, rng)
     u, v = grid.rotated(rng.uniform(0, np.pi))
     centre = rng.uniform(-0.2, 0.2) + rng.uniform(0.05, 0.2) * np.sin(
@@ -310,7 +310,7 @@ def _river(grid, rng):
     return m
 
 
-def _sea_lake(grid, rng):
+def _sea_lake(grid: _Grid, rng: np.random.Generator) -> np.ndarray:
     land = _vegetation(grid, rng)
     if rng.random() < 0.5:  # coast
         u, _ = grid.rotated(rng.uniform(0, 2 * np.pi))
@@ -342,7 +342,8 @@ def draw_scene(grid: _Grid, label: int, rng: np.random.Generator) -> np.ndarray:
     return _LAYOUTS[label](grid, rng)
 
 
-def render_optical(materials, grid, rng, band_index, noise: SensorNoise) -> np.ndarray:
+def render_optical(materials: np.ndarray, grid: _Grid, rng: np.random.Generator, band_index: np.ndarray,
+                   noise: SensorNoise) -> np.ndarray:
     """Top-of-atmosphere digital numbers (reflectance x 10000), shape (bands, H, W)."""
     refl = _optical_table(rng, noise.scene_variability)[:, band_index]
     jitter = 1.0 + np.float32(noise.optical_material_jitter) * rng.standard_normal(refl.shape, dtype=np.float32)
@@ -355,7 +356,8 @@ def render_optical(materials, grid, rng, band_index, noise: SensorNoise) -> np.n
     return np.maximum(img, 0.0, out=img).transpose(2, 0, 1)
 
 
-def render_sar(materials, grid, rng, band_index, noise: SensorNoise) -> np.ndarray:
+def render_sar(materials: np.ndarray, grid: _Grid, rng: np.random.Generator, band_index: np.ndarray,
+               noise: SensorNoise) -> np.ndarray:
     """Backscatter sigma0 in dB with multiplicative Gamma speckle, shape (bands, H, W)."""
     db = _sar_table(rng, noise.scene_variability)[:, band_index] + noise.sar_material_jitter_db * rng.standard_normal(
         (len(MATERIALS), len(band_index))

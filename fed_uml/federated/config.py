@@ -81,13 +81,13 @@ def choice_dependent(setting: Declared) -> bool:
 _PLAIN_NAME = re.compile(r"\w[\w-]*")
 
 
-def _check_group_value(key: str, group: str, value) -> None:
+def _check_group_value(key: str, group: str, value: object) -> None:
     if not _PLAIN_NAME.fullmatch(str(value)):
         raise SettingsError(f"run-config key {key!r}: {group}={value!r} must be the plain name of a {group} "
                             "(no path, no spaces or Hydra syntax)")
 
 
-def _check_type(key: str, value) -> None:
+def _check_type(key: str, value: object) -> None:
     if value == "" or key not in RUN_CONFIG_SETTINGS or RUN_CONFIG_SETTINGS[key].is_group:
         return
     expected = run_config_types(RUN_CONFIG_SETTINGS[key])
@@ -115,7 +115,7 @@ def conf_dir() -> Path:
                             f"{[str(c) for c in candidates]}: reinstall the package")
 
 
-def _override_value(value) -> str:
+def _override_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
@@ -239,7 +239,7 @@ def default_run_config() -> dict:
     return out
 
 
-def run_config_from_overrides(overrides: list[str] | tuple[str, ...], **keys) -> dict:
+def run_config_from_overrides(overrides: list[str] | tuple[str, ...], **keys: object) -> dict:
     """A run config that makes the Flower apps compose exactly `overrides`.
 
     The overrides are e.g. a Hydra job's command-line overrides, plus run-config keys such as

@@ -38,7 +38,7 @@ from fed_uml.training import TrainSettings, evaluate_task, train_unpaired
 log = logging.getLogger(__name__)
 
 
-def _modality_seed(seed: int, *parts) -> int:
+def _modality_seed(seed: int, *parts: object) -> int:
     return (int(seed) * 1_000_003 + zlib.crc32("/".join(map(str, parts)).encode())) % 2**31
 
 
@@ -144,7 +144,8 @@ class Institution:
             model.load_state_dict(state, strict=True)
         return model
 
-    def fit(self, backbone, private, server_round: int, local_epochs: int, *, num_rounds: int | None = None,
+    def fit(self, backbone: Mapping[str, torch.Tensor], private: Mapping[str, torch.Tensor] | None, server_round: int,
+            local_epochs: int, *, num_rounds: int | None = None,
             local_steps: int | None = None) -> tuple[dict, dict, TrainReport]:
         """L local epochs (or `local_steps` steps) of round `server_round` of `num_rounds`.
 
@@ -184,13 +185,15 @@ class Institution:
         with stages.stage("client.copy_state"):
             return _copied(shared_state(model)), _copied(private_state(model)), report
 
-    def evaluate(self, backbone, private) -> EvaluateReport:
+    def evaluate(self, backbone: Mapping[str, torch.Tensor], private: Mapping[str, torch.Tensor] | None
+                 ) -> EvaluateReport:
         """Test accuracy (single-label) or the multi-label metrics (`scores`) of the model on the local test share."""
         model = self.model(backbone, private)
         metrics = evaluate_task(model, self.test, self.ident.modality, device=self.settings.device)
         return EvaluateReport(num_examples=len(self.test), accuracy=metrics.pop("accuracy", None), scores=metrics)
 
-    def calibrate(self, backbone, private, model_dir: str | Path | None = None,
+    def calibrate(self, backbone: Mapping[str, torch.Tensor], private: Mapping[str, torch.Tensor] | None,
+                  model_dir: str | Path | None = None,
                   epochs: int | None = None) -> CalibrateReport:
         """Algorithm 1 on the local training data; test metrics before and after.
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from flwr.app import ArrayRecord, ConfigRecord, MessageType, MetricRecord, RecordDict
 
@@ -108,7 +108,7 @@ SECURE_RANGE_EXCEEDED = "secure-range-exceeded"
 
 
 def _key(name: str, decode: Callable[[Any], Any], encode: Callable[[Any], Any] | None = None,
-         optional: bool = False, default_none: bool = False):
+         optional: bool = False, default_none: bool = False) -> Any:
     """A record field and its wire key.
 
     `decode` types a wire value, `encode` makes one. `optional`: the value may be None (a metric the
@@ -119,7 +119,7 @@ def _key(name: str, decode: Callable[[Any], Any], encode: Callable[[Any], Any] |
     return field(default=None, metadata=meta) if default_none else field(metadata=meta)
 
 
-def _scores(suffix: str = ""):
+def _scores(suffix: str = "") -> Any:
     """A {metric: value} field of multi-label metrics, each on the wire as SCORE_KEYS[metric] + suffix."""
     return field(default_factory=dict, metadata={"scores": suffix})
 
@@ -129,6 +129,7 @@ class _Record(Mapping):
 
     record_name: ClassVar[str]
     record_type: ClassVar[type]
+    __dataclass_fields__: ClassVar[dict[str, Any]]  # every record is a dataclass (for `fields`)
 
     def to_dict(self) -> dict[str, Any]:
         out = {}
@@ -144,9 +145,9 @@ class _Record(Mapping):
         return out
 
     @classmethod
-    def from_record(cls, record: Mapping):
+    def from_record(cls, record: Mapping) -> Self:
         """The record from its wire form; a missing key names the message and the key."""
-        values = {}
+        values: dict[str, Any] = {}
         for f in fields(cls):
             if "scores" in f.metadata:
                 suffix = f.metadata["scores"]
@@ -163,7 +164,7 @@ class _Record(Mapping):
         return cls(**values)
 
     @classmethod
-    def from_content(cls, content: RecordDict):
+    def from_content(cls, content: RecordDict) -> Self:
         if cls.record_name not in content:
             raise ValueError(f"{cls.__name__}: the message has no record {cls.record_name!r} "
                              f"(it has {sorted(content.keys())})")
@@ -182,7 +183,7 @@ class _Record(Mapping):
         return content
 
     # read as the wire mapping
-    def __getitem__(self, key: str):
+    def __getitem__(self, key: str) -> Any:
         return self.to_dict()[key]
 
     def __iter__(self) -> Iterator[str]:

@@ -25,6 +25,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
 from itertools import combinations
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -102,12 +103,12 @@ def classify(model: UMLModel, features: torch.Tensor) -> torch.Tensor:
 
 class _GradientReverse(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, coeff: float) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, coeff: float) -> torch.Tensor:
         ctx.coeff = float(coeff)
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         return -ctx.coeff * grad, None
 
 
@@ -171,6 +172,9 @@ def grl_coefficient(step: int, total_steps: int, schedule: str = "budget", gamma
 
 class GRLSchedule:
     """Mixin for an AlignmentObjective with gradient reversal (DANN, CDAN, MDD): the `grl_*` settings and lambda."""
+
+    step: int  # of the AlignmentObjective it is mixed into
+    total_steps: int
 
     def set_grl(self, grl_schedule: str = GRL.grl_schedule, grl_gamma: float = GRL.grl_gamma,
                 grl_max: float = GRL.grl_max, grl_max_iters: int = GRL.grl_max_iters) -> None:
@@ -326,7 +330,8 @@ class AlignmentObjective(nn.Module):
         """Restore the step count from a checkpoint."""
         self.step, self.total_steps = int(state["step"]), int(state["total_steps"])
 
-    def __call__(self, model, features, batches):  # the hook; counts steps
+    def __call__(self, model: UMLModel, features: Mapping[str, torch.Tensor],  # the hook; counts steps
+                 batches: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """The objective's loss for this step; counts the step."""
         out = super().__call__(model, features, batches)
         self.step += 1
@@ -375,7 +380,7 @@ def run_aligned(
     settings = train_settings(cfg)
     g = seed_everything(settings.seed)
     model = build_heterogeneous_model(cfg["model"], data)
-    n = len(model.projections[model.modalities[0]])
+    n = len(model.projection(model.modalities[0]))
     if isinstance(cfg.get("model"), dict) and cfg["model"].get("specific_layers") != n:
         log.info("%s: heterogeneous encoders: every one of the %d stages is modality-specific "
                  "(model.specific_layers=%d recorded in the results)", name, n, n)
@@ -403,7 +408,7 @@ def run_aligned(
     return evaluate_with_calibration(model, data, cfg)
 
 
-def frozen_call(module: nn.Module, *args):
+def frozen_call(module: nn.Module, *args: torch.Tensor) -> Any:
     """`module(*args)` with its parameters treated as constants (no gradient reaches them).
 
     Gradients still flow to the inputs: the encoders are trained through a fixed critic.

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -71,6 +72,7 @@ from fed_uml.methods.alignment import (
 from fed_uml.methods.dann import domain_labels
 from fed_uml.methods.registry import register_method
 from fed_uml.modality import ModalityData
+from fed_uml.models import UMLModel
 from fed_uml.schema.methods import CDANSettings
 
 S = CDANSettings  # the defaults of the objective's arguments
@@ -88,6 +90,9 @@ class RandomizedMultilinearMap(nn.Module):
 
     Its inner products approximate those of the full multilinear map in expectation.
     """
+
+    r_f: torch.Tensor  # buffers
+    r_g: torch.Tensor
 
     def __init__(self, feature_dim: int, num_classes: int, output_dim: int = 1024):
         super().__init__()
@@ -122,7 +127,7 @@ class CDANObjective(GRLSchedule, AlignmentObjective):
     def __init__(self, modalities: list[str], feature_dim: int, num_classes: int, trade_off: float = S.trade_off,
                  entropy_conditioning: bool = S.entropy_conditioning, randomized: bool | None = S.randomized,
                  randomized_dim: int = S.randomized_dim, max_multilinear_dim: int = S.max_multilinear_dim,
-                 hidden: int = S.hidden, dropout: float = S.dropout, multi_label: bool = False, **grl):
+                 hidden: int = S.hidden, dropout: float = S.dropout, multi_label: bool = False, **grl: Any):
         super().__init__()
         self.modalities = list(modalities)
         self.multi_label = bool(multi_label)
@@ -140,7 +145,8 @@ class CDANObjective(GRLSchedule, AlignmentObjective):
         """The features conditioned on the predictions (random or full multilinear map)."""
         return self.random_map(f, g) if self.random_map is not None else multilinear_map(f, g)
 
-    def forward(self, model, features, batches):  # noqa: D102
+    def forward(self, model: UMLModel, features: Mapping[str, torch.Tensor],  # noqa: D102
+                batches: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         f = torch.cat([features[k] for k in self.modalities])
         g = class_probabilities(classify(model, f), self.multi_label).detach()
         domains = domain_labels(features, self.modalities)

@@ -45,6 +45,7 @@ grl_gamma (10.0), grl_max (1.0), grl_max_iters (1000, for "fixed").
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -61,6 +62,7 @@ from fed_uml.methods.alignment import (
 )
 from fed_uml.methods.registry import register_method
 from fed_uml.modality import ModalityData
+from fed_uml.models import UMLModel
 from fed_uml.schema.methods import DANNSettings
 
 
@@ -79,14 +81,15 @@ class DANNObjective(GRLSchedule, AlignmentObjective):
     """
 
     def __init__(self, modalities: list[str], feature_dim: int, trade_off: float = DANNSettings.trade_off,
-                 hidden: int = DANNSettings.hidden, dropout: float = DANNSettings.dropout, **grl):
+                 hidden: int = DANNSettings.hidden, dropout: float = DANNSettings.dropout, **grl: Any):
         super().__init__()
         self.modalities = list(modalities)
         self.trade_off = float(trade_off)
         self.set_grl(**grl)
         self.discriminator = DomainDiscriminator(feature_dim, int(hidden), len(self.modalities), float(dropout))
 
-    def forward(self, model, features, batches):  # noqa: D102
+    def forward(self, model: UMLModel, features: Mapping[str, torch.Tensor],  # noqa: D102
+                batches: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         f = torch.cat([features[k] for k in self.modalities])
         domains = domain_labels(features, self.modalities)
         coeff = self.coefficient()

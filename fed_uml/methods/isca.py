@@ -119,8 +119,8 @@ def add_shared_component_maps(model: UMLModel, shared_dim: int | None = None) ->
     """
     width = classifier_in_features(model)
     d = int(shared_dim) if shared_dim else width
-    for proj in model.projections.values():
-        proj.append(SharedComponentMap(width, d))
+    for k in model.modalities:
+        model.projection(k).append(SharedComponentMap(width, d))
     if d != width:
         model.backbone = Backbone(nn.Linear(d, model.num_classes))
     return d
@@ -194,7 +194,8 @@ class ISCAObjective(AlignmentObjective):
             maps.append(self.map_loss(disc, ca, cb, zeros_a, ones_b))
         return torch.stack(critic).mean(), torch.stack(maps).mean()
 
-    def forward(self, model, features, batches):  # noqa: D102
+    def forward(self, model: UMLModel, features: Mapping[str, torch.Tensor],  # noqa: D102
+                batches: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         white = torch.stack([whitening_loss(features[k]) for k in self.modalities]).sum()
         total = self.whiten_weight * white
         if self.adv_weight != 0:

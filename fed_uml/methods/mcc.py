@@ -52,6 +52,7 @@ from fed_uml.methods.alignment import (
 )
 from fed_uml.methods.registry import register_method
 from fed_uml.modality import ModalityData
+from fed_uml.models import UMLModel
 from fed_uml.schema.methods import MCCSettings
 
 
@@ -97,7 +98,8 @@ class MCCObjective(AlignmentObjective):
         self.trade_off, self.temperature = float(trade_off), float(temperature)
         self.multi_label = bool(multi_label)
 
-    def forward(self, model, features, batches):  # noqa: D102
+    def forward(self, model: UMLModel, features: Mapping[str, torch.Tensor],  # noqa: D102
+                batches: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         losses = {k: task_mcc_loss(classify(model, features[k]), self.temperature, self.multi_label)
                   for k in self.modalities}
         loss = torch.stack(list(losses.values())).mean()

@@ -13,6 +13,8 @@ channels-last would change the order of their sums, and with it every seeded res
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,7 +22,7 @@ from torch import nn
 
 class _ChannelsLastMaxPool(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, size: int) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, size: int) -> torch.Tensor:
         out, indices = F.max_pool2d(x.contiguous(memory_format=torch.channels_last), size, return_indices=True)
         indices = indices.contiguous()
         ctx.save_for_backward(x, indices)
@@ -28,7 +30,7 @@ class _ChannelsLastMaxPool(torch.autograd.Function):
         return out.contiguous()
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         x, indices = ctx.saved_tensors
         k = [ctx.size, ctx.size]
         grad_x = torch.ops.aten.max_pool2d_with_indices_backward(grad.contiguous(), x, k, k, [0, 0], [1, 1], False,

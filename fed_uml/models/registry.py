@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from torch import nn
 
@@ -15,7 +15,7 @@ class StageBuilder(Protocol):
     them become the modality-specific projection.
     """
 
-    def __call__(self, in_chans: int, num_classes: int, **kwargs) -> tuple[list[nn.Module], nn.Module]:
+    def __call__(self, in_chans: int, num_classes: int, *args: Any, **kwargs: Any) -> tuple[list[nn.Module], nn.Module]:
         """(stages, head) of a backbone for `in_chans` input channels and `num_classes`."""
 
 

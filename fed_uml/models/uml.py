@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -57,7 +58,7 @@ class UMLModel(nn.Module):
         """The projection of `modality`; an unknown modality is an error."""
         if modality not in self.projections:
             raise KeyError(f"unknown modality {modality!r}; this model has {self.modalities}")
-        return self.projections[modality]
+        return cast(Projection, self.projections[modality])
 
     def forward(self, x: torch.Tensor, modality: str) -> torch.Tensor:
         """Logits of `x` of `modality`: its projection, then the shared backbone."""
@@ -76,7 +77,7 @@ def create_model(
     num_classes: int,
     specific_layers: int = 1,
     projection_init: str = "aligned",
-    **backbone_kwargs,
+    **backbone_kwargs: Any,
 ) -> UMLModel:
     """Build a UML model.
 
@@ -134,6 +135,7 @@ def create_model(
             align_projection(projections[name], reference)
         elif shared_stages is None:
             shared_stages, head = stages[specific_layers:], stage_head
+    assert shared_stages is not None and head is not None  # `modalities` is not empty
     return UMLModel(projections, Backbone(*shared_stages, head), num_classes)
 
 
@@ -165,7 +167,7 @@ def first_conv_key(module: nn.Module) -> str:
     raise ValueError("aligned projection init needs a projection that starts with an nn.Conv2d")
 
 
-def align_projection(projection: nn.Module, reference: nn.Module) -> None:
+def align_projection(projection: Projection, reference: nn.Module) -> None:
     """Load `reference` (a projection drawn for `REFERENCE_CHANNELS` channels) into `projection`.
 
     The rule, timm's `adapt_input_conv` (how timm fits a pretrained RGB stem to another

@@ -17,8 +17,9 @@ and defaults are the schema's (`fed_uml.schema.FederatedSettings`).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from fed_uml.schema import FederatedSettings, typed
 
@@ -29,7 +30,7 @@ def _federated(fed: FederatedSettings | Mapping) -> FederatedSettings:
     return fed if isinstance(fed, FederatedSettings) else typed(FederatedSettings, fed, "federated.")
 
 
-def _finite(fed: FederatedSettings, key: str):
+def _finite(fed: FederatedSettings, key: str) -> Any:
     value = getattr(fed, key)
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"federated.{key} must be finite, got {value!r}")
@@ -56,7 +57,7 @@ class SecureSettings:
         """
         return self.modulus_range // self.quantization_range - 1
 
-    def quantisation_bound(self, weights) -> float:
+    def quantisation_bound(self, weights: Iterable[float]) -> float:
         """Largest difference, per backbone element, between the secure and the plain weighted mean.
 
         The mean of K updates with (pre-scaling) weights `weights` (largest 1): each institution's

@@ -24,6 +24,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -100,7 +101,8 @@ def active() -> TrainingCheckpoints | None:
 
 def rng_state(generator: torch.Generator) -> dict:
     """Every random state training draws from, as tensors and plain data."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    # the legacy tuple (get_state's default form; the stubs also allow the dict form)
+    kind, keys, pos, has_gauss, cached = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     return {
         "generator": generator.get_state(),
         "torch": torch.get_rng_state(),
@@ -119,6 +121,6 @@ def restore_rng_state(state: Mapping, generator: torch.Generator) -> None:
     random.setstate(_as_tuples(state["python"]))
 
 
-def _as_tuples(value):
+def _as_tuples(value: Any) -> Any:
     """random.setstate needs tuples all the way down."""
     return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value

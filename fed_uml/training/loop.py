@@ -14,8 +14,9 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +49,7 @@ class TrainSettings(TrainingSettings):
     seed: int = Settings.seed
 
     @classmethod
-    def from_config(cls, cfg: Mapping, **overrides) -> TrainSettings:
+    def from_config(cls, cfg: Mapping, **overrides: Any) -> TrainSettings:
         """The checked `training` group `cfg` (schema defaults where absent), with `overrides` (device, seed).
 
         An unknown key or a wrong type is a `SettingsError` naming it.
@@ -80,7 +81,7 @@ class TrainSettings(TrainingSettings):
             raise SettingsError(f"training.checkpoint_every must be >= 0 (0: never), got {self.checkpoint_every}")
 
 
-def make_optimizer(params, s: TrainSettings) -> torch.optim.Optimizer:
+def make_optimizer(params: Iterable[nn.Parameter], s: TrainSettings) -> torch.optim.Optimizer:
     """The configured optimiser over the parameters that need gradients."""
     params = [p for p in params if p.requires_grad]
     if s.optimizer == "sgd":
@@ -135,7 +136,7 @@ def task_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, targets)
 
 
-LossHook = Callable[[nn.Module, dict, dict], torch.Tensor]
+LossHook = Callable[[Any, dict, dict], torch.Tensor]  # (model, features, batches) -> loss
 
 
 def train_unpaired(
@@ -213,6 +214,7 @@ def train_unpaired(
                     t[1] += (logits[k].argmax(1) == y).sum().item()
                 t[2] += len(y)
             if extra_loss is not None:
+                assert features is not None  # _forward returns them when a hook wants them
                 loss = loss + extra_loss(model, features, batches)
             if settings.schedule == "cosine":
                 for group in opt.param_groups:
@@ -236,14 +238,15 @@ def train_unpaired(
                 for k in datasets
             )
             log.info("[%s] epoch %d/%d (%.1fs) %s", desc, epoch + 1, epochs, record["seconds"], parts)
-        if ckpt is not None and ((epoch + 1) % ckpt.every == 0 or epoch + 1 == epochs):
+        if ckpt is not None and phase is not None and ((epoch + 1) % ckpt.every == 0 or epoch + 1 == epochs):
             ckpt.save(phase, _state(epoch + 1, epochs, n_steps, step, history, model, extra_loss, extra_params, opt,
                                     cyclers, g))
     return history
 
 
 def _state(epochs_done: int, epochs: int, n_steps: int, step: int, history: list[dict], model: nn.Module,
-           extra_loss, extra_params, opt: torch.optim.Optimizer, cyclers: Mapping[str, _Cycler],
+           extra_loss: LossHook | None, extra_params: Iterable[torch.Tensor] | None, opt: torch.optim.Optimizer,
+           cyclers: Mapping[str, _Cycler],
            g: torch.Generator) -> dict:
     """A phase's whole training state after `epochs_done` epochs (copies: training goes on)."""
     import copy
@@ -260,7 +263,8 @@ def _state(epochs_done: int, epochs: int, n_steps: int, step: int, history: list
     }
 
 
-def _restore(saved: Mapping, model: nn.Module, extra_loss, extra_params, opt: torch.optim.Optimizer,
+def _restore(saved: Mapping, model: nn.Module, extra_loss: LossHook | None, extra_params: Iterable[torch.Tensor] | None,
+             opt: torch.optim.Optimizer,
              cyclers: Mapping[str, _Cycler], g: torch.Generator) -> tuple[int, int, list[dict]]:
     """Put the state `_state` saved back in place; returns (epochs done, step, history)."""
     model.load_state_dict(saved["model"])
@@ -277,7 +281,9 @@ def _restore(saved: Mapping, model: nn.Module, extra_loss, extra_params, opt: to
     return int(saved["epochs_done"]), int(saved["step"]), list(saved["history"])
 
 
-def _forward(model, batches, fusion: str, want_features: bool):
+def _forward(model: Any, batches: Mapping[str, tuple[torch.Tensor, torch.Tensor]], fusion: str, want_features: bool
+             ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+    # model: a UMLModel or anything with its `projection(k)` and `backbone`
     """Logits per modality, and each modality's projection output when a method needs it."""
     if fusion == "separate" and not want_features:
         return {k: model(x, k) for k, (x, _) in batches.items()}, None

@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from fed_uml.data import splits as sp
 from fed_uml.data.errors import DataError
@@ -167,7 +168,7 @@ def single_label_rule(cfg: Mapping, s: RealSettings, pools: Pools) -> tuple[Pool
     classes = s.classes
     balanced = dict(cfg.get("balanced") or {})
     rule = str(balanced.get("rule", "exactly_one"))
-    report = {"rule": rule, "min_per_class": int(balanced.get("min_per_class", 1)), "splits": {}}
+    report: dict[str, Any] = {"rule": rule, "min_per_class": int(balanced.get("min_per_class", 1)), "splits": {}}
     kept: Pools = {kind: {} for kind in pools}
     for kind in pools:
         for m in s.among:

@@ -36,7 +36,7 @@ class RealModality:
         """Read modality `name`'s settings `spec`, checking its sensor and bands against `readers`."""
         spec = dict(spec or {})
         sensor = spec.get("sensor")
-        if sensor not in readers:
+        if not isinstance(sensor, str) or sensor not in readers:
             raise ValueError(
                 f"dataset {dataset!r}: modality {name!r} needs dataset.sensors.{name}.sensor, one of "
                 f"{sorted(readers)} (got {sensor!r})"

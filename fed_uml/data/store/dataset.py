@@ -16,6 +16,9 @@ normalised batches equal the in-memory path's bit for bit.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -42,7 +45,7 @@ class StoredImages:
         """(N, C, H, W) of the rows."""
         return torch.Size((len(self.rows), *self.store.shape))
 
-    def size(self, dim: int | None = None):
+    def size(self, dim: int | None = None) -> torch.Size | int:
         """The shape, or its size along `dim`, as a tensor's `size` gives it."""
         return self.shape if dim is None else self.shape[dim]
 
@@ -54,22 +57,22 @@ class StoredImages:
         """Bytes this object holds in memory (its row numbers; the pixels stay in the store)."""
         return self.rows.nbytes
 
-    def _positions(self, key) -> np.ndarray:
+    def _positions(self, key: slice | torch.Tensor | np.ndarray | Sequence[int]) -> np.ndarray:
         if isinstance(key, slice):
             return self.rows[key]
         if isinstance(key, torch.Tensor):
             key = key.numpy()
         return self.rows[np.asarray(key, dtype=np.int64)]
 
-    def __getitem__(self, key) -> torch.Tensor:
+    def __getitem__(self, key: Any) -> torch.Tensor:  # any index a tensor's first dimension takes
         single = isinstance(key, (int, np.integer))
         raw = self.store.read(self._positions([int(key)] if single else key))
         x = torch.from_numpy(raw.astype(np.float32, copy=False))
-        if self.mean is not None:
+        if self.mean is not None and self.std is not None:
             x = normalize(x, self.mean, self.std)
         return x[0] if single else x
 
-    def take(self, index) -> StoredImages:
+    def take(self, index: torch.Tensor | np.ndarray | Sequence[int]) -> StoredImages:
         """The rows at `index`, still on disk."""
         return StoredImages(self.store, self._positions(index), self.mean, self.std)
 
@@ -89,6 +92,8 @@ class StoredImages:
 class StreamedDataset(ArrayDataset):
     """An `ArrayDataset` whose images are `StoredImages`: labels in memory, pixels in the store."""
 
+    images: StoredImages  # type: ignore[assignment]  # quacks like the tensor it replaces (module docstring)
+
     def __init__(self, images: StoredImages, labels: torch.Tensor, scene_ids: list[str] | None = None):
         # no ArrayDataset.__init__: it would make the images one tensor in memory
         if len(images) != len(labels):
@@ -97,7 +102,7 @@ class StreamedDataset(ArrayDataset):
         self.labels = labels.long()
         self.scene_ids = scene_ids
 
-    def subset(self, index) -> StreamedDataset:
+    def subset(self, index: torch.Tensor | np.ndarray | list[int]) -> StreamedDataset:
         """The examples at `index`, streamed from the same store."""
         index = torch.as_tensor(index, dtype=torch.long)
         ids = [self.scene_ids[i] for i in index.tolist()] if self.scene_ids is not None else None

@@ -57,7 +57,7 @@ def to_stored(images: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, int]:
     if dtype == np.float32:
         return images.astype(np.float32, copy=False), 0
     if dtype.kind == "u":
-        info = np.iinfo(dtype)
+        info: np.iinfo | np.finfo = np.iinfo(dtype)
         rounded = np.rint(images)
     else:
         info = np.finfo(dtype)

@@ -106,10 +106,10 @@ def open_store(s: RealSettings, m: str, index: SensorIndex, st: StoreSettings) -
     with store_lock(folder):
         found = Found() if st.rebuild == "always" else find(folder, plan, st.verify)
         if found.store is not None:
-            if found.problem == "changed":  # checked sound: remember the files as they are now
+            if found.problem == "changed" and found.manifest is not None:  # checked sound: remember the files now
                 layout.write_json_atomic(folder / layout.MANIFEST, {**found.manifest, "files": file_states(folder)})
             return found.store
-        if found.problem == "corrupt" and found.corrupt:
+        if found.problem == "corrupt" and found.corrupt and found.manifest is not None:
             log.warning("store %s: %s; preparing those blocks again", folder, found.detail)
             keep_good_blocks(folder, plan, found.manifest, found.corrupt)
         elif found.problem in ("older", "other-plan", "corrupt") or st.rebuild == "always":
@@ -118,7 +118,9 @@ def open_store(s: RealSettings, m: str, index: SensorIndex, st: StoreSettings) -
             for name in (layout.MANIFEST, layout.PROGRESS, layout.IMAGES, layout.ROWSTATS):
                 (folder / name).unlink(missing_ok=True)
         source = index if index.readers else _reindexed(s, spec, index)
-        manifest = prepare(folder, plan, source.records, source.reader(), st.processes, s.on_error,
+        reader = source.reader()
+        assert reader is not None  # an index with its readers (as built, or built again)
+        manifest = prepare(folder, plan, source.records, reader, st.processes, s.on_error,
                            f"{s.name} {m}", index.splits)
         return StoreFile(folder, manifest)
 

@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -82,7 +83,7 @@ def make_plan(key: str, rows: int, shape: tuple[int, int, int], dtype: np.dtype,
     """The plan of a store of `rows` images of `shape` and `dtype`, in blocks of about `BLOCK_BYTES`."""
     row_bytes = int(np.prod(shape)) * dtype.itemsize
     block_rows = int(max(1, min(4096, layout.BLOCK_BYTES // max(row_bytes, 1))))
-    return Plan(key, rows, tuple(int(v) for v in shape), dtype.str, block_rows, settings)
+    return Plan(key, rows, (int(shape[0]), int(shape[1]), int(shape[2])), dtype.str, block_rows, settings)
 
 
 def _disk_full(folder: Path, plan: Plan, err: OSError) -> StoreError:
@@ -125,7 +126,7 @@ class StoreFiles:
         """Write `images` and their `stats` at row `start`."""
         for fd, header, row, data in ((self.images_fd, self.images_header, self.plan.row_bytes, images),
                                       (self.stats_fd, self.stats_header, self.plan.stats_row_bytes, stats)):
-            buf = memoryview(np.ascontiguousarray(data)).cast("B")
+            buf = np.ascontiguousarray(data).data.cast("B")
             offset = len(header) + start * row
             while buf:
                 n = os.pwrite(fd, buf, offset)
@@ -188,7 +189,7 @@ def _prepare_block(job: tuple[int, list[SceneRecord]]) -> dict:
         clipped += n
     stats = layout.row_stats(images)
     files.write_rows(rows.start, images, stats)
-    return {"block": b, "sha256": layout.block_digest(memoryview(images).cast("B"), memoryview(stats).cast("B")),
+    return {"block": b, "sha256": layout.block_digest(images.data.cast("B"), stats.data.cast("B")),
             "bad": bad, "clipped": clipped}
 
 
@@ -212,7 +213,7 @@ def read_progress(folder: Path, plan: Plan) -> dict[int, dict]:
     return done
 
 
-def _json(line: str):
+def _json(line: str) -> Any:
     try:
         return json.loads(line)
     except ValueError:
@@ -299,7 +300,7 @@ def _run_blocks(folder: Path, plan: Plan, records: list[SceneRecord], reader: Sc
     try:
         if processes <= 1 or len(todo) <= 1:
             _init_worker(light, folder, plan, threads=None)
-            results = map(_prepare_block, jobs)
+            results: Iterator[dict] = map(_prepare_block, jobs)
         else:
             ctx = multiprocessing.get_context("spawn")  # fork is unsafe once torch's threads run
             pool = ctx.Pool(min(processes, len(todo)), initializer=_init_worker, initargs=(light, folder, plan))
@@ -325,7 +326,7 @@ def _run_blocks(folder: Path, plan: Plan, records: list[SceneRecord], reader: Sc
             _WORKER.pop("files").close()
 
 
-def _commit(files: StoreFiles, progress, pending: list[dict]) -> Iterator[dict]:
+def _commit(files: StoreFiles, progress: TextIO, pending: list[dict]) -> Iterator[dict]:
     if not pending:
         return
     files.sync()  # the rows first, then the record that says they are there

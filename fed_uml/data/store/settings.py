@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fed_uml.errors import SettingsError
 
@@ -96,7 +97,7 @@ class StoreSettings:
         return self.workers or (os.cpu_count() or 1)
 
 
-def _int(value, name: str) -> int:
+def _int(value: Any, name: str) -> int:
     if isinstance(value, bool):
         raise SettingsError(f"setting {name} must be an integer, got {value!r}")
     try:
