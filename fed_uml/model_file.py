@@ -215,7 +215,7 @@ def save_deployed_models(results_dir: str | Path, model: UMLModel, calibrated: M
 
 
 def deployed_as_trained(model: UMLModel, modality: str) -> CalibratedModel:
-    """G o f_k with the training-time BN statistics (copies; `model` is not touched)."""
+    """The model g o f_k with the training-time BN statistics (copies; `model` is not touched)."""
     return CalibratedModel(modality, copy.deepcopy(model.projection(modality)), copy.deepcopy(model.backbone))
 
 

@@ -156,7 +156,7 @@ def make_v1(root: Path, n: int, processes: int) -> Path:
 
 
 def make_lmdb(root: Path, n: int) -> Path:
-    """ReBEN's LMDB form with n synthetic pairs: root/bigearthnet_v2/{metadata.parquet, reBEN.lmdb/}."""
+    """The LMDB form of reBEN with n synthetic pairs: root/bigearthnet_v2/{metadata.parquet, reBEN.lmdb/}."""
     import lmdb
     import pyarrow as pa
     import pyarrow.parquet as pq

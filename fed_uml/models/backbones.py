@@ -34,7 +34,7 @@ def small_cnn(in_chans: int, num_classes: int, width: int = 32, dropout: float =
 
 @register_backbone("resnet18", stages=5)
 def resnet18(in_chans: int, num_classes: int, small_input: bool = False) -> tuple[list[nn.Module], nn.Module]:
-    """Torchvision's ResNet-18 (random init); its stem (conv1, bn1, relu, maxpool) is stage 0.
+    """The ResNet-18 of torchvision (random init); its stem (conv1, bn1, relu, maxpool) is stage 0.
 
     `small_input=True` swaps the 7x7/2 conv and the max-pool for a 3x3/1 conv, the usual
     change for 32-64 px tiles such as EuroSAT, so that layer4 still sees a few pixels.

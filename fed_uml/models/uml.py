@@ -184,7 +184,7 @@ def align_projection(projection: Projection, reference: nn.Module) -> None:
 
 
 def adapt_input_conv(in_channels: int, weight: torch.Tensor) -> torch.Tensor:
-    """Timm's rule for a first convolution drawn for `REFERENCE_CHANNELS` input channels.
+    """The rule of timm for a first convolution drawn for `REFERENCE_CHANNELS` input channels.
 
     Applied to `in_channels` (`align_projection`), with timm's results bit for bit
     (`tests/test_projection_init.py` compares them for 1 to 13 channels).
