@@ -28,8 +28,11 @@ app = ClientApp(mods=[audit_mod, secure_aggregation_mod, dp_clip_mod])
 
 
 class _ActorShutdownIsNotAWarning(logging.Filter):
-    """Drops Flower's "Manually terminating ClientAppActor" warning: the simulation ends every
-    Ray actor that way at the end of every run, so it says nothing about the run."""
+    """Drops Flower's "Manually terminating ClientAppActor" warning.
+
+    The simulation ends every Ray actor that way at the end of every run, so it says nothing about
+    the run.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith("Manually terminating")
@@ -46,19 +49,23 @@ def _handlers():
 
 @app.query(protocol.DESCRIBE_ACTION)
 def describe(msg: Message, context: Context) -> Message:
+    """Answer `query.describe`: the institution's modality, data sizes and classes."""
     return _handlers().describe(msg, context)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
+    """Train the received backbone with the private state for the instructed local epochs or steps."""
     return _handlers().train(msg, context)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
+    """Evaluate the received backbone with the private state on the local test data."""
     return _handlers().evaluate(msg, context)
 
 
 @app.query(protocol.CALIBRATE_ACTION)
 def calibrate(msg: Message, context: Context) -> Message:
+    """Run Algorithm 1 (BN calibration) with the final backbone and write the model to the node's disk."""
     return _handlers().calibrate(msg, context)

@@ -1,4 +1,5 @@
-"""What an institution does with each message of the protocol (`fed_uml.federated.protocol`):
+"""What an institution does with each message of the protocol (`fed_uml.federated.protocol`).
+
 `describe`, `train`, `evaluate` and `calibrate`, called by the ClientApp (`clients.client_app`).
 
 Private (kept in `context.state`, never sent): the projection and all BN running
@@ -46,8 +47,10 @@ _PRIVATE = "private"  # the key of the private state in context.state (never sen
 
 
 def _timed(name: str):
-    """The handler's wall time as stage `name`, flushed with its parts after each message
-    (`fed_uml.federated.stages`: only when the scale benchmark switches the timers on)."""
+    """Time the handler as stage `name`, flushed with its parts after each message.
+
+    (`fed_uml.federated.stages`: only when the scale benchmark switches the timers on.)
+    """
     def wrap(handler):
         @functools.wraps(handler)
         def timed(msg: Message, context: Context) -> Message:
@@ -153,8 +156,9 @@ def _start_private(context: Context, inst: Institution, resumed_after_round: int
 
 
 def _private(context: Context, inst: Institution, last_round: int):
-    """This institution's private state after `last_round` (held in `context.state` since
-    `describe`); None (the initial projection) only before round 1.
+    """This institution's private state after `last_round` (held in `context.state` since `describe`).
+
+    None (the initial projection) only before round 1.
 
     A node without it after round 0 has lost its state (e.g. a SuperNode restarted in the
     middle of a run) and fails loudly rather than restarting from the initial projection: a
@@ -178,6 +182,7 @@ def _reply(msg: Message, report, arrays: ArrayRecord | None = None) -> Message:
 
 @_timed("client.message.describe")
 def describe(msg: Message, context: Context) -> Message:
+    """Start (or restore) the private state and reply with the institution's `Description`."""
     inst = _institution(context)
     _start_private(context, inst, DescribeInstruction.from_content(msg.content).resumed_after_round)
     return _reply(msg, inst.describe())
@@ -185,6 +190,7 @@ def describe(msg: Message, context: Context) -> Message:
 
 @_timed("client.message.train")
 def train(msg: Message, context: Context) -> Message:
+    """Train the received backbone locally; reply with the new backbone and a `TrainReport`."""
     inst = _institution(context)
     task = TrainInstruction.from_content(msg.content)
     if task.first_contact_after_round is not None:  # no query.describe came first: this is it
@@ -208,6 +214,7 @@ def train(msg: Message, context: Context) -> Message:
 
 @_timed("client.message.evaluate")
 def evaluate(msg: Message, context: Context) -> Message:
+    """Evaluate the received backbone with the private state; reply with an `EvaluateReport`."""
     inst = _institution(context)
     task = EvaluateInstruction.from_content(msg.content)
     return _reply(msg, inst.evaluate(from_wire(msg.content[protocol.ARRAYS]),
@@ -215,11 +222,13 @@ def evaluate(msg: Message, context: Context) -> Message:
 
 
 def model_dir(context: Context, inst: Institution, suggested: str | None) -> Path | None:
-    """Where this institution writes its model (node-local, never sent), first that is set:
+    """Where this institution writes its model (node-local, never sent), first that is set.
+
     node-config `model-dir` (the folder itself); node-config or run-config `state-dir`
-    (`<state-dir>/<institution>/`, beside its private round state); else the folder the
-    server suggests, `<results-dir>/institutions/<institution>/` (in a simulation the run's
-    results folder stands in for every institution's own disk)."""
+    (`<state-dir>/<institution>/`, beside its private round state); else the folder the server
+    suggests, `<results-dir>/institutions/<institution>/` (in a simulation the run's results folder
+    stands in for every institution's own disk).
+    """
     node_dir = context.node_config.get(roles.MODEL_DIR)
     if node_dir:
         return Path(str(node_dir)).expanduser()
@@ -233,6 +242,7 @@ def model_dir(context: Context, inst: Institution, suggested: str | None) -> Pat
 
 @_timed("client.message.calibrate")
 def calibrate(msg: Message, context: Context) -> Message:
+    """Calibrate, write the model file to the node's own disk and reply with a `CalibrateReport`."""
     inst = _institution(context)
     task = CalibrateInstruction.from_content(msg.content)
     folder = model_dir(context, inst, task.results_dir)

@@ -1,6 +1,7 @@
-"""Client mods of the privacy features: what an institution does to its backbone update before
-it leaves (docs/privacy.md). Both act only on train messages that ask for them; a plain run's
-messages pass through untouched.
+"""Client mods of the privacy features.
+
+What an institution does to its backbone update before it leaves (docs/privacy.md). Both act only on
+train messages that ask for them; a plain run's messages pass through untouched.
 
 `dp_clip_mod`: with a `clipping` record (differential privacy) the reply's backbone becomes
 received + clip(returned - received, C): the update, all backbone tensors together, has L2
@@ -46,6 +47,7 @@ def _is_train(msg: Message) -> bool:
 
 
 def dp_clip_mod(msg: Message, context: Context, call_next) -> Message:
+    """Clip the reply's backbone update to the instructed L2 norm (differential privacy)."""
     reply = call_next(msg, context)
     if not _is_train(msg) or protocol.CLIPPING not in msg.content or reply.has_error() \
             or protocol.ARRAYS not in reply.content:
@@ -95,6 +97,7 @@ def masked_input(msg: Message, reply: Message) -> Message:
 
 
 def secure_aggregation_mod(msg: Message, context: Context, call_next) -> Message:
+    """Send a train reply's update into the SecAgg+ masked sum when the message asks for it."""
     if not _is_train(msg) or RECORD_KEY_CONFIGS not in msg.content.config_records:
         return call_next(msg, context)
     return secaggplus_mod(msg, context, lambda m, ctx: masked_input(m, call_next(m, ctx)))

@@ -40,8 +40,11 @@ def report_user_errors(fn: Callable[[], T], debug: bool = False) -> T:
 
 
 def run_main(main: Callable[[], object]) -> None:
-    """The `if __name__ == "__main__"` of an argparse entry point: `--debug` is taken out of the
-    arguments, a user's error ends as one line and status 2, an int returned is the exit status."""
+    """The `if __name__ == "__main__"` of an argparse entry point.
+
+    `--debug` is taken out of the arguments, a user's error ends as one line and status 2, an int
+    returned is the exit status.
+    """
     debug = debug_requested()
     result = report_user_errors(main, debug)
     raise SystemExit(result if isinstance(result, int) and not isinstance(result, bool) else 0)

@@ -52,11 +52,12 @@ def description(module: str) -> str:
 
 
 def is_group(module: str) -> bool:
+    """Whether `module` is a group of commands (a package) rather than one command."""
     return _source(module).name == "__init__.py"
 
 
 def group_members(package: str) -> dict[str, str]:
-    """name -> module for every module of `package` that runs as a script (has a `__main__` block)."""
+    """Name -> module for every module of `package` that runs as a script (has a `__main__` block)."""
     members = {}
     for info in pkgutil.iter_modules([str(_source(package).parent)]):
         module = f"{package}.{info.name}"
@@ -66,6 +67,7 @@ def group_members(package: str) -> dict[str, str]:
 
 
 def usage(commands: dict[str, str], prog: str, intro: str) -> str:
+    """The `fed-uml` help text: every command with its one-line description."""
     shown = {name: f"{name} NAME" if is_group(module) else name for name, module in commands.items()}
     width = max(map(len, shown.values())) + 2
     lines = [f"usage: {prog} COMMAND [ARGS...]   ({prog} COMMAND --help: the command's own options)", "", intro, "",
@@ -77,8 +79,10 @@ def usage(commands: dict[str, str], prog: str, intro: str) -> str:
 def resolve(argv: list[str], commands: dict[str, str] = COMMANDS, prog: str = PROG,
             intro: str = "Federated Unpaired Multimodal Learning for satellite sensors, on Flower.",
             ) -> tuple[str, list[str]]:
-    """(module to run, its arguments) for a command line; SystemExit with the list of commands
-    for `--help`, no command or an unknown one."""
+    """(module to run, its arguments) for a command line.
+
+    SystemExit with the list of commands for `--help`, no command or an unknown one.
+    """
     if not argv or argv[0] in ("-h", "--help"):
         print(usage(commands, prog, intro))
         raise SystemExit(0 if argv else USAGE_STATUS)
@@ -93,6 +97,7 @@ def resolve(argv: list[str], commands: dict[str, str] = COMMANDS, prog: str = PR
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command `argv` names as `python -m` would run its module."""
     module, args = resolve(list(sys.argv[1:] if argv is None else argv))
     sys.argv = [module, *args]  # as `python -m` sees them (runpy puts the module's file first)
     runpy.run_module(module, run_name="__main__", alter_sys=True)

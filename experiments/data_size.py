@@ -1,5 +1,6 @@
-"""Data size x BN calibration (the study's Fig 10): UML with and without calibration against
-the unimodal baseline, as the training set per class grows.
+"""Data size x BN calibration (the study's Fig 10).
+
+UML with and without calibration against the unimodal baseline, as the training set per class grows.
 
     python -m experiments.data_size --sizes 5,10,20,50,100 --seeds 0,1,2 --out results/data_size [overrides...]
 
@@ -31,6 +32,7 @@ FIELDS = ["dataset", "samples_per_class", "seed", "modality", "n_train", "uml_ca
 
 
 def done_keys(path: Path) -> set[tuple[str, str]]:
+    """The (size, seed) points already in the CSV at `path`, which a rerun skips."""
     if not path.exists():
         return set()
     with open(path) as f:
@@ -38,6 +40,7 @@ def done_keys(path: Path) -> set[tuple[str, str]]:
 
 
 def run_point(overrides: list[str], size: int, seed: int, out: Path) -> list[dict]:
+    """Train UML and the unimodal baseline at one size and seed; one CSV row per modality."""
     ov = list(overrides) + [f"dataset.samples_per_class={size}", f"seed={seed}", "training.log_every=0"]
     uml = run_centralized(compose_config(ov + ["method=uml"]), out / f"uml-{size}-{seed}")
     uni = run_centralized(compose_config(ov + ["method=unimodal"]), out / f"unimodal-{size}-{seed}")
@@ -51,9 +54,11 @@ def run_point(overrides: list[str], size: int, seed: int, out: Path) -> list[dic
 
 
 def paired(csv_path: Path) -> list[dict]:
-    """data_size_paired.csv beside `csv_path`: calibrated UML - unimodal per size and modality,
-    against the stronger form of the unimodal model (a table without `unimodal_calibrated`,
-    from before it was recorded, has only the model as trained)."""
+    """Write data_size_paired.csv beside `csv_path`: calibrated UML - unimodal per size and modality.
+
+    Against the stronger form of the unimodal model (a table without `unimodal_calibrated`, from
+    before it was recorded, has only the model as trained).
+    """
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
     uml, uni, uni_cal = defaultdict(dict), defaultdict(dict), defaultdict(dict)
@@ -69,6 +74,7 @@ def paired(csv_path: Path) -> list[dict]:
 
 
 def plot(csv_path: Path) -> Path:
+    """Plot accuracy against samples per class from the CSV; returns the figure's path."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -109,6 +115,7 @@ def plot(csv_path: Path) -> Path:
 
 
 def main() -> None:
+    """Run the data-size study from the command line."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sizes", default="5,10,20,50,100")
     ap.add_argument("--seeds", default="0,1,2")

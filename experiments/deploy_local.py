@@ -67,6 +67,7 @@ def deploy(cfg: dict, overrides: list[str], workdir: Path, results_dir: Path,
 
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    """Check the settings, then deploy the federation locally (Hydra entry point)."""
     out = Path(HydraConfig.get().runtime.output_dir)
     results_dir = Path(cfg.results_dir).resolve()
     overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("results_dir=")]

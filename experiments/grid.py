@@ -33,12 +33,16 @@ class Job:
 
     @property
     def done(self) -> bool:
+        """Whether the job's results.json exists."""
         return (self.out / "results.json").exists()
 
 
 def job_config(job: Job, force: bool = False) -> dict:
-    """The resolved settings of `job`: an unfinished job resumes (from its checkpoint, if it has
-    one), a forced one replaces what its folder holds."""
+    """The resolved settings of `job`.
+
+    An unfinished job resumes (from its checkpoint, if it has one), a forced one replaces what its
+    folder holds.
+    """
     from fed_uml.federated.config import compose_config
 
     cfg = compose_config(job.overrides)
@@ -98,9 +102,11 @@ def _worker(job: Job, threads: int, force: bool = False) -> tuple[Job, float, st
 
 
 def run_jobs(jobs: Sequence[Job], workers: int = 1, threads: int = 1, force: bool = False) -> list[tuple[Job, str]]:
-    """Run the jobs not yet done (all of them with `force`), `workers` at a time (one process
-    each; in this process for one worker), `threads` torch threads each (see `run_job`);
-    returns (job, first line of the error) of the failures."""
+    """Run the jobs not yet done (all of them with `force`), `workers` at a time.
+
+    One process each (in this process for one worker), `threads` torch threads each (see `run_job`);
+    returns (job, first line of the error) of the failures.
+    """
     todo = [j for j in jobs if force or not j.done]
     check_jobs(todo)
     log.info("%d of %d runs to do (%d done), %d worker(s)", len(todo), len(jobs), len(jobs) - len(todo), workers)
@@ -149,8 +155,11 @@ def ints(text: str) -> list[int]:
 
 
 def finish(summary: str, written: str, failures: Sequence[tuple[Job, str]]) -> int:
-    """The end of a grid script: print its summary table, what it wrote and every failed run;
-    returns the exit status (1 if a run failed)."""
+    """The end of a grid script.
+
+    Print its summary table, what it wrote and every failed run; returns the exit status (1 if a run
+    failed).
+    """
     print(summary)
     print(written)
     for job, error in failures:

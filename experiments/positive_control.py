@@ -72,6 +72,7 @@ CENTRALIZED, FEDERATED = "centralized", "federated"
 
 
 def control_overrides(per_class: int, halves: Sequence[str] = HALVES) -> list[str]:
+    """Overrides of the control: one synthetic scene set split into two halves as two modalities."""
     return [
         "dataset=synthetic",
         f"dataset.modalities=[{','.join(halves)}]",
@@ -81,6 +82,7 @@ def control_overrides(per_class: int, halves: Sequence[str] = HALVES) -> list[st
 
 
 def make_jobs(root: Path, seeds: Sequence[int], per_class: int, arms: Sequence[str], extra: Sequence[str]) -> dict:
+    """The control's jobs, one per (arm, seed)."""
     return {
         (arm, seed): Job((*control_overrides(per_class), *ARMS[arm], f"seed={seed}", *extra),
                          root / "runs" / arm / f"seed{seed}")
@@ -106,8 +108,10 @@ def federated_jobs(root: Path, seeds: Sequence[int], per_class: int, arms: Seque
 
 
 def run_federated_jobs(jobs: dict[tuple[str, int, str], Job]) -> list[tuple[Job, str]]:
-    """Every federated job not yet done, one after another (each simulation takes the whole
-    machine); every job's settings are checked before the first starts. Returns the failures."""
+    """Every federated job not yet done, one after another (each simulation takes the whole machine).
+
+    Every job's settings are checked before the first starts. Returns the failures.
+    """
     from experiments.sweep import run_federated
     from fed_uml.errors import SettingsError
     from fed_uml.federated.config import compose_config
@@ -142,8 +146,10 @@ def _read(path: Path) -> dict:
 
 def collect(root: Path, seeds: Sequence[int], per_class: int, extra: Sequence[str]
             ) -> dict[tuple[str, str, str], dict[int, dict]]:
-    """(setting, arm, half) -> {seed: that half's entry of results.json, plus `engine`}, over
-    every finished run of the control under `root`, centralized and federated."""
+    """Every finished run of the control under `root`, centralized and federated, by setting and arm.
+
+    Returns (setting, arm, half) -> {seed: that half's entry of results.json, plus `engine`}.
+    """
     out: dict[tuple[str, str, str], dict[int, dict]] = {}
     central = make_jobs(root, seeds, per_class, list(ARMS), extra)
     for (arm, seed), job in central.items():
@@ -192,6 +198,7 @@ def summarise(acc: dict[tuple[str, str, str], dict[int, dict]], root: Path) -> l
 
 
 def to_markdown(rows: list[dict]) -> str:
+    """The control's rows as a Markdown table with the paired differences and their CIs."""
     lines = ["| setting | arm | half | accuracy % (mean ± std) | arm − unimodal baseline, 95% CI "
              "| arm − pooled, 95% CI | calibration: after − before |", "|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -209,6 +216,7 @@ def to_markdown(rows: list[dict]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the positive control from the command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds (default 0-4)")
     p.add_argument("--per-class", type=int, default=20, help="training scenes per class in each half")

@@ -35,6 +35,7 @@ def _positive_int(text: str) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line of `python -m experiments.predict`."""
     p = argparse.ArgumentParser(prog="python -m experiments.predict", description=__doc__.split("\n\n")[0])
     p.add_argument("model", help="a model file, model-<modality>.pt")
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files or folders")
@@ -93,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Predict with a model file from the command line; a user's mistake prints `error: ...`, exit 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = debug_requested(argv)
     return report_user_errors(lambda: run(parse_args(argv)), debug=debug)

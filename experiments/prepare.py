@@ -26,6 +26,7 @@ DEBUG = debug_requested()
 
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    """Prepare (or verify) the data stores of the configured data set (Hydra entry point)."""
     logging.getLogger("fed_uml").setLevel(logging.INFO)
     dataset = OmegaConf.to_container(cfg, resolve=True)["dataset"]
     for row in report_user_errors(lambda: prepare_stores(dataset, readers_of(dataset.get("name"))), DEBUG):

@@ -69,6 +69,7 @@ def run_one(rt: FlowerRuntime | None, workdir: Path, name: str, overrides: list[
 
 
 def utility_rows(results: dict, method: str, seed: int, noise: float) -> list[dict]:
+    """One row per modality: the accuracy of a run and the epsilon it spent."""
     history = results.get("history") or [{}]
     eps = history[-1].get("dp_epsilon", math.inf) if noise > 0 else math.inf
     return [{"method": method, "seed": seed, "noise_multiplier": noise, "epsilon": eps, "modality": m,
@@ -78,6 +79,7 @@ def utility_rows(results: dict, method: str, seed: int, noise: float) -> list[di
 
 
 def cost_row(results: dict, n: int, secure: bool) -> dict:
+    """The time and bytes per round of a run, plain or with secure aggregation."""
     history = results["history"]
     rounds = len(history)
     seconds = sum(r["seconds"] for r in history)
@@ -91,6 +93,7 @@ def cost_row(results: dict, n: int, secure: bool) -> dict:
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
+    """Write `rows` as a CSV with their keys as the header."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -99,6 +102,7 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def cost_table(rows: list[dict]) -> str:
+    """The cost rows as a Markdown table, relative to plain FedAvg at the same institution count."""
     lines = ["| institutions | aggregation | s / round | bytes / round | bytes / institution / round | "
              "vs FedAvg (time, bytes) |", "|---|---|---|---|---|---|"]
     plain = {r["institutions"]: r for r in rows if r["aggregation"] == "fedavg"}
@@ -112,6 +116,7 @@ def cost_table(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
+    """Plot accuracy against epsilon per method and modality to `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,6 +154,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Run the privacy-utility study from the command line; returns its rows."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--institutions", type=int, default=100)
     ap.add_argument("--seeds", default="0,1,2")

@@ -1,4 +1,4 @@
-"""Where UML helps: the paired gain over the fair unimodal baseline across data regimes.
+r"""Where UML helps: the paired gain over the fair unimodal baseline across data regimes.
 
 The weak modality (`sar`) has `--weak` training scenes per class, the strong optical one
 (`rgb` or the 13-band `ms`) `--strong` (a number, or `equal` for the weak modality's count).
@@ -16,7 +16,7 @@ Writes `runs/...` (one results.json per run; finished runs are skipped on a reru
 `regime_map_runs.csv`, `regime_map.csv` (one row per cell and modality) and
 `regime_map.png` (heat maps of the paired gain, cells whose CI excludes 0 marked *).
 
-    python -m experiments.regime_map --pairs sar-rgb,sar-ms --weak 2,5,10,20,40 --strong equal,50,200 \\
+    python -m experiments.regime_map --pairs sar-rgb,sar-ms --weak 2,5,10,20,40 --strong equal,50,200 \
         --seeds 0,1,2,3,4 --federated 5:50 --workers 2
 """
 
@@ -41,16 +41,19 @@ FED_WEIGHTINGS = ("examples", "modality")
 
 
 def strong_size(strong: str, weak: int) -> int:
+    """Scenes per class of the strong modality: `weak` for "equal", else the number given."""
     return weak if strong == "equal" else int(strong)
 
 
 def cell_overrides(pair: str, weak: int, strong: str) -> list[str]:
+    """Overrides of one cell of the map: the pair's two modalities at their sizes."""
     w, s = PAIRS[pair]
     return ["dataset=synthetic", f"dataset.modalities=[{w},{s}]",
             f"dataset.samples_per_class={{{w}:{weak},{s}:{strong_size(strong, weak)}}}"]
 
 
 def centralized_jobs(root: Path, pairs, weaks, strongs, seeds, extra) -> dict:
+    """The centralized jobs of the map, one per (pair, weak, strong, method, seed)."""
     return {
         (pair, weak, strong, "centralized", method, seed): Job(
             (*cell_overrides(pair, weak, strong), f"method={method}", f"seed={seed}", *extra),
@@ -127,8 +130,11 @@ def summarise(dirs: dict, root: Path) -> list[dict]:
 
 
 def plot(rows: list[dict], path: Path) -> Path | None:
-    """One heat map per pair and role (weak / strong modality): rows = weak size, columns =
-    strong size (centralized, then federated settings); colour = paired gain in points."""
+    """One heat map per pair and role (weak / strong modality).
+
+    Rows = weak size, columns = strong size (centralized, then federated settings); colour = paired
+    gain in points.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -198,6 +204,7 @@ def to_markdown(rows: list[dict]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the regime map from the command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pairs", default="sar-rgb,sar-ms", help=f"comma-separated of {list(PAIRS)}")
     p.add_argument("--weak", default="2,5,10,20,40", help="weak-modality (sar) scenes per class")

@@ -21,6 +21,7 @@ DEBUG = False
 
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
+    """Run one centralized experiment (Hydra entry point); returns the primary metric for sweepers."""
     results_dir = cfg.results_dir
     plain = OmegaConf.to_container(cfg, resolve=True)
     results = report_user_errors(lambda: run_centralized(plain, results_dir), debug=DEBUG)

@@ -32,9 +32,11 @@ class Paired:
 
     @property
     def excludes_zero(self) -> bool:
+        """Whether the confidence interval lies wholly on one side of zero."""
         return self.n >= 2 and (self.low > 0 or self.high < 0)
 
     def text(self, scale: float = 100.0, digits: int = 2) -> str:
+        """The mean difference with its CI, scaled (e.g. to percentage points)."""
         if self.n == 0:
             return "n/a"
         if self.n < 2 or not math.isfinite(self.low):
@@ -71,13 +73,15 @@ AS_TRAINED, CALIBRATED = "as trained", "calibrated"
 
 
 def stronger_baseline(as_trained: Mapping[int, float], calibrated: Mapping[int, float]) -> tuple[dict[int, float], str]:
-    """The baseline of record of one cell (one setting, data regime and modality): of the
-    baseline as trained and after Algorithm 1, per seed, the variant with the higher mean over
-    the seeds both have (ties: as trained); returns (that variant's per-seed values, its name).
+    """The baseline of record of one cell (one setting, data regime and modality).
+
+    Of the baseline as trained and after Algorithm 1, per seed, the variant with the higher mean
+    over the seeds both have (ties: as trained); returns (that variant's per-seed values, its name).
 
     Per cell, not per seed: the larger of two values per seed would pick, with the test set,
     whichever happened to score higher on that draw, which no user can do and which lifts the
-    baseline by noise alone. One choice per cell is what a user who measured both would deploy."""
+    baseline by noise alone. One choice per cell is what a user who measured both would deploy.
+    """
     seeds = sorted(set(as_trained) & set(calibrated))
     if not seeds:
         return dict(as_trained), AS_TRAINED
@@ -97,9 +101,11 @@ def stronger_baselines(as_trained: Mapping[tuple, Mapping[int, float]], calibrat
 
 def paired_rows(method: Mapping[tuple, Mapping[int, float]], baseline: Mapping[tuple, Mapping[int, float]],
                 key_names: Sequence[str], variants: Mapping[tuple, str] | None = None) -> list[dict]:
-    """One row per key (e.g. (samples per class, modality)) that both arms have: the arms'
-    means, the paired difference (accuracy fractions) with its 95% interval, and n; with
-    `variants` (from `stronger_baselines`), which form of the baseline each row compares with."""
+    """One row per key (e.g. (samples per class, modality)) that both arms have.
+
+    The arms' means, the paired difference (accuracy fractions) with its 95% interval, and n; with
+    `variants` (from `stronger_baselines`), which form of the baseline each row compares with.
+    """
     rows = []
     for key in sorted(set(method) & set(baseline), key=str):
         d = paired_difference(method[key], baseline[key])

@@ -42,15 +42,18 @@ FIELDS = ["method", "local_epochs", "rounds", "budget", "seed", "modality", "acc
 
 
 def rounds_for(budget: int, local_epochs: int) -> int:
+    """Rounds that spend `budget` local epochs at `local_epochs` per round."""
     if local_epochs < 1 or budget < local_epochs or budget % local_epochs:
         raise ValueError(f"sweep.budget={budget} is not a multiple of federated.local_epochs={local_epochs}")
     return budget // local_epochs
 
 
 def run_federated(cfg: dict, overrides: list[str], workdir: Path, results_dir: Path) -> dict:
-    """One federated simulation of `overrides`; returns its results.json. `simulation.engine`:
-    `flwr` (`flwr run` on a private local SuperLink in `workdir`) or `inprocess` (the same apps
-    in this process, `localrun.inprocess`)."""
+    """One federated simulation of `overrides`.
+
+    Returns its results.json. `simulation.engine`: `flwr` (`flwr run` on a private local SuperLink
+    in `workdir`) or `inprocess` (the same apps in this process, `localrun.inprocess`).
+    """
     sim = cfg["simulation"]
     engine = check_engine(sim.get("engine", "flwr"))
     # the engine goes into the run's own settings, so results.json says which one ran it
@@ -67,6 +70,7 @@ def run_federated(cfg: dict, overrides: list[str], workdir: Path, results_dir: P
 
 
 def append_rows(csv_path: Path, rows: list[dict]) -> None:
+    """Append `rows` to the CSV under a file lock (sweep jobs run in parallel)."""
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     with open(csv_path, "a", newline="") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -77,8 +81,11 @@ def append_rows(csv_path: Path, rows: list[dict]) -> None:
 
 
 def paired(rows: list[dict], path: Path) -> list[dict]:
-    """UML - unimodal per (budget, L, modality), paired by seed, against the stronger of the
-    unimodal baseline as trained and after Algorithm 1 in each cell (`stronger_baselines`)."""
+    """UML - unimodal per (budget, L, modality), paired by seed, against the stronger unimodal baseline.
+
+    The stronger of the unimodal baseline as trained and after Algorithm 1 in each cell
+    (`stronger_baselines`).
+    """
     uml, as_trained, calibrated = defaultdict(dict), defaultdict(dict), defaultdict(dict)
     for r in rows:
         key, seed = (int(r["budget"]), int(r["local_epochs"]), r["modality"]), int(r["seed"])
@@ -94,6 +101,7 @@ def paired(rows: list[dict], path: Path) -> list[dict]:
 
 
 def plot(csv_path: Path) -> Path:
+    """Plot the sweep's paired differences; returns the figure's path."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -132,6 +140,7 @@ def plot(csv_path: Path) -> Path:
 
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    """Run one federated job of the sweep and append its rows (Hydra entry point)."""
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
     sweep_dir = Path(hc.sweep.dir) if hc.mode.name == "MULTIRUN" else job_dir

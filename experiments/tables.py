@@ -1,4 +1,4 @@
-"""Tables 1 and 2 of the study from a directory tree of results.json files, and the grid that fills it.
+r"""Tables 1 and 2 of the study from a directory tree of results.json files, and the grid that fills it.
 
 Make the tables (Markdown printed, Markdown + CSV written with --out):
 
@@ -7,7 +7,7 @@ Make the tables (Markdown printed, Markdown + CSV written with --out):
 Run a grid of methods x seeds on one data set (any Hydra override of experiments.run may
 follow), each run writing RESULTS_ROOT/<dataset>/<method>/seed<S>/results.json, then the tables:
 
-    python -m experiments.tables run --methods unimodal,uml,isca,dann,cdan,mcc,mdd --seeds 0,1,2 \\
+    python -m experiments.tables run --methods unimodal,uml,isca,dann,cdan,mcc,mdd --seeds 0,1,2 \
         --root results/compare dataset=synthetic num_threads=1
 
 The layout of the tables and the paired differences are described in `experiments/tabulation.py`;
@@ -33,6 +33,7 @@ _GRID_KEYS = ("method", "seed", "results_dir")
 
 
 def run_dir(root: str | Path, dataset: str, method: str, seed: int) -> Path:
+    """Where the run of `method` with `seed` on `dataset` writes its results."""
     return Path(root) / dataset / method / f"seed{seed}"
 
 
@@ -76,6 +77,7 @@ def run_grid(methods: Sequence[str], seeds: Sequence[int], overrides: Sequence[s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run methods x seeds, or make the tables from finished runs, from the command line."""
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     if argv and argv[0] == "run":

@@ -1,5 +1,6 @@
-"""Tables 1 and 2 of the study from a directory tree of results.json files: reading the runs,
-mean +/- std cells, paired differences to the unimodal baseline, Markdown and CSV.
+"""Tables 1 and 2 of the study from a directory tree of results.json files.
+
+Reading the runs, mean +/- std cells, paired differences to the unimodal baseline, Markdown and CSV.
 
 Layout (as in notes/paper-results.md): one row per method; per data set one column per
 modality and the mean over modalities; each cell is the accuracy in % as mean +/- sample
@@ -78,6 +79,8 @@ _IGNORED_CONFIG = {"seed", "results_dir", "num_threads", "device"}
 
 @dataclass
 class Run:
+    """One finished run, read from its results.json."""
+
     path: Path
     method: str
     dataset: str
@@ -94,11 +97,13 @@ class Run:
 
     @property
     def row(self) -> str:
+        """The run's row key: the method (and variant), marked when federated."""
         name = f"{self.method}, {self.variant}" if self.variant else self.method
         return f"{name} (federated)" if self.federated else name
 
     @property
     def mean(self) -> float:
+        """Mean accuracy over the run's modalities."""
         return sum(self.accuracy.values()) / len(self.accuracy)
 
 
@@ -117,7 +122,8 @@ def collect_runs(root: str | Path, metric: str | None = None) -> list[Run]:
     """Every results.json under `root` (recursively), one Run each; a later duplicate replaces an earlier one.
 
     `metric`: None (each run's `primary_metric`) or one of `METRICS`; a run without it is an error
-    naming the file."""
+    naming the file.
+    """
     if metric is not None and metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     root = Path(root)
@@ -158,8 +164,10 @@ def collect_runs(root: str | Path, metric: str | None = None) -> list[Run]:
 
 
 def _forms(mods: dict, metric: str) -> dict[str, dict[str, float]]:
-    """{AS_TRAINED: {modality: value}, CALIBRATED: {...}} of a headline metric; {} for a metric
-    that already names its form, or a run that lacks either."""
+    """{AS_TRAINED: {modality: value}, CALIBRATED: {...}} of a headline metric.
+
+    {} for a metric that already names its form, or a run that lacks either.
+    """
     if metric.endswith(CALIBRATION_SUFFIXES):
         return {}
     keys = {AS_TRAINED: f"{metric}_before_calibration", CALIBRATED: f"{metric}_after_calibration"}
@@ -169,10 +177,13 @@ def _forms(mods: dict, metric: str) -> dict[str, dict[str, float]]:
 
 
 def with_stronger_baseline(runs: Sequence[Run]) -> tuple[list[Run], dict[tuple[str, tuple, str], str]]:
-    """The runs with the baseline of record: every baseline run's values replaced, per column
-    (data set, modalities, centralized or federated; modality), by the stronger of its forms
-    over the column's seeds (`stronger_baseline`), plus each form as a row of its own.
-    Returns (runs, {(row, (dataset, modalities), modality): the form chosen})."""
+    """The runs with the baseline of record.
+
+    Every baseline run's values replaced, per column (data set, modalities, centralized or
+    federated; modality), by the stronger of its forms over the column's seeds
+    (`stronger_baseline`), plus each form as a row of its own. Returns (runs, {(row, (dataset,
+    modalities), modality): the form chosen}).
+    """
     columns: dict[tuple, list[Run]] = defaultdict(list)
     for r in runs:
         if r.method == BASELINE and r.forms:
@@ -199,26 +210,33 @@ def with_stronger_baseline(runs: Sequence[Run]) -> tuple[list[Run], dict[tuple[s
 
 @dataclass
 class Cell:
+    """The values of one table cell, one per seed."""
+
     values: list[float] = field(default_factory=list)  # fractions in [0, 1], one per seed
     seeds: list[int] = field(default_factory=list)  # the seed of each value
     mark: str = ""  # after the value (CALIBRATED_MARK: the baseline's calibrated form)
 
     def by_seed(self) -> dict[int, float]:
+        """The cell's values by seed."""
         return dict(zip(self.seeds, self.values))
 
     @property
     def n(self) -> int:
+        """Number of seeds."""
         return len(self.values)
 
     @property
     def mean(self) -> float:
+        """Mean in percent (NaN when empty)."""
         return 100 * statistics.fmean(self.values) if self.values else math.nan
 
     @property
     def std(self) -> float:
+        """Sample standard deviation in percent (NaN below two seeds)."""
         return 100 * statistics.stdev(self.values) if self.n > 1 else math.nan
 
     def text(self, digits: int = 2) -> str:
+        """The cell as "mean ± std" in percent."""
         if not self.values:
             return "-"
         if self.n == 1:
@@ -228,6 +246,8 @@ class Cell:
 
 @dataclass
 class Table:
+    """A table of methods (rows) by data set and modality (columns)."""
+
     title: str
     groups: list[tuple[str, tuple[str, ...]]]  # (data-set label, modalities)
     rows: list[str]  # method row keys
@@ -235,12 +255,14 @@ class Table:
     seeds: dict[tuple[str, str], list[int]]  # (row, group label) -> seeds
 
     def header(self) -> list[str]:
+        """The column headers."""
         cols = ["Method"]
         for label, mods in self.groups:
             cols += [f"{label} {m}" for m in mods] + [f"{label} Mean"]
         return cols
 
     def to_markdown(self, digits: int = 2) -> str:
+        """The table as Markdown, with its footnote."""
         head = self.header()
         lines = [f"### {self.title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for row in self.rows:
@@ -258,8 +280,10 @@ class Table:
         return "\n".join(lines)
 
     def paired_rows(self) -> list[tuple[str, list[Paired]]]:
-        """Per non-baseline row, the paired difference to the baseline row of the same kind
-        (centralized or federated) in every column, over the seeds both have."""
+        """Per non-baseline row, the paired difference to the baseline row of the same kind.
+
+        Same kind: centralized or federated; in every column, over the seeds both have.
+        """
         out = []
         for row in self.rows:
             if _base_method(row) == BASELINE or _is_variant(row):
@@ -276,6 +300,7 @@ class Table:
         return out
 
     def paired_csv(self) -> str:
+        """The paired differences to the baseline as CSV."""
         buf = io.StringIO()
         writer = csv.writer(buf)
         head = ["method", "baseline"]
@@ -291,6 +316,7 @@ class Table:
         return buf.getvalue()
 
     def footnote(self) -> str:
+        """What the cells show and over which seeds."""
         counts = {len(s) for s in self.seeds.values()}
         seeds = sorted({x for s in self.seeds.values() for x in s})
         text = "Mean ± sample std over seeds"
@@ -306,6 +332,7 @@ class Table:
         return text
 
     def to_csv(self) -> str:
+        """The table's means and standard deviations as CSV."""
         buf = io.StringIO()
         writer = csv.writer(buf)
         head = ["method"]
@@ -330,6 +357,7 @@ def _num(x: float) -> str:
 
 
 def row_label(row: str) -> str:
+    """The label a table shows for a row key."""
     base, fed = (row[: -len(" (federated)")], " (federated)") if row.endswith(" (federated)") else (row, "")
     method, _, variant = base.partition(", ")
     if variant and method == BASELINE:
@@ -358,8 +386,11 @@ def _group_labels(runs: Iterable[Run]) -> dict[tuple[str, tuple[str, ...]], str]
 
 
 def build_tables(runs: Sequence[Run]) -> list[Table]:
-    """Tables 1 and 2 (and one for other methods) from the runs; empty tables are left out.
-    The baseline's row is its stronger form per column (`with_stronger_baseline`)."""
+    """Tables 1 and 2 (and one for other methods) from the runs.
+
+    Empty tables are left out. The baseline's row is its stronger form per column
+    (`with_stronger_baseline`).
+    """
     runs, chosen = with_stronger_baseline(runs)
     labels = _group_labels(runs)
     groups = [(labels[k], k[1]) for k in sorted(labels, key=lambda k: labels[k])]
@@ -409,6 +440,7 @@ def _restrict(title, rows, groups, cells, seeds) -> Table:
 
 
 def runs_csv(runs: Sequence[Run], metric: str | None = None) -> str:
+    """Every run's accuracy per modality as CSV (one row per run and modality)."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["path", "method", "dataset", "federated", "seed", "modality", "metric", "value"])
@@ -420,9 +452,11 @@ def runs_csv(runs: Sequence[Run], metric: str | None = None) -> str:
 
 def make_tables(root: str | Path, out: str | Path | None = None, metric: str | None = None,
                 digits: int = 2) -> str:
-    """The Markdown of all tables for the runs under `root`; with `out`, also write the files:
-    tables.md, table1.md/.csv, table2.md/.csv (table3.* for other methods), table<N>_paired.csv
-    (the paired differences to the baseline) and runs.csv."""
+    """The Markdown of all tables for the runs under `root`.
+
+    With `out`, also write the files: tables.md, table1.md/.csv, table2.md/.csv (table3.* for other
+    methods), table<N>_paired.csv (the paired differences to the baseline) and runs.csv.
+    """
     runs = collect_runs(root, metric)
     if not runs:
         raise FileNotFoundError(f"no results.json under {root}")

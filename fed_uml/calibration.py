@@ -16,13 +16,13 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from fed_uml.models.uml import UMLModel
+from fed_uml.models.uml import Projection, UMLModel
 
 
 class CalibratedModel(nn.Module):
     """The deployed single-modality model h_k = g_k o f_k (always in eval mode)."""
 
-    def __init__(self, modality: str, projection: nn.Module, backbone: nn.Module):
+    def __init__(self, modality: str, projection: Projection, backbone: nn.Module):
         super().__init__()
         self.modality = modality
         self.projection = projection
@@ -30,11 +30,13 @@ class CalibratedModel(nn.Module):
         self.eval()
 
     def forward(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
+        """Logits of `x`; a `modality` other than the calibrated one is an error."""
         if modality is not None and modality != self.modality:
             raise KeyError(f"this model was calibrated for modality {self.modality!r}, not {modality!r}")
         return self.backbone(self.projection(x))
 
     def train(self, mode: bool = True) -> CalibratedModel:  # frozen by construction
+        """Stay in eval mode whatever `mode` asks: the calibrated BN statistics must not move."""
         return super().train(False)
 
 
@@ -47,6 +49,7 @@ def _prepare_for_calibration(module: nn.Module) -> list[_BatchNorm]:
     for bn in bns:
         if not bn.track_running_stats:
             raise ValueError("BN calibration needs BatchNorm layers that track running statistics")
+        assert bn.running_mean is not None and bn.running_var is not None and bn.num_batches_tracked is not None
         bn.running_mean.zero_()
         bn.running_var.zero_()
         bn.num_batches_tracked.zero_()
@@ -56,10 +59,11 @@ def _prepare_for_calibration(module: nn.Module) -> list[_BatchNorm]:
 
 
 def calibration_batches(n: int, batch_size: int, epochs: int, seed: int | None = 0) -> list[torch.Tensor]:
-    """The index batches Algorithm 1 visits: each epoch a seeded random permutation of D_k cut
-    into ceil(n / batch_size) batches of EQUAL size (sizes differ by at most one sample, none
-    smaller than 2 and none larger than `batch_size`, except that B = 2 with an odd count
-    makes one batch of 3); `seed=None`: in stored order.
+    """The index batches Algorithm 1 visits.
+
+    Each epoch a seeded random permutation of D_k cut into ceil(n / batch_size) batches of EQUAL
+    size (sizes differ by at most one sample, none smaller than 2 and none larger than `batch_size`,
+    except that B = 2 with an odd count makes one batch of 3); `seed=None`: in stored order.
 
     Why equal sizes: with `momentum=None` PyTorch's running statistics are the plain average
     of the per-batch statistics, every batch weighing the same. Cut as 64, 64, 64, 8, the
@@ -86,7 +90,7 @@ def calibration_batches(n: int, batch_size: int, epochs: int, seed: int | None =
 
 
 def calibrate_modality(
-    projection: nn.Module,
+    projection: Projection,
     backbone: nn.Module,
     images: torch.Tensor,
     epochs: int = 1,

@@ -1,5 +1,6 @@
-"""The centralized runner: check the settings, load the data, run the configured method, write
-results.json and the models.
+"""The centralized runner.
+
+Check the settings, load the data, run the configured method, write results.json and the models.
 
 A run owns its results folder: one that holds another run's outputs is refused
 (`fed_uml.results.claim_results_dir`, the same rule as a federated run), so the outputs of two
@@ -44,8 +45,10 @@ RESUME_FREE = ("results_dir", "resume", "overwrite", "num_threads", "training.lo
 
 
 def run_centralized(cfg: Mapping, results_dir: str | Path | None = None) -> dict:
-    """Run `cfg["method"]["name"]` on `cfg["dataset"]`; write `results.json` and the deployed models
-    (`model-<modality>.pt`) into `results_dir`, or else into `cfg["results_dir"]` (models only), if set.
+    """Run `cfg["method"]["name"]` on `cfg["dataset"]`.
+
+    Write `results.json` and the deployed models (`model-<modality>.pt`) into `results_dir`, or else
+    into `cfg["results_dir"]` (models only), if set.
 
     `cfg` is the resolved config as plain containers (what Hydra's `to_container` gives); it is
     read as typed settings (`fed_uml.schema.settings_of`) and every setting is checked before

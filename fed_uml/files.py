@@ -43,8 +43,10 @@ def settings_digest(cfg: Mapping, free: Iterable[str] = ()) -> str:
 
 
 def save_atomic(payload: Mapping[str, Any], path: str | Path) -> Path:
-    """`torch.save` into a temporary file beside `path`, flushed to disk, then renamed over it:
-    a crash leaves the previous file or the new one, never half of one."""
+    """`torch.save` into a temporary file beside `path`, flushed to disk, then renamed over it.
+
+    A crash leaves the previous file or the new one, never half of one.
+    """
     import torch
 
     path = Path(path)

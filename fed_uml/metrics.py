@@ -137,8 +137,11 @@ def task_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float
 
 
 def decision_settings(cfg: Mapping | DecisionSettings) -> DecisionSettings:
-    """The checked `decision` settings: of a run's config (`cfg["decision"]`, schema defaults
-    where absent) or as they are (`fed_uml.schema.DecisionSettings`)."""
+    """The checked `decision` settings.
+
+    Of a run's config (`cfg["decision"]`, schema defaults where absent) or as they are
+    (`fed_uml.schema.DecisionSettings`).
+    """
     if isinstance(cfg, DecisionSettings):
         decision = cfg
     else:
@@ -156,8 +159,9 @@ def decision_settings(cfg: Mapping | DecisionSettings) -> DecisionSettings:
 
 
 def tune_thresholds(scores: torch.Tensor, targets: torch.Tensor, default: float = THRESHOLD) -> list[float]:
-    """Per class, the threshold on `scores` (N, C) that maximises the class's F1 against the
-    multi-hot `targets` (N, C), predicting the class where score >= threshold.
+    """Per class, the threshold on `scores` (N, C) that maximises the class's F1.
+
+    F1 against the multi-hot `targets` (N, C), predicting the class where score >= threshold.
 
     The candidates are the distinct scores (every different decision there is); among those
     with the highest F1 the highest one wins (the fewest positives), and the threshold is set

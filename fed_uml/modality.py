@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -30,13 +31,15 @@ class ArrayDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         return {"image": self.images[i], "label": int(self.labels[i])}
 
-    def subset(self, index: torch.Tensor | list[int]) -> ArrayDataset:
+    def subset(self, index: torch.Tensor | np.ndarray | list[int]) -> ArrayDataset:
+        """The examples at `index`."""
         index = torch.as_tensor(index, dtype=torch.long)
         ids = [self.scene_ids[i] for i in index.tolist()] if self.scene_ids is not None else None
         return ArrayDataset(self.images[index], self.labels[index], ids)
 
     @property
     def channels(self) -> int:
+        """Number of bands."""
         return self.images.shape[1]
 
 
@@ -63,8 +66,10 @@ class ModalityData:
 
     @property
     def channels(self) -> int:
+        """Number of bands."""
         return self.train.channels
 
     @property
     def num_classes(self) -> int:
+        """Number of classes."""
         return len(self.class_names)

@@ -64,6 +64,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -94,10 +95,11 @@ class ModelFileError(UserError, ValueError):
 
 
 def model_filename(modality: str) -> str:
+    """The model file's name for `modality`."""
     return f"model-{modality}.pt"
 
 
-def _json(value) -> str:
+def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
 
 
@@ -186,8 +188,10 @@ def save_model(path: str | Path, h: CalibratedModel, data: ModalityData, cfg: Ma
 
 
 def _decision_thresholds(h: CalibratedModel, data: ModalityData, cfg: Mapping) -> tuple[list[float], str]:
-    """The per-class thresholds of a multi-label model (setting `decision`) and how they were chosen:
-    tuned on the deployed model's scores on its own training data (`data.train`, normalised)."""
+    """The per-class thresholds of a multi-label model (setting `decision`) and how they were chosen.
+
+    Tuned on the deployed model's scores on its own training data (`data.train`, normalised).
+    """
     decision = decision_settings(cfg)
     if decision.thresholds == "fixed":
         return [decision.threshold] * data.num_classes, "fixed"
@@ -198,8 +202,11 @@ def _decision_thresholds(h: CalibratedModel, data: ModalityData, cfg: Mapping) -
 
 def save_deployed_models(results_dir: str | Path, model: UMLModel, calibrated: Mapping[str, CalibratedModel],
                          data: Mapping[str, ModalityData], cfg: Mapping, use_calibrated: bool) -> list[Path]:
-    """A centralized run's deployed models, `results_dir/model-<modality>.pt` each: the calibrated
-    h_k where the method deploys it, else the model as trained (its projection and backbone)."""
+    """A centralized run's deployed models, `results_dir/model-<modality>.pt` each.
+
+    The calibrated h_k where the method deploys it, else the model as trained (its projection and
+    backbone).
+    """
     out = []
     for k, d in data.items():
         h = calibrated[k] if use_calibrated else deployed_as_trained(model, k)
@@ -208,7 +215,7 @@ def save_deployed_models(results_dir: str | Path, model: UMLModel, calibrated: M
 
 
 def deployed_as_trained(model: UMLModel, modality: str) -> CalibratedModel:
-    """g o f_k with the training-time BN statistics (copies; `model` is not touched)."""
+    """The model g o f_k with the training-time BN statistics (copies; `model` is not touched)."""
     return CalibratedModel(modality, copy.deepcopy(model.projection(modality)), copy.deepcopy(model.backbone))
 
 
@@ -225,7 +232,7 @@ class SavedModel:
     bands: tuple[str, ...]
     band_mean: torch.Tensor
     band_std: torch.Tensor
-    image_size: tuple[int, int]
+    image_size: tuple[int, ...]  # (H, W)
     class_names: tuple[str, ...]
     calibrated: bool
     source: dict
@@ -234,19 +241,21 @@ class SavedModel:
     digest: str
     task: str = "single_label"
     thresholds: tuple[float, ...] | None = None  # multi-label: one per class
-    native_size: tuple[int, int] | None = None  # None: image_size
+    native_size: tuple[int, ...] | None = None  # (H, W); None: image_size
 
     @property
     def channels(self) -> int:
+        """Number of bands."""
         return len(self.bands)
 
     @property
-    def input_size(self) -> tuple[int, int]:
+    def input_size(self) -> tuple[int, ...]:
         """The patch size the model's data set delivered (inputs of another size need resampling)."""
         return self.native_size or self.image_size
 
     @property
     def multi_label(self) -> bool:
+        """Whether the model is multi-label (sigmoid per class, thresholds) rather than single-label."""
         return self.task == "multi_label"
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
@@ -257,6 +266,7 @@ class SavedModel:
 
     @torch.no_grad()
     def logits(self, images: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+        """Logits of `images` (physical units unless `normalized`), on the model's device, returned on the CPU."""
         device = next(self.model.parameters()).device
         x = images if normalized else self.normalize(images)
         return self.model(x.to(device)).cpu()
@@ -267,8 +277,11 @@ class SavedModel:
         return torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=1)
 
     def predicted(self, probabilities: torch.Tensor) -> list[tuple[int, ...]]:
-        """The predicted class indices of every row of `probabilities` (N, C): the argmax alone
-        (single-label), or every class whose score reaches its threshold (multi-label, maybe none)."""
+        """The predicted class indices of every row of `probabilities` (N, C).
+
+        The argmax alone (single-label), or every class whose score reaches its threshold
+        (multi-label, maybe none).
+        """
         if not self.multi_label:
             return [(int(i),) for i in probabilities.argmax(1)]
         hits = probabilities >= torch.tensor(self.thresholds, dtype=probabilities.dtype)
@@ -409,8 +422,8 @@ def _verified(path: Path, p: Mapping) -> Mapping:
         raise ModelFileError(path, f"model file format version {version!r} (written by fed-uml "
                                    f"{p.get('fed_uml_version')}); this fed-uml {__version__} reads versions "
                                    f"{', '.join(map(str, READABLE_VERSIONS))}")
-    required = ("modality", "bands", "band_mean", "band_std", "image_size", "class_names", "architecture",
-                "state_dict", "settings", "settings_digest", "digest")
+    required: tuple[str, ...] = ("modality", "bands", "band_mean", "band_std", "image_size", "class_names",
+                                 "architecture", "state_dict", "settings", "settings_digest", "digest")
     if version >= 2:
         required += ("task", "thresholds", "native_size")
     missing = [k for k in required if k not in p]
@@ -429,8 +442,11 @@ def _verified(path: Path, p: Mapping) -> Mapping:
 
 
 def _version1_task(p: Mapping) -> str:
-    """The task a version-1 file's model was trained for: its settings' dataset.task; none
-    recorded means single-label (multi-label training came with that setting)."""
+    """The task a version-1 file's model was trained for.
+
+    Its settings' dataset.task; none recorded means single-label (multi-label training came with
+    that setting).
+    """
     try:
         dataset = json.loads(p["settings"]).get("dataset") or {}
         return str(dataset.get("task") or "single_label")
@@ -468,10 +484,12 @@ def _write_payload(path: Path, payload: dict) -> Path:
 
 
 def upgrade_model_file(path: str | Path, out: str | Path) -> Path:
-    """Rewrite a version-1 model file as version 2 at `out`: the task its recorded settings
-    name (none: single-label), multi-label thresholds 0.5 (fixed: no training data is at
-    hand to tune them), the native size taken to be its image size. The weights, settings and
-    every other field are kept; the digest is recomputed over the new contents."""
+    """Rewrite a version-1 model file as version 2 at `out`.
+
+    The task its recorded settings name (none: single-label), multi-label thresholds 0.5 (fixed: no
+    training data is at hand to tune them), the native size taken to be its image size. The weights,
+    settings and every other field are kept; the digest is recomputed over the new contents.
+    """
     path, out = Path(path), Path(out)
     p = _verified(path, _read_payload(path))
     if p["format_version"] != 1:
@@ -496,6 +514,9 @@ def upgrade_model_file(path: str | Path, out: str | Path) -> Path:
 class ServingModel(nn.Module):
     """Raw bands in physical units (N, C, H, W) -> logits: normalisation, then h_k."""
 
+    mean: torch.Tensor  # buffers
+    std: torch.Tensor
+
     def __init__(self, saved: SavedModel):
         super().__init__()
         h = copy.deepcopy(saved.model).cpu()
@@ -505,6 +526,7 @@ class ServingModel(nn.Module):
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of `x` in physical units: normalisation, projection, backbone."""
         return self.backbone(self.projection((x - self.mean) / self.std))
 
 
@@ -512,6 +534,7 @@ SERVING_METADATA = "fed_uml_model.json"
 
 
 def serving_metadata(saved: SavedModel) -> dict:
+    """What the exported program takes and gives, saved beside it for a server that knows nothing of fed-uml."""
     return {
         "input": f"float32 (N, {saved.channels}, {saved.image_size[0]}, {saved.image_size[1]}), bands "
                  f"{list(saved.bands)} in physical units (normalisation is inside the program)",
@@ -531,9 +554,11 @@ def serving_metadata(saved: SavedModel) -> dict:
 
 
 def export_program(saved: SavedModel, path: str | Path) -> Path:
-    """Write a `torch.export` program of normalisation + h_k (any batch size, the model's image
-    size) that PyTorch alone serves: `torch.export.load(path).module()(x)`; the metadata
-    (bands, class names, ...) travels in its extra file `fed_uml_model.json`."""
+    """Write a `torch.export` program of normalisation + h_k that PyTorch alone serves.
+
+    Any batch size, the model's image size: `torch.export.load(path).module()(x)`; the metadata
+    (bands, class names, ...) travels in its extra file `fed_uml_model.json`.
+    """
     path = Path(path)
     module = ServingModel(saved)
     example = torch.zeros(2, saved.channels, *saved.image_size)

@@ -74,8 +74,11 @@ def is_band_folder(path: Path) -> bool:
 
 
 def find_inputs(paths: Iterable[str | Path]) -> list[Path]:
-    """The samples named by `paths`: files as given, band folders as one sample, other folders
-    searched recursively (sorted; hidden entries and non-image files skipped)."""
+    """The samples named by `paths`.
+
+    Files as given, band folders as one sample, other folders searched recursively (sorted; hidden
+    entries and non-image files skipped).
+    """
     out: list[Path] = []
     for p in map(Path, paths):
         if not p.is_dir() or is_band_folder(p):
@@ -127,7 +130,8 @@ def _check_size(path: Path, size: tuple[int, int], saved: SavedModel, resize: bo
 def read_input(path: str | Path, saved: SavedModel, resize: bool = False) -> np.ndarray:
     """One sample as float32 (C, H, W): the model's bands, in physical units, at its image size.
 
-    Its size must be the model's `input_size` unless `resize` (module docstring)."""
+    Its size must be the model's `input_size` unless `resize` (module docstring).
+    """
     path = Path(path)
     size = saved.image_size[0]  # square (checked by `predict`)
     if path.is_dir():
@@ -203,13 +207,15 @@ def _read_tiff_input(path: Path, saved: SavedModel) -> np.ndarray:
 
 @dataclass
 class Predictions:
+    """A model's predictions, one row per input file, and the files it skipped."""
+
     files: list[str] = field(default_factory=list)
     # one (classes,) row per file: sigmoid scores (multi-label) or softmax probabilities
     probabilities: list[torch.Tensor] = field(default_factory=list)
     skipped: list[DataError] = field(default_factory=list)
 
 
-def _progress(items: list, enabled: bool, desc: str):
+def _progress(items: list, enabled: bool, desc: str) -> Iterable:
     if not enabled:
         return items
     try:
@@ -221,8 +227,10 @@ def _progress(items: list, enabled: bool, desc: str):
 
 def predict(saved: SavedModel, inputs: Sequence[str | Path], batch_size: int = 64, on_error: str = "raise",
             progress: bool = False, resize: bool = False) -> Predictions:
-    """Read, normalise and classify every input (see `find_inputs`), `batch_size` at a time;
-    `resize`: take inputs of another size than the model's `input_size` (resampled)."""
+    """Read, normalise and classify every input (see `find_inputs`), `batch_size` at a time.
+
+    `resize`: take inputs of another size than the model's `input_size` (resampled).
+    """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     if batch_size < 1:
@@ -258,9 +266,11 @@ def predict(saved: SavedModel, inputs: Sequence[str | Path], batch_size: int = 6
 
 
 def check_output(out: str | Path, model: str | Path, inputs: Sequence[str | Path] = ()) -> None:
-    """Refuse an output path `write_csv` could not use, before any input is read: a folder, a
-    path that is not a regular file (a device, a pipe), the model file or an input, or a place
-    that cannot be written. '-' is stdout (a file named '-' is `./-`)."""
+    """Refuse an output path `write_csv` could not use, before any input is read.
+
+    A folder, a path that is not a regular file (a device, a pipe), the model file or an input, or a
+    place that cannot be written. '-' is stdout (a file named '-' is `./-`).
+    """
     if str(out) == "-":
         return
     path = Path(out)
@@ -283,13 +293,15 @@ def check_output(out: str | Path, model: str | Path, inputs: Sequence[str | Path
 
 
 def check_recorded(path: str | Path, require: bool = False) -> str | None:
-    """Compare the model file with the SHA-256 its run recorded (`results.json["files"]`,
-    `fed_uml.results.recorded_digest`).
+    """Compare the model file with the SHA-256 its run recorded.
+
+    See `results.json["files"]`, `fed_uml.results.recorded_digest`.
 
     Returns None where they agree, or where no results.json lies near the file (a model
     copied away from its run) and `require` is off; otherwise the problem, as a warning to
     print, or, with `require`, raised as a ModelFileError. The check says the file is the one
-    its run wrote; it does not say who wrote it (README "Reliability and security")."""
+    its run wrote; it does not say who wrote it (README "Reliability and security").
+    """
     results, recorded = recorded_digest(path)
     if results is None:
         if not require:
@@ -332,8 +344,10 @@ def _csv_rows(saved: SavedModel, predictions: Predictions) -> Iterable[list[str]
 
 
 def write_csv(path: str | Path, saved: SavedModel, predictions: Predictions) -> None:
-    """The predictions as CSV (module docstring) to `path` ('-': stdout), atomically: a temp
-    file beside it, renamed over it once complete, so a crash never leaves half a CSV."""
+    """The predictions as CSV (module docstring) to `path` ('-': stdout), atomically.
+
+    A temp file beside it, renamed over it once complete, so a crash never leaves half a CSV.
+    """
     if str(path) == "-":
         csv.writer(sys.stdout).writerows(_csv_rows(saved, predictions))
         return

@@ -30,9 +30,11 @@ def _at_least(value: int, name: str, minimum: int, hint: str = "") -> None:
 
 
 def check_common(cfg: Mapping | Settings, *, device: bool = True) -> Settings:
-    """The settings every run reads: names and types (the schema), seeds, model width, training,
-    calibration, threads, decision and (`device=True`, where the work runs) the torch device.
-    Returns the typed settings."""
+    """The settings every run reads.
+
+    Names and types (the schema), seeds, model width, training, calibration, threads, decision and
+    (`device=True`, where the work runs) the torch device. Returns the typed settings.
+    """
     s = cfg if isinstance(cfg, Settings) else settings_of(cfg)
     _at_least(s.seed, "seed", 0)
     _at_least(s.dataset.seed, "dataset.seed", 0)
@@ -93,8 +95,10 @@ def check_writable_dir(path: str | Path | None, setting: str) -> Path | None:
 
 
 def check_centralized(cfg: Mapping | Settings, results_dir: str | Path | None) -> Settings:
-    """The settings of `python -m experiments.run` (and every script that runs centralized jobs);
-    returns them typed."""
+    """The settings of `python -m experiments.run` (and every script that runs centralized jobs).
+
+    Returns them typed.
+    """
     s = check_common(cfg)
     _at_least(s.training.epochs, "training.epochs", 1)
     if s.resume and s.overwrite:
@@ -104,8 +108,10 @@ def check_centralized(cfg: Mapping | Settings, results_dir: str | Path | None) -
 
 
 def check_federated(cfg: Mapping | Settings, results_dir: str | Path | None, *, device: bool = False) -> Settings:
-    """The settings of a federated run, as the ServerApp sees them (the device is the
-    institutions' to check: `device=False` on the server); returns them typed."""
+    """The settings of a federated run, as the ServerApp sees them; returns them typed.
+
+    The device is the institutions' to check: `device=False` on the server.
+    """
     s = check_common(cfg, device=device)
     fed = s.federated
     _at_least(fed.num_rounds, "federated.num_rounds", 1, " (run-config num-server-rounds)")

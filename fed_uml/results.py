@@ -22,8 +22,9 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 RESULTS_FILENAME = "results.json"
 SCHEMA_KEYS = ("method", "dataset", "seed", "federated", "modalities", "config", "wall_seconds")
@@ -63,7 +64,7 @@ def mean_metric(entries: list, metric: str) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-def write_json_atomic(path: str | Path, payload) -> Path:
+def write_json_atomic(path: str | Path, payload: Any) -> Path:
     """Write JSON so that a crash never leaves a half-written file: temp file, fsync, rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,7 +137,7 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def file_record(results_dir: str | Path, paths) -> dict[str, dict]:
+def file_record(results_dir: str | Path, paths: Iterable[str | Path]) -> dict[str, dict]:
     """`results.json["files"]` for `paths` (files under `results_dir`): {relative POSIX path: {sha256, bytes}}."""
     root = Path(results_dir).resolve()
     out = {}
@@ -171,7 +172,7 @@ def recorded_digest(path: str | Path, levels: int = 3) -> tuple[Path | None, str
     return nearest, None
 
 
-def _jsonable(obj):
+def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
     if isinstance(obj, Path):
@@ -187,8 +188,9 @@ def make_results(
     modalities: Mapping[str, Mapping],
     config: Mapping,
     wall_seconds: float,
-    **extra,
+    **extra: Any,
 ) -> dict:
+    """The results.json of a run: metrics per modality, their means, the config and the wall time."""
     tasks = {task_of_entry(m) for m in modalities.values()} or {"single_label"}
     if len(tasks) != 1:
         raise ValueError(f"the modalities report the metrics of different tasks: {sorted(tasks)}")
@@ -211,7 +213,7 @@ def make_results(
 
 
 def modality_result(before: float | Mapping[str, float], after: float | Mapping[str, float], calibrated: bool,
-                    n_train: int, n_test: int, **extra) -> dict:
+                    n_train: int, n_test: int, **extra: Any) -> dict:
     """One modality's entry of `results.json["modalities"]`, for centralized and federated runs alike.
 
     `before` and `after` are the accuracy (single-label) or the task's metrics {name: value}
@@ -219,8 +221,11 @@ def modality_result(before: float | Mapping[str, float], after: float | Mapping[
     Each metric M gives M (the deployed model's: after calibration when the method deploys
     h_k), M_before_calibration and M_after_calibration.
     """
-    if not isinstance(before, Mapping):
+    if not isinstance(before, Mapping) and not isinstance(after, Mapping):
         before, after = {"accuracy": before}, {"accuracy": after}
+    if not isinstance(before, Mapping) or not isinstance(after, Mapping):
+        raise ValueError(f"modality_result needs `before` and `after` both as accuracies or both as metrics "
+                         f"{{name: value}}, got {before!r} and {after!r}")
     names = [m for task in TASK_METRICS.values() for m in task if m in before]
     if set(names) != set(before) or set(before) != set(after) or not any(
             tuple(names) == task for task in TASK_METRICS.values()):
@@ -235,6 +240,7 @@ def modality_result(before: float | Mapping[str, float], after: float | Mapping[
 
 
 def read_results(path: str | Path) -> dict:
+    """Read results.json at `path`; a file that lacks the schema's keys is an error naming them."""
     path = Path(path)
     with open(path) as f:
         data = json.load(f)

@@ -1,5 +1,7 @@
-"""Run the Flower runtime on this machine: a private local SuperLink and SuperNodes, network
-namespaces standing in for separate hosts, and TLS certificates and SuperNode keys.
+"""Run the Flower runtime on this machine.
+
+A private local SuperLink and SuperNodes, network namespaces standing in for separate hosts, and TLS
+certificates and SuperNode keys.
 
 - `localrun.flower`: `FlowerRuntime` (its own FLWR_HOME, SuperLink(s), SuperNodes, `flwr run`),
   `find_strays` / `kill_strays` (processes a runtime left behind), ports and run-config TOML;

@@ -1,8 +1,8 @@
-"""Self-signed TLS certificates and SuperNode authentication keys for a Flower 1.42 deployment.
+r"""Self-signed TLS certificates and SuperNode authentication keys for a Flower 1.42 deployment.
 
 Made with the `cryptography` package (a Flower dependency), so no `openssl` binary is needed:
 
-    python -m localrun.certificates OUTDIR --host 10.0.0.5 --host superlink.example.org \\
+    python -m localrun.certificates OUTDIR --host 10.0.0.5 --host superlink.example.org \
         --supernode sar-0 --supernode rgb-0
 
 writes into OUTDIR:
@@ -154,6 +154,7 @@ def make_node_keys(out_dir: str | Path, name: str) -> NodeKeys:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Write the certificates and keys from the command line."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out_dir", type=Path)
     p.add_argument("--host", action="append", default=[], help="an extra IP address or DNS name of the SuperLink")

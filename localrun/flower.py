@@ -23,12 +23,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
+    """A TCP port free on localhost at the moment of asking."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
 def flower_env(flwr_home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of Flower's processes: `FLWR_HOME`, no runtime installs, no telemetry."""
     env = dict(os.environ)
     bin_dir = str(Path(sys.executable).parent)
     env.update({
@@ -47,6 +49,7 @@ def flower_env(flwr_home: Path, extra: Mapping[str, str] | None = None) -> dict[
 
 
 def toml_value(value) -> str:
+    """`value` as a TOML literal."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -85,9 +88,11 @@ class Process:
                                       start_new_session=True)
 
     def alive(self) -> bool:
+        """Whether the process is still running."""
         return self.popen.poll() is None
 
     def stop(self, timeout: float = 15.0) -> None:
+        """Stop the process group: SIGTERM, then SIGKILL after `timeout` seconds."""
         if self.alive():
             for sig in (signal.SIGTERM, signal.SIGKILL):
                 try:
@@ -115,13 +120,17 @@ class Process:
         self.popen.wait()
 
     def log_text(self) -> str:
+        """The process's log so far."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 def wait_for_port(port: int, timeout: float = 60.0, proc: Process | None = None, host: str = "127.0.0.1",
                   prefix: Sequence[str] = ()) -> None:
-    """Wait until `host:port` accepts TCP connections. With a `prefix` (such as
-    `ip netns exec NS`), the probe runs under it, e.g. inside a network namespace."""
+    """Wait until `host:port` accepts TCP connections.
+
+    With a `prefix` (such as `ip netns exec NS`), the probe runs under it, e.g. inside a network
+    namespace.
+    """
     deadline = time.monotonic() + timeout
     probe = f"import socket,sys; s=socket.socket(); s.settimeout(2); sys.exit(s.connect_ex(({host!r}, {port})))"
     while time.monotonic() < deadline:
@@ -157,6 +166,7 @@ class FlowerRuntime(ExitStack):
         self.callback(self.stop_all)
 
     def env(self, flwr_home: Path | None = None) -> dict[str, str]:
+        """The environment of the runtime's processes."""
         return flower_env(flwr_home or self.flwr_home, self.extra_env)
 
     def spawn(self, args: list[str], name: str, flwr_home: Path | None = None, prefix: Sequence[str] = ()) -> Process:
@@ -170,11 +180,14 @@ class FlowerRuntime(ExitStack):
                         root_certificates: Path | None = None, *, host: str = "127.0.0.1",
                         port: int | None = None, certificates: Sequence[Path] | None = None,
                         enable_supernode_auth: bool = False, prefix: Sequence[str] = ()) -> Process:
-        """`certificates=(ca.crt, server.crt, server.key)` (see localrun/certificates.py)
-        switches TLS on (`insecure` is then ignored; the CLI connection trusts the CA unless
-        `root_certificates` says otherwise); `enable_supernode_auth` admits only SuperNodes
-        whose public key was registered (`register_supernode`). `host`/`port`/`prefix`
-        place the SuperLink elsewhere, e.g. in a network namespace (localrun/netns.py)."""
+        """Configure the runtime: TLS, SuperNode authentication and where the SuperLink listens.
+
+        `certificates=(ca.crt, server.crt, server.key)` (see localrun/certificates.py) switches TLS
+        on (`insecure` is then ignored; the CLI connection trusts the CA unless `root_certificates`
+        says otherwise); `enable_supernode_auth` admits only SuperNodes whose public key was
+        registered (`register_supernode`). `host`/`port`/`prefix` place the SuperLink elsewhere,
+        e.g. in a network namespace (localrun/netns.py).
+        """
         port = port or free_port()
         args = ["flower-superlink", "--host", host, "--port", str(port),
                 "--disable-runtime-dependency-installation", "--database", str(self.workdir / f"{name}.db")]
@@ -200,9 +213,11 @@ class FlowerRuntime(ExitStack):
                         insecure: bool = True, superlink: str | None = None, *,
                         root_certificates: Path | None = None, auth_private_key: Path | None = None,
                         prefix: Sequence[str] = ()) -> Process:
-        """`root_certificates` (the CA) connects over TLS instead of `--insecure`;
-        `auth_private_key` (OpenSSH EC key) authenticates the node to a SuperLink started
-        with `enable_supernode_auth`; `prefix` as in `spawn`."""
+        """`root_certificates` (the CA) connects over TLS instead of `--insecure`.
+
+        `auth_private_key` (OpenSSH EC key) authenticates the node to a SuperLink started with
+        `enable_supernode_auth`; `prefix` as in `spawn`.
+        """
         home = self.workdir / f"{name}-home"
         home.mkdir(exist_ok=True)
         node_cfg = " ".join(f"{k}={toml_value(v) if not isinstance(v, str) else repr(v)}"
@@ -219,9 +234,11 @@ class FlowerRuntime(ExitStack):
 
     def register_supernode(self, public_key: Path, connection: str = "superlink", prefix: Sequence[str] = (),
                            timeout: float = 120) -> int:
-        """`flwr supernode register PUBLIC_KEY CONNECTION`: authorise a SuperNode's public key
-        (OpenSSH `ecdsa-sha2-nistp384 ...`) on a SuperLink with SuperNode authentication.
-        Returns the node id the SuperLink assigned."""
+        """`flwr supernode register PUBLIC_KEY CONNECTION`.
+
+        Authorise a SuperNode's public key (OpenSSH `ecdsa-sha2-nistp384 ...`) on a SuperLink with
+        SuperNode authentication. Returns the node id the SuperLink assigned.
+        """
         import re
 
         args = [*prefix, "flwr", "supernode", "register", str(public_key), connection]
@@ -234,8 +251,10 @@ class FlowerRuntime(ExitStack):
     def run(self, run_config: Mapping | None = None, federation_config: Mapping | None = None,
             connection: str = "superlink", app_dir: Path = REPO, timeout: float = 900,
             log_name: str = "flwr-run", prefix: Sequence[str] = ()) -> subprocess.CompletedProcess:
-        """`flwr run APP CONNECTION --stream` with a run-config TOML; raises on failure.
-        `prefix` (e.g. `ip netns exec NS`) runs the CLI elsewhere."""
+        """`flwr run APP CONNECTION --stream` with a run-config TOML.
+
+        Raises on failure. `prefix` (e.g. `ip netns exec NS`) runs the CLI elsewhere.
+        """
         args = [*prefix, "flwr", "run", str(app_dir), connection, "--stream"]
         if run_config:
             toml = write_toml_table(self.workdir / f"{log_name}.toml", run_config)
@@ -250,6 +269,7 @@ class FlowerRuntime(ExitStack):
         return proc
 
     def stop_all(self) -> None:
+        """Stop every process started, newest first, and kill what they left behind."""
         for proc in reversed(self.processes):
             proc.stop()
         self.processes.clear()
@@ -273,9 +293,11 @@ def find_strays(workdir: Path) -> list:
 
 
 def kill_strays(workdir: Path, passes: int = 20) -> int:
-    """Kill processes left behind by a runtime under `workdir`, such as Ray's raylet and
-    actors, which Ray starts in sessions of their own. Repeats until a pass finds none
-    (a dying raylet may still start workers). Returns how many it killed."""
+    """Kill processes left behind by a runtime under `workdir`, such as Ray's raylet and actors.
+
+    Ray starts those in sessions of their own. Repeats until a pass finds none (a dying raylet may
+    still start workers). Returns how many it killed.
+    """
     import psutil
 
     killed = 0

@@ -1,5 +1,7 @@
-"""An in-process engine for sweeps: the project's ServerApp and ClientApp, with Flower's message
-API between them, in this one process (no SuperLink, no Ray, no `flwr run`).
+"""An in-process engine for sweeps.
+
+The project's ServerApp and ClientApp, with Flower's message API between them, in this one process
+(no SuperLink, no Ray, no `flwr run`).
 
 Why: on this machine `flwr run` costs a fixed start-up per run (the CLI, a SuperLink, the
 ServerApp process, `ray.init`, the actors and their torch import), which a sweep of many short
@@ -76,7 +78,8 @@ class InProcessGrid(Grid):
     """Flower's Grid over ClientApp nodes that live in this process.
 
     `push_messages` delivers each valid message to the ClientApp at once, with its node's
-    Context; `pull_messages` hands back the replies of the ids asked for (each once)."""
+    Context; `pull_messages` hands back the replies of the ids asked for (each once).
+    """
 
     def __init__(self, client_app: ClientApp, run: Run, contexts: Mapping[int, Context]):
         self.client_app = client_app
@@ -86,19 +89,23 @@ class InProcessGrid(Grid):
 
     # -- run -----------------------------------------------------------------------------------
     def set_run(self, run: Run) -> None:
+        """Set the run this Grid belongs to."""
         if not isinstance(run, Run):
             raise TypeError(f"`run` must be an instance of Run, got {type(run).__name__}")
         self._run = run
 
     @property
     def run(self) -> Run:
+        """A copy of the run."""
         return Run(**vars(self._run))
 
     def create_message(self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str,
                        ttl: float | None = None) -> Message:
+        """A message to node `dst_node_id`."""
         return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
 
     def get_node_ids(self) -> Iterable[int]:
+        """The node ids of the simulated institutions."""
         return list(self.contexts)
 
     # -- messages --------------------------------------------------------------------------------
@@ -120,9 +127,11 @@ class InProcessGrid(Grid):
         return ids
 
     def _deliver(self, msg: Message) -> Message:
-        """The ClientApp's reply to `msg`, as the simulation's worker makes it: the node gets its
-        own copy of the message (Ray pickles it to the actor), a ClientApp exception becomes an
-        error reply, and the reply gets its id."""
+        """The ClientApp's reply to `msg`, as the simulation's worker makes it.
+
+        The node gets its own copy of the message (Ray pickles it to the actor), a ClientApp
+        exception becomes an error reply, and the reply gets its id.
+        """
         delivered = copy.deepcopy(msg)
         delivered.metadata.delivered_at = now().isoformat()
         context = self.contexts[msg.metadata.dst_node_id]
@@ -137,9 +146,11 @@ class InProcessGrid(Grid):
         return reply
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        """The replies to `message_ids` that have arrived."""
         return [self._replies.pop(i) for i in message_ids if i in self._replies]
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        """Deliver `messages` and return their replies."""
         return self.pull_messages(self.push_messages(messages))
 
 
@@ -150,16 +161,21 @@ def _load(reference: str):
 
 
 def load_apps(app_dir: Path = REPO) -> tuple[ServerApp, ClientApp]:
-    """The ServerApp and ClientApp that `flwr run APP_DIR` would load: the components its
-    pyproject.toml names, imported by module name (a clone's, as `flwr run` needs one too)."""
+    """The ServerApp and ClientApp that `flwr run APP_DIR` would load.
+
+    The components its pyproject.toml names, imported by module name (a clone's, as `flwr run` needs
+    one too).
+    """
     components = get_project_config(app_dir)["tool"]["flwr"]["app"]["components"]
     return _load(components["serverapp"]), _load(components["clientapp"])
 
 
 @contextmanager
 def task_identity(run: Run) -> Iterator[None]:
-    """The identity the simulation gives the ServerApp's process (instruction messages take
-    their run id and source node from it)."""
+    """The identity the simulation gives the ServerApp's process.
+
+    Instruction messages take their run id and source node from it.
+    """
     before = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, run.run_id, SUPERLINK_NODE_ID
     try:
@@ -170,10 +186,13 @@ def task_identity(run: Run) -> Iterator[None]:
 
 @contextmanager
 def _hydra_set_aside() -> Iterator[None]:
-    """The apps compose their settings with Hydra's compose API, which refuses to start inside
-    a running Hydra app (a sweep's job; under `flwr run` the apps have processes of their own):
-    the running app's Hydra state is set aside while the apps run and put back after, as
-    Hydra's own `initialize` does with it."""
+    """Set the running Hydra app's state aside while the apps run, and put it back after.
+
+    The apps compose their settings with Hydra's compose API, which refuses to start inside a
+    running Hydra app (a sweep's job; under `flwr run` the apps have processes of their own): the
+    running app's Hydra state is set aside while the apps run and put back after, as Hydra's own
+    `initialize` does with it.
+    """
     from hydra.core.global_hydra import GlobalHydra
     from hydra.initialize import get_gh_backup, restore_gh_from_backup
 
@@ -187,8 +206,10 @@ def _hydra_set_aside() -> Iterator[None]:
 
 @contextmanager
 def _flower_log_once() -> Iterator[None]:
-    """Flower's logger prints through its own handler, as under `flwr run`; a script that also
-    configured the root logger would print every line twice."""
+    """Flower's logger prints through its own handler, as under `flwr run`.
+
+    A script that also configured the root logger would print every line twice.
+    """
     from flwr.common.logger import FLOWER_LOGGER
 
     before, FLOWER_LOGGER.propagate = FLOWER_LOGGER.propagate, False
@@ -199,9 +220,11 @@ def _flower_log_once() -> Iterator[None]:
 
 
 def client_threads(num_cpus: float) -> int:
-    """The torch threads of a Ray actor given `num_cpus` CPUs: OMP_NUM_THREADS if the
-    environment sets it, else the actor's whole CPUs, at least 1
-    (`ray._private.utils.set_omp_num_threads_if_unset`)."""
+    """The torch threads of a Ray actor given `num_cpus` CPUs.
+
+    OMP_NUM_THREADS if the environment sets it, else the actor's whole CPUs, at least 1
+    (`ray._private.utils.set_omp_num_threads_if_unset`).
+    """
     import math
     import os
 
@@ -221,9 +244,11 @@ def _torch_threads(n: int) -> Iterator[None]:
 
 
 def node_contexts(run: Run, num_supernodes: int, run_config: Mapping, seed: int) -> dict[int, Context]:
-    """One Context per simulated SuperNode, as `vce_api` registers them: node_config
-    `partition-id` / `num-partitions`, an empty state, the fused run config. Node ids are random
-    64-bit ids like the simulation's, drawn from `seed`."""
+    """One Context per simulated SuperNode, as `vce_api` registers them.
+
+    node_config `partition-id` / `num-partitions`, an empty state, the fused run config. Node ids
+    are random 64-bit ids like the simulation's, drawn from `seed`.
+    """
     rng = random.Random(seed)
     ids: list[int] = []
     while len(ids) < num_supernodes:
@@ -241,7 +266,8 @@ def run_inprocess(run_config: Mapping, num_supernodes: int, num_cpus: int = 1, a
 
     `run_config`: the overrides `flwr run --run-config` would take (it must set `results-dir`,
     where the ServerApp writes); `num_supernodes` and `num_cpus` as `--federation-config
-    "num-supernodes=N client-resources-num-cpus=C"`."""
+    "num-supernodes=N client-resources-num-cpus=C"`.
+    """
     if not run_config.get("results-dir"):
         raise SettingsError("the in-process engine needs run-config 'results-dir' (where the ServerApp writes "
                             "results.json)")

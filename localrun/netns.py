@@ -43,6 +43,7 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def list_namespaces() -> list[str]:
+    """The network namespaces on the machine."""
     out = _ip("netns", "list", check=False).stdout
     return [line.split()[0] for line in out.splitlines() if line.strip()]
 
@@ -81,6 +82,8 @@ def remove_stale() -> list[str]:
 
 @dataclass(frozen=True)
 class Host:
+    """A host of the lab: a network namespace with its address."""
+
     name: str
     namespace: str
     address: str
@@ -91,6 +94,7 @@ class Host:
         return ["ip", "netns", "exec", self.namespace]
 
     def run(self, *cmd: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run `cmd` inside the host's namespace."""
         return subprocess.run([*self.prefix, *cmd], capture_output=True, text=True, timeout=timeout)
 
 
@@ -150,6 +154,7 @@ class NetnsLab:
         return host
 
     def close(self) -> None:
+        """Delete the namespaces the lab made."""
         for ns in reversed(self._namespaces):
             _ip("netns", "del", ns, check=False)
         self._namespaces.clear()

@@ -36,6 +36,8 @@ def config_digest(cfg: Mapping) -> str:
 
 @dataclass
 class Checkpoint:
+    """What the server saves after a round to resume from it."""
+
     round: int  # the last round done
     arrays: dict[str, dict[str, torch.Tensor]]  # group -> global backbone after that round
     history: list[dict]

@@ -30,14 +30,17 @@ _LOCK = threading.Lock()
 
 
 def flower_version() -> str:
+    """The installed Flower's version."""
     import flwr
 
     return str(flwr.__version__)
 
 
 def patch_in_memory_link_state() -> bool:
-    """Install the index on `InMemoryLinkState` (idempotent); False, and nothing changed, unless
-    the installed Flower is exactly `FLOWER_VERSION`."""
+    """Install the index on `InMemoryLinkState` (idempotent).
+
+    False, and nothing changed, unless the installed Flower is exactly `FLOWER_VERSION`.
+    """
     if flower_version() != FLOWER_VERSION:
         return False
     from flwr.server.superlink.linkstate import in_memory_linkstate

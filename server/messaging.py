@@ -36,8 +36,11 @@ def is_simulation(grid: Grid) -> bool:
 
 
 def window_for(grid: Grid, max_in_flight: int) -> int | None:
-    """Messages in flight at most: `max_in_flight` if > 0; else (auto) `SIMULATION_WINDOW` in a
-    simulation and unbounded (None) in a deployment."""
+    """Messages in flight at most.
+
+    `max_in_flight` if > 0; else (auto) `SIMULATION_WINDOW` in a simulation and unbounded (None) in
+    a deployment.
+    """
     if max_in_flight < 0:
         raise ValueError(f"federated.max_in_flight={max_in_flight} must be >= 0 (0: automatic)")
     if max_in_flight > 0:
@@ -46,6 +49,8 @@ def window_for(grid: Grid, max_in_flight: int) -> int | None:
 
 
 class Messenger:
+    """Sends instructions with backbones to nodes, collects replies and records failures."""
+
     def __init__(self, grid: Grid, timeout: float, name_of: Callable[[int], str | None], max_in_flight: int = 0):
         self.grid, self.timeout, self.name_of = grid, float(timeout), name_of
         self.window = window_for(grid, int(max_in_flight))
@@ -53,10 +58,12 @@ class Messenger:
 
     def send(self, backbones: Mapping[int, ArrayRecord | None], message_type: str, instruction,
              server_round: int = 0) -> dict[int, Message]:
-        """Send every node in `backbones` the `instruction` (a protocol record, or a function
-        node id -> record) and its backbone (or none); return the replies by node id. A node
-        that does not answer within the timeout (counted from when its message went out), or
-        answers with an error, is recorded in `failures` and left out."""
+        """Send every node in `backbones` the `instruction` and its backbone; return the replies by node id.
+
+        The instruction is a protocol record, or a function node id -> record; the backbone may be
+        none. A node that does not answer within the timeout (counted from when its message went
+        out), or answers with an error, is recorded in `failures` and left out.
+        """
         record_for = instruction if callable(instruction) else (lambda _node: instruction)
         with stages.stage("server.build"):
             pending = [(node_id, Message(content=record_for(node_id).content(arrays), message_type=message_type,
@@ -109,6 +116,7 @@ class Messenger:
         return {n: replies[n] for n in backbones if n in replies}
 
     def record_failure(self, node_id: int, stage: str, server_round: int, reason: str) -> None:
+        """Record (and log) that `node_id` failed at `stage` of `server_round`."""
         name = self.name_of(node_id)
         lines = [ln.strip() for ln in str(reason).splitlines() if ln.strip()]
         entry = {"node_id": node_id, "institution": name, "stage": stage, "round": server_round,
@@ -118,4 +126,5 @@ class Messenger:
                     entry["error"])
 
     def has_failed(self, node_id: int, stage: str) -> bool:
+        """Whether `node_id` has failed at `stage`."""
         return any(f["node_id"] == node_id and f["stage"] == stage for f in self.failures)

@@ -1,5 +1,6 @@
-"""What the person who started `flwr run` sees: a progress line per round, the final
-per-modality table, and `curves.png` beside results.json.
+"""What the person who started `flwr run` sees.
+
+A progress line per round, the final per-modality table, and `curves.png` beside results.json.
 
 Kept apart from the round driver so that its output can change without touching the
 protocol, and testable without a federation (plain dicts in, text and a PNG out).
@@ -21,8 +22,11 @@ def _clock(seconds: float) -> str:
 
 
 def progress(server_round: int, num_rounds: int, elapsed: float, rounds_done: int) -> str:
-    """`round k/R, 0:42 elapsed, ~1:03 left`: the time left extrapolates the mean round of
-    this run (`rounds_done` rounds in `elapsed` seconds; a resumed run counts only its own)."""
+    """`round k/R, 0:42 elapsed, ~1:03 left`.
+
+    The time left extrapolates the mean round of this run (`rounds_done` rounds in `elapsed`
+    seconds; a resumed run counts only its own).
+    """
     left = num_rounds - server_round
     eta = f"~{_clock(elapsed / rounds_done * left)} left" if rounds_done > 0 and left > 0 else "last round"
     return f"round {server_round}/{num_rounds}, {_clock(elapsed)} elapsed, {eta}"
@@ -39,8 +43,11 @@ def _task(modalities: Mapping[str, Mapping]) -> str:
 
 
 def summary_table(modalities: Mapping[str, Mapping], calibrated: bool) -> str:
-    """The per-modality results as an aligned text table (accuracy, or for multi-label runs
-    mAP and F1, of the deployed model; its headline metric before and after calibration)."""
+    """The per-modality results as an aligned text table.
+
+    Accuracy, or for multi-label runs mAP and F1, of the deployed model; its headline metric before
+    and after calibration.
+    """
     task = _task(modalities)
     primary = PRIMARY_METRIC[task]
     columns = SUMMARY_COLUMNS if task == "single_label" else MULTI_LABEL_COLUMNS
@@ -60,9 +67,11 @@ def summary_table(modalities: Mapping[str, Mapping], calibrated: bool) -> str:
 
 def plot_curves(history: Sequence[Mapping], modalities: Mapping[str, Mapping], num_rounds: int,
                 path: str | Path) -> Path | None:
-    """Evaluation accuracy (multi-label runs: macro mAP) per modality per round, with each
-    modality's value before and after calibration marked at the last round; None when no round
-    was evaluated."""
+    """Evaluation accuracy (multi-label runs: macro mAP) per modality per round.
+
+    Each modality's value before and after calibration is marked at the last round; None when no
+    round was evaluated.
+    """
     import matplotlib
 
     matplotlib.use("Agg")

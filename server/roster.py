@@ -1,5 +1,6 @@
-"""The institutions the server knows: who connected, who described itself, and which of
-them average their backbones together.
+"""The institutions the server knows.
+
+Who connected, who described itself, and which of them average their backbones together.
 
 An institution tells the server once, in its `Description`, its name and modality; from then
 on the server knows it by node id (`Member`) and never rebuilds its name.
@@ -35,6 +36,7 @@ class Member:
     n_test: int
 
     def as_dict(self) -> dict:
+        """The member as a dictionary for results.json and the checkpoint."""
         return asdict(self)
 
 
@@ -54,6 +56,8 @@ def wait_for_nodes(grid: Grid, min_institutions: int, timeout: float) -> list[in
 
 
 class Roster:
+    """The institutions the server knows: their modalities and names by node id."""
+
     def __init__(self, modalities: Sequence[str], num_classes: int, method: str):
         self.modalities, self.num_classes, self.method = list(modalities), int(num_classes), method
         self.members: dict[int, Member] = {}
@@ -91,10 +95,12 @@ class Roster:
         return node_id in self.members
 
     def name(self, node_id: int) -> str | None:
+        """The institution's name, or None for an unknown node."""
         member = self.members.get(node_id)
         return member.name if member else None
 
     def modality(self, node_id: int) -> str:
+        """The institution's modality."""
         return self.members[node_id].modality
 
     def unknown(self, connected: set[int]) -> list[int]:
@@ -110,23 +116,29 @@ class Roster:
         return [m.as_dict() for m in self.members.values()]
 
     def restore(self, records: Sequence[Mapping], connected: set[int]) -> None:
-        """Descriptions of an earlier run of this federation, for the nodes still connected
-        (a deployment keeps its node ids across a server restart; a new simulation does not)."""
+        """Descriptions of an earlier run of this federation, for the nodes still connected.
+
+        A deployment keeps its node ids across a server restart; a new simulation does not.
+        """
         for r in records:
             if int(r["node_id"]) in connected:
                 m = Member(int(r["node_id"]), str(r["modality"]), str(r["name"]), int(r["n_train"]), int(r["n_test"]))
                 self.members[m.node_id] = m
 
     def by_name(self, replies: Mapping[int, T]) -> list[tuple[int, T]]:
-        """(node id, reply) ordered by institution name. Why: every mean over institutions then
-        sums in one order whatever node ids the runtime drew (the simulation draws them at
-        random), so a seed gives the same results.json bit for bit, run after run and on
-        either engine (localrun/inprocess.py)."""
+        """(node id, reply) ordered by institution name.
+
+        Why: every mean over institutions then sums in one order whatever node ids the runtime drew
+        (the simulation draws them at random), so a seed gives the same results.json bit for bit,
+        run after run and on either engine (localrun/inprocess.py).
+        """
         return sorted(replies.items(), key=lambda item: self.members[item[0]].name)
 
     def groups(self, connected: set[int] | None = None) -> dict[str, list[int]]:
-        """Which institutions average their backbones together (only `connected` ones, if given):
-        one group for UML, one per modality for the federated unimodal baseline."""
+        """Which institutions average their backbones together (only `connected` ones, if given).
+
+        One group for UML, one per modality for the federated unimodal baseline.
+        """
         # Ordered by institution name, not node id (node ids change between runs), so that
         # client sampling is reproducible and a resumed run samples as the original would.
         ordered = sorted(self.members, key=lambda n: self.members[n].name)

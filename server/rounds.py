@@ -70,10 +70,13 @@ __all__ = ["FEDERATED_METHODS", "FederatedRun", "FederationError", "GroupBackbon
 
 
 class GroupBackbones:
-    """The global backbone of every averaging group: tensors, and their wire form built once
-    per version (one serialisation per group per round, shared by every message of the round
-    and by the byte count). A group first met later (a modality whose institutions describe
-    themselves in a later round) starts from `initial`, as every group did."""
+    """The global backbone of every averaging group.
+
+    Tensors, and their wire form built once per version (one serialisation per group per round,
+    shared by every message of the round and by the byte count). A group first met later (a modality
+    whose institutions describe themselves in a later round) starts from `initial`, as every group
+    did.
+    """
 
     def __init__(self, tensors: Mapping[str, Mapping[str, torch.Tensor]], dtype: str,
                  initial: Mapping[str, torch.Tensor] | None = None):
@@ -83,6 +86,7 @@ class GroupBackbones:
         self._wire: dict[str, ArrayRecord] = {}
 
     def wire(self, group: str) -> ArrayRecord:
+        """The wire form of `group`'s backbone, built once per version."""
         if group not in self._wire:
             if group not in self.tensors:
                 if self.initial is None:
@@ -92,6 +96,7 @@ class GroupBackbones:
         return self._wire[group]
 
     def replace(self, group: str, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Replace `group`'s backbone (after a round's averaging)."""
         self.tensors[group] = tensors
         self._wire.pop(group, None)
 
@@ -101,9 +106,14 @@ class GroupBackbones:
 
 
 class FederatedRun:
+    """One federated run on the server: rounds of training and evaluation, then calibration."""
+
     def __init__(self, grid: Grid, cfg: Mapping, results_dir: Path, run_id: int = 0):
-        """`cfg`: the run's composed config as plain containers (it goes into results.json and
-        the checkpoints), read as typed settings (`settings`, `fed_uml.schema.settings_of`)."""
+        """Read the run's composed config `cfg` as typed settings.
+
+        `cfg`: the run's composed config as plain containers (it goes into results.json and the
+        checkpoints), read as typed settings (`settings`, `fed_uml.schema.settings_of`).
+        """
         self.grid, self.cfg, self.results_dir, self.run_id = grid, cfg, Path(results_dir), run_id
         self.settings = settings_of(cfg)
         fed = self.fed = self.settings.federated
@@ -133,12 +143,15 @@ class FederatedRun:
 
     @property
     def failures(self) -> list[dict]:
+        """The failures recorded so far."""
         return self.messenger.failures
 
     # -- phases ----------------------------------------------------------------------------
     def describe(self, nodes: list[int], server_round: int = 0) -> None:
-        """`query.describe` to those of `nodes` not yet met in this run: they start (or, when the
-        run resumes, restore) their private state and say who they are."""
+        """`query.describe` to those of `nodes` not yet met in this run.
+
+        They start (or, when the run resumes, restore) their private state and say who they are.
+        """
         new = [n for n in nodes if n not in self.contacted]
         if not new:
             return
@@ -152,9 +165,11 @@ class FederatedRun:
         self.timing["described"] = self.timing.get("described", 0) + len(replies)
 
     def needs_descriptions(self) -> bool:
-        """Whether the server must know an institution before its first train message: its
-        modality picks its group's backbone (one group per modality: the unimodal baseline),
-        or a secure or private round weighs and groups the cohort before it trains."""
+        """Whether the server must know an institution before its first train message.
+
+        Its modality picks its group's backbone (one group per modality: the unimodal baseline), or
+        a secure or private round weighs and groups the cohort before it trains.
+        """
         return self.method != "uml" or self.private.active
 
     def _first_contact(self, replies: Mapping[int, Message]) -> None:
@@ -166,9 +181,11 @@ class FederatedRun:
             self.timing["described_on_first_contact"] = self.timing.get("described_on_first_contact", 0) + len(first)
 
     def _sample(self, connected: set[int], fraction: float | None, by: str) -> dict[str, list[int]]:
-        """The cohort: `fraction` of every group of known institutions (`by="group"`: averaging
-        groups; `"modality"`), and at the same fraction the connected institutions not met yet
-        (key None), drawn by the strategy's seeded generator."""
+        """The cohort: `fraction` of every group of known institutions, and of the new ones.
+
+        `by="group"`: averaging groups; `"modality"`. At the same fraction the connected
+        institutions not met yet (key None), drawn by the strategy's seeded generator.
+        """
         known = self.roster.groups(connected)
         if by == "modality":
             by_modality: dict[str, list[int]] = {}
@@ -190,6 +207,7 @@ class FederatedRun:
         return connected
 
     def train_round(self, server_round: int, backbones: GroupBackbones) -> None:
+        """One training round: sample the cohort, send the backbones, average per group."""
         t0 = time.perf_counter()
         self.timing.setdefault("first_round_unix", time.time())  # start-up ends here (benchmarks)
         connected = self._connected(server_round)
@@ -263,10 +281,12 @@ class FederatedRun:
                  " ".join(f"{k}={v:.3f}" for k, v in record.items() if "/" in k))
 
     def _everyone(self, backbones: GroupBackbones, fraction: float = 1.0) -> dict[int, ArrayRecord]:
-        """Every connected institution with the backbone of its group; with `fraction` < 1 that
-        fraction of each modality's institutions (at least one each) and of those not met yet,
-        drawn by the strategy. Those not met in this run describe themselves first (they start
-        or restore their private state)."""
+        """Every connected institution with the backbone of its group.
+
+        With `fraction` < 1 that fraction of each modality's institutions (at least one each) and of
+        those not met yet, drawn by the strategy. Those not met in this run describe themselves
+        first (they start or restore their private state).
+        """
         connected = set(self.grid.get_node_ids())
         picked = {n for nodes in self._sample(connected, fraction, "modality").values() for n in nodes}
         self.describe(sorted(picked), self.history[-1]["round"] if self.history else 0)
@@ -274,6 +294,7 @@ class FederatedRun:
                 if n in picked and n in self.contacted}
 
     def evaluate_round(self, server_round: int, backbones: GroupBackbones) -> None:
+        """Evaluate the current backbones on every chosen institution and record the metrics."""
         replies = self.messenger.send(self._everyone(backbones, self.strategy.fraction_evaluate), protocol.EVALUATE,
                                       EvaluateInstruction(server_round=server_round), server_round)
         self._record_evaluation(server_round, (
@@ -287,17 +308,22 @@ class FederatedRun:
                  " ".join(f"{k.replace('/test_', ' ')}={v:.4f}" for k, v in metrics.items()))
 
     def last_evaluation_by_calibration(self) -> bool:
-        """Whether the last round's evaluation comes from the calibration replies instead of an
-        evaluate message: where every institution both evaluates and calibrates, each one's
-        accuracy before calibration is its evaluation of the final model (the same model, the
-        same test share, the same code), so asking for it twice would only cost a pass over
-        every test set (about a training round in the main job)."""
+        """Whether the last round's evaluation comes from the calibration replies instead of an evaluate message.
+
+        Where every institution both evaluates and calibrates, each one's accuracy before
+        calibration is its evaluation of the final model (the same model, the same test share, the
+        same code), so asking for it twice would only cost a pass over every test set (about a
+        training round in the main job).
+        """
         return (bool(self.fed.evaluate_every) and self.strategy.fraction_evaluate >= 1
                 and self.strategy.fraction_calibrate >= 1)
 
     def calibrate(self, backbones: GroupBackbones) -> tuple[dict, list, dict]:
-        """(per-modality results, per-institution entries, the model files institutions wrote
-        under the results folder: {relative path: {sha256, bytes}})."""
+        """Per-modality results, per-institution entries, and the model files institutions wrote.
+
+        Returns (per-modality results, per-institution entries, the model files institutions wrote
+        under the results folder: {relative path: {sha256, bytes}}).
+        """
         instruction = CalibrateInstruction(server_round=self.num_rounds,
                                            calibration_epochs=self.settings.calibration.epochs,
                                            results_dir=str(self.results_dir))
@@ -320,6 +346,7 @@ class FederatedRun:
 
     # -- the whole run -----------------------------------------------------------------------
     def execute(self) -> dict:
+        """Run the rounds (or resume them), calibrate, and write results.json; returns the results."""
         t0 = time.perf_counter()
         claim_results_dir(self.results_dir, setting="results-dir", resume=self.settings.resume, overwrite=None)
         self.results_dir.mkdir(parents=True, exist_ok=True)

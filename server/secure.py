@@ -136,6 +136,7 @@ class SecureSum:
         self.settings, self.timeout = settings, float(timeout)
 
     def run(self, grid: Grid, server_round: int, contents: Mapping[int, RecordDict]) -> dict:
+        """Sum the updates of `contents` through SecAgg+; returns the sums."""
         s = self.settings
         workflow = SecAggPlusWorkflow(s.num_shares, s.reconstruction_threshold, max_weight=1.0,
                                       clipping_range=s.clipping_range, quantization_range=s.quantization_range,
@@ -191,9 +192,11 @@ class PrivateRounds:
 
     @property
     def active(self) -> bool:
+        """Whether secure aggregation or differential privacy is on."""
         return self.secure.enabled or self.dp.enabled
 
     def restore(self, history: list[dict]) -> None:
+        """Restore the accountant and the clipping norm from a resumed run's history."""
         self.accountant.restore(history)
         norms = [r["dp_clipping_norm_next"] for r in history if "dp_clipping_norm_next" in r]
         if norms:
@@ -217,8 +220,11 @@ class PrivateRounds:
     def train_round(self, server_round: int, chosen: Mapping[str, list[int]], groups: Mapping[str, list[int]],
                     backbones, instruction, min_institutions: int,
                     history: list[dict]) -> tuple[dict[int, TrainReport], dict]:
-        """Train the chosen institutions of every group; replace each group's backbone with the
-        (secure and/or noisy) mean; return the reports by node and the round record's extras."""
+        """Train the chosen institutions of every group.
+
+        Replace each group's backbone with the (secure and/or noisy) mean; return the reports by
+        node and the round record's extras.
+        """
         if not self._restored:  # a resumed run goes on counting epsilon and adapting C
             self.restore(history)
             self._restored = True

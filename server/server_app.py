@@ -33,15 +33,21 @@ warnings.filterwarnings("ignore", message="Tip: In future versions of Ray", cate
 
 
 def default_results_dir(run_id: int) -> Path:
-    """`results/run-<id>` under the SuperLink's working directory (pass an absolute
-    `results-dir` to choose; a local SuperLink keeps the directory of its first start)."""
+    """`results/run-<id>` under the SuperLink's working directory.
+
+    Pass an absolute `results-dir` to choose; a local SuperLink keeps the directory of its first
+    start.
+    """
     return Path.cwd() / "results" / f"run-{run_id}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Check every setting, then run; a user's error (a setting, a file) ends the run as one
-    line `error: <message>` in the log instead of a traceback (docs: reliability)."""
+    """Check every setting, then run.
+
+    A user's error (a setting, a file) ends the run as one line `error: <message>` in the log
+    instead of a traceback (docs: reliability).
+    """
     try:
         cfg = config_from_run_config(context.run_config)
         settings = settings_of(cfg)

@@ -29,6 +29,8 @@ WEIGHTINGS = ("examples", "modality")
 
 
 class BackboneFedAvg(FedAvg):
+    """FedAvg of the backbone only, per averaging group, with seeded sampling of institutions."""
+
     def __init__(self, weighting: str = "examples", fraction_train: float = 1.0, seed: int = 0,
                  fraction_evaluate: float = 1.0, fraction_calibrate: float = 1.0, **kwargs):
         if weighting not in WEIGHTINGS:
@@ -64,8 +66,11 @@ class BackboneFedAvg(FedAvg):
         return [ni / per_modality[m] for m, ni in zip(modalities, n, strict=True)]
 
     def aggregate(self, server_round: int, replies: Sequence[Message], modalities: Sequence[str]) -> ArrayRecord | None:
-        """The weighted mean (float32) of the backbones in `replies`; `modalities[i]` is the
-        modality of the institution that sent `replies[i]` (the server knows it by node id)."""
+        """The weighted mean (float32) of the backbones in `replies`.
+
+        `modalities[i]` is the modality of the institution that sent `replies[i]` (the server knows
+        it by node id).
+        """
         replies = list(replies)
         examples = [TrainReport.from_content(m.content).num_examples for m in replies]
         for msg, weight in zip(replies, self.weights(examples, modalities), strict=True):

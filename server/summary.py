@@ -1,5 +1,7 @@
-"""Per-modality summaries of the institutions' reports: a round's training and test metrics
-for the history, and the final per-modality results (`fed_uml.results.modality_result`).
+"""Per-modality summaries of the institutions' reports.
+
+A round's training and test metrics for the history, and the final per-modality results
+(`fed_uml.results.modality_result`).
 
 Every mean here is `weighted_means`: each institution weighs by the examples its report is
 about (training examples for training metrics, test examples for accuracies and the
@@ -20,8 +22,10 @@ from server.roster import Member
 
 
 def weighted_means(rows: Iterable[tuple[str, float, Mapping[str, float]]]) -> dict[str, dict[str, float]]:
-    """{group: {name: sum(w * value) / sum(w)}} of rows (group, w, {name: value}); groups in
-    the order they first appear."""
+    """{group: {name: sum(w * value) / sum(w)}} of rows (group, w, {name: value}).
+
+    Groups in the order they first appear.
+    """
     sums: dict[str, dict[str, float]] = {}
     totals: dict[str, float] = {}
     for group, weight, values in rows:
@@ -53,8 +57,10 @@ def train_metrics(reports: Iterable[tuple[str, TrainReport]]) -> dict[str, float
 
 
 def evaluation_metrics(reports: Iterable[tuple[str, EvaluateReport]]) -> dict[str, float]:
-    """`<modality>/test_<metric>` of one round: `test_accuracy`, or `test_map_macro`, `test_map_micro`,
-    `test_f1_macro`."""
+    """`<modality>/test_<metric>` of one round.
+
+    `test_accuracy`, or `test_map_macro`, `test_map_micro`, `test_f1_macro`.
+    """
     return _flat(weighted_means(
         (mod, float(r.num_examples), {f"test_{k}": v for k, v in report_metrics(r.accuracy, r.scores).items()})
         for mod, r in reports))

@@ -13,6 +13,7 @@ from fed_uml.results import write_json_atomic
 
 
 def machine() -> dict:
+    """The machine a benchmark ran on (CPUs, platform, versions, GPU), saved with its figures."""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "cpus": os.cpu_count(),
@@ -26,9 +27,11 @@ def machine() -> dict:
 
 
 def speed_probe(steps: int = 20) -> float:
-    """Milliseconds per training step of the default small CNN (32 px, batch 32, the machine's
-    torch threads): how fast this machine is right now. A shared 2-core machine's speed moves
-    by up to 1.8x between hours; figures taken at different times compare only beside it."""
+    """Milliseconds per training step of the default small CNN (32 px, batch 32, the machine's torch threads).
+
+    How fast this machine is right now. A shared 2-core machine's speed moves by up to 1.8x between
+    hours; figures taken at different times compare only beside it.
+    """
     from fed_uml.models import create_model
 
     model = create_model("small_cnn", {"rgb": 3}, num_classes=10)
@@ -48,6 +51,7 @@ def speed_probe(steps: int = 20) -> float:
 
 
 def table(rows: list[dict], columns: list[str]) -> str:
+    """`rows` as a Markdown table of `columns` (floats to 4 significant digits)."""
     def fmt(v):
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -57,5 +61,6 @@ def table(rows: list[dict], columns: list[str]) -> str:
 
 
 def save(name: str, payload: dict, out_dir: str | Path = "benchmarks") -> Path:
+    """Write `payload` with the machine's description to `<out_dir>/<name>.json`; returns the path."""
     payload = {"benchmark": name, "machine": machine(), **payload}
     return write_json_atomic(Path(out_dir) / f"{name}.json", payload)

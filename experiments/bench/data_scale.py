@@ -66,8 +66,10 @@ def _textures(rng: np.random.Generator, size: int, count: int, dtype, scale: flo
 
 
 class _Pixels:
-    """Per-band patches drawn from a bank of noise textures plus a level set by the patch's
-    first label, so that a model has something to learn; fast enough for 50,000 pairs."""
+    """Per-band patches from a bank of noise textures plus a level set by the patch's first label.
+
+    The level gives a model something to learn; fast enough for 50,000 pairs.
+    """
 
     def __init__(self, seed: int = 0, bank: int = 64):
         rng = np.random.default_rng(seed)
@@ -95,8 +97,10 @@ def _patch(i: int) -> tuple[str, str, list[str], str]:
 
 
 class _TiffTemplate:
-    """An uncompressed one-band TIFF of a shape and dtype, whose pixel bytes are swapped per file
-    (writing 700,000 small TIFFs with tifffile costs 0.8 ms each; this, a write)."""
+    """An uncompressed one-band TIFF of a shape and dtype, whose pixel bytes are swapped per file.
+
+    Writing 700,000 small TIFFs with tifffile costs 0.8 ms each; this, a write.
+    """
 
     def __init__(self, shape: tuple[int, int], dtype):
         import tifffile
@@ -152,7 +156,7 @@ def make_v1(root: Path, n: int, processes: int) -> Path:
 
 
 def make_lmdb(root: Path, n: int) -> Path:
-    """reBEN's LMDB form with n synthetic pairs: root/bigearthnet_v2/{metadata.parquet, reBEN.lmdb/}."""
+    """The LMDB form of reBEN with n synthetic pairs: root/bigearthnet_v2/{metadata.parquet, reBEN.lmdb/}."""
     import lmdb
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -195,8 +199,11 @@ def du(path: Path) -> int:
 
 
 def timed(cmd: list[str], env: dict | None = None, log: Path | None = None) -> dict:
-    """Run `cmd` under /usr/bin/time -v: wall seconds and peak resident memory of its largest
-    process (GNU time's maximum RSS covers the command and the processes it waited for)."""
+    """Run `cmd` under /usr/bin/time -v.
+
+    Wall seconds and peak resident memory of its largest process (GNU time's maximum RSS covers the
+    command and the processes it waited for).
+    """
     t0 = time.perf_counter()
     proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
@@ -252,6 +259,7 @@ def loader_vs_training(dataset_overrides: list[str], batches: int = 100) -> dict
 
 @contextmanager
 def flower_lock():
+    """Hold the shared Flower lock, so that only one Flower runtime runs on the machine at a time."""
     with open(FLOWER_LOCK, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
@@ -296,6 +304,7 @@ def federated(overrides: list[str], n: int, reads_dir: Path) -> dict:
 
 def bench_size(kind: str, n: int, work: Path, institutions: list[int], processes: int, keep: bool,
                overrides: list[str]) -> dict:
+    """Generate `n` pairs of `kind`, then time preparing the store, a run, the loader and federated reads."""
     root = work / f"{kind}-{n}"
     data_root, store = root / "data", root / "store"
     dataset = "bigearthnet" if kind == "v1" else "bigearthnet_v2_lmdb"
@@ -328,6 +337,7 @@ def bench_size(kind: str, n: int, work: Path, institutions: list[int], processes
 
 
 def main() -> None:
+    """Run the data-scale benchmark from the command line."""
     p = argparse.ArgumentParser(prog="python -m experiments.bench.data_scale", description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="500,5000")
     p.add_argument("--kinds", default="v1,lmdb")

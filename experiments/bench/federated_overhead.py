@@ -38,10 +38,12 @@ def in_process(cfg: dict, n: int, rounds: int) -> float:
 
 
 def in_process_timed(cfg: dict, n: int, rounds: int) -> dict:
-    """The same job in this process with the project's own `Institution` code, timed by stage:
-    `fixed_s` (building every institution: settings, data share, initial state),
-    `round_s` (each round's training and averaging), `calibration_s`, `wall_s`, and
-    `first_round_unix` (when the first round started, for start-up measured from outside)."""
+    """The same job in this process with the project's own `Institution` code, timed by stage.
+
+    `fixed_s` (building every institution: settings, data share, initial state), `round_s` (each
+    round's training and averaging), `calibration_s`, `wall_s`, and `first_round_unix` (when the
+    first round started, for start-up measured from outside).
+    """
     t0 = time.perf_counter()
     fed = cfg["federated"]
     insts = [Institution(cfg, ident) for ident in
@@ -72,6 +74,7 @@ def in_process_timed(cfg: dict, n: int, rounds: int) -> dict:
 
 
 def with_flower(overrides: list[str], n: int, cpus: int, workdir: Path) -> tuple[float, dict]:
+    """Wall seconds (and the results) of one run under `flwr run` with `n` simulated institutions."""
     with FlowerRuntime(workdir) as rt:
         rt.start_superlink(simulation=True)
         t0 = time.perf_counter()
@@ -82,17 +85,20 @@ def with_flower(overrides: list[str], n: int, cpus: int, workdir: Path) -> tuple
 
 
 def with_engine(overrides: list[str], n: int, cpus: int, workdir: Path) -> float:
+    """Wall seconds of the same run through the in-process engine."""
     t0 = time.perf_counter()
     run_inprocess(run_config_from_overrides(overrides, **{"results-dir": str(workdir / "results")}), n, cpus)
     return time.perf_counter() - t0
 
 
 def fixed_and_per_round(r1: int, w1: float, r2: int, w2: float) -> tuple[float, float]:
+    """(fixed seconds, seconds per round) from two runs of `r1` and `r2` rounds."""
     per_round = (w2 - w1) / (r2 - r1)
     return w1 - r1 * per_round, per_round
 
 
 def main() -> None:
+    """Run the federated-overhead benchmark from the command line."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--institutions", default="2,8,32,128")
     ap.add_argument("--rounds", default="2,6", help="two round counts R1,R2")

@@ -31,9 +31,11 @@ from experiments.cli import run_main
 
 
 def sweep_seconds(nodes: int, in_flight: int, repeats: int = 3) -> tuple[float, int]:
-    """Seconds of one delivery sweep (every node asks for its next message) with `in_flight`
-    messages stored for the first `in_flight` nodes, the fastest of `repeats` sweeps; and how
-    many messages the first sweep delivered (all of them, one per node)."""
+    """Seconds of one delivery sweep (every node asks for its next message), and messages delivered.
+
+    The sweep runs with `in_flight` messages stored for the first `in_flight` nodes, the fastest of
+    `repeats` sweeps; and how many messages the first sweep delivered (all of them, one per node).
+    """
     factory = LinkStateFactory(FLWR_IN_MEMORY_DB_NAME, NoOpFederationManager(), ObjectStoreFactory())
     state = factory.state()
     mapping = _register_nodes(nodes, factory)
@@ -57,6 +59,7 @@ def sweep_seconds(nodes: int, in_flight: int, repeats: int = 3) -> tuple[float, 
 
 
 def main() -> None:
+    """Run the Flower message-delivery benchmark from the command line."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nodes", default="1000,10000")
     ap.add_argument("--in-flight", default="32,100,1000")

@@ -26,6 +26,7 @@ from fed_uml.models import shared_state
 
 
 def bytes_rows(cfg: dict) -> list[dict]:
+    """Bytes of the backbone a round sends against the whole model, per backbone and wire dtype."""
     rows = []
     for backbone in ("small_cnn", "resnet18"):
         model_cfg = compose_config([f"model={backbone}"])["model"]
@@ -46,6 +47,7 @@ def bytes_rows(cfg: dict) -> list[dict]:
 
 
 def calibration_rows(cfg: dict, repeats: int = 3) -> list[dict]:
+    """Seconds of a forward pass and of Algorithm 1 over each modality's training data."""
     data = load_dataset(cfg["dataset"])
     model = build_model(cfg["model"], data)
     rows = []
@@ -68,6 +70,7 @@ def calibration_rows(cfg: dict, repeats: int = 3) -> list[dict]:
 
 
 def main() -> None:
+    """Run the payload and calibration benchmark from the command line."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="benchmarks")
     ap.add_argument("overrides", nargs="*")

@@ -80,6 +80,7 @@ KINDS = (("superlink", "flower-superlink"), ("superexec", "flower-superexec"),
 
 
 def kind_of(cmdline: list[str]) -> str:
+    """The kind of a process of the runtime (SuperLink, Ray actor, ...) told by its command line."""
     line = " ".join(cmdline)
     return next((kind for kind, piece in KINDS if piece in line), "other")
 
@@ -94,6 +95,7 @@ class PeakMemory(threading.Thread):
         self._stop_event = threading.Event()
 
     def sample(self) -> None:
+        """Add up the resident memory of every process of the runtime, by kind, and keep the peaks."""
         total, by_kind, procs = 0, defaultdict(int), find_strays(self.workdir)
         for p in procs:
             try:
@@ -108,11 +110,13 @@ class PeakMemory(threading.Thread):
             self.peak_by_kind[kind] = max(self.peak_by_kind[kind], rss)
 
     def run(self) -> None:
+        """Sample until `stop` is called."""
         while not self._stop_event.is_set():
             self.sample()
             time.sleep(self.interval)
 
     def stop(self) -> None:
+        """Stop sampling and wait for the thread."""
         self._stop_event.set()
         self.join()
 
@@ -121,8 +125,11 @@ _PROCESS = re.compile(r'^process \d+:"(.*)"$')
 
 
 def summarize_profile(path: Path, top: int = 12) -> dict:
-    """{kind: {"share": samples of this kind / all, "functions": [(function, inclusive share of the
-    kind's samples), ...]}} from py-spy's raw output (`process PID:"cmdline";frame;... count`)."""
+    """The share of samples of each process kind, and of each function within it, from py-spy's output.
+
+    Returns {kind: {"share": samples of this kind / all, "functions": [(function, inclusive share of
+    the kind's samples), ...]}} from py-spy's raw output (`process PID:"cmdline";frame;... count`).
+    """
     samples: dict[str, int] = defaultdict(int)
     inclusive: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for line in path.read_text(errors="replace").splitlines():
@@ -150,7 +157,8 @@ def startup_and_round(launched_unix: float, first_round_unix: float, rounds: lis
     until the server starts round 1, plus `round1_extra_s`, what round 1 took beyond `round_s`:
     where work that precedes training falls inside round 1 (actors starting and importing,
     institutions describing themselves on first contact, first-call warm-up) it is start-up,
-    not a round."""
+    not a round.
+    """
     steady = rounds[1:] or rounds
     per_round = sum(steady) / max(len(steady), 1)
     extra = max(0.0, rounds[0] - per_round) if len(rounds) > 1 else 0.0
@@ -158,6 +166,7 @@ def startup_and_round(launched_unix: float, first_round_unix: float, rounds: lis
 
 
 def with_flower(overrides: list[str], n: int, cpus: int, gpus: float, profile: Path | None = None) -> dict:
+    """Time a run of `n` institutions under `flwr run`, with its peak memory and per-stage timers."""
     with TemporaryDirectory(prefix="fed-uml-scale-") as tmp:
         tmp = Path(tmp)
         monitor = PeakMemory(tmp)
@@ -215,10 +224,12 @@ def with_flower(overrides: list[str], n: int, cpus: int, gpus: float, profile: P
 
 
 def in_process_fresh(overrides: list[str], n: int, rounds: int, threads: int) -> dict:
-    """The in-process loop in a fresh interpreter, so that its fixed cost counts what the
-    `flwr run` side pays too: starting Python, importing torch and the project, composing the
-    settings and building every institution (rendering the data included). Its `startup_s`
-    runs from launching the process to the first round, the counterpart of `flwr_startup_s`."""
+    """The in-process loop in a fresh interpreter, so that its fixed cost counts what the `flwr run` side pays too.
+
+    Starting Python, importing torch and the project, composing the settings and building every
+    institution (rendering the data included). Its `startup_s` runs from launching the process to
+    the first round, the counterpart of `flwr_startup_s`.
+    """
     cmd = [sys.executable, "-m", "experiments.bench.scale", "--in-process-child", str(n), "--threads", str(threads),
            *overrides, f"federated.num_rounds={rounds}"]
     launched = time.time()
@@ -239,11 +250,14 @@ def backbone_elements(overrides: list[str]) -> int:
 
 def flower_floor(n: int, rounds: int, cpus: int, gpus: float, parameters: int = 910,
                  delivery_index: bool = False) -> dict:
-    """Flower's own floor at N institutions: `experiments/bench/minimal_app` (numpy, an
-    ArrayRecord of `parameters` float32 each way (`main` passes the backbone's size), no torch,
-    no data) through the same `flwr run`, SuperLink and federation settings as fed-uml, timed
-    the same way (`startup_and_round`). `delivery_index`: with fed-uml's index of undelivered
-    messages (`server/delivery_index.py`), keys prefixed `floor_indexed_` instead of `floor_`."""
+    """Flower's own floor at N institutions.
+
+    `experiments/bench/minimal_app` (numpy, an ArrayRecord of `parameters` float32 each way (`main`
+    passes the backbone's size), no torch, no data) through the same `flwr run`, SuperLink and
+    federation settings as fed-uml, timed the same way (`startup_and_round`). `delivery_index`: with
+    fed-uml's index of undelivered messages (`server/delivery_index.py`), keys prefixed
+    `floor_indexed_` instead of `floor_`.
+    """
     with TemporaryDirectory(prefix="fed-uml-floor-") as tmp:
         tmp = Path(tmp)
         with FlowerRuntime(tmp) as rt:
@@ -265,8 +279,11 @@ def flower_floor(n: int, rounds: int, cpus: int, gpus: float, parameters: int = 
 
 
 def main_job() -> dict:
-    """The README's main job as a newcomer runs it: a fresh FLWR_HOME, so `flwr run` starts its
-    local SuperLink; wall seconds from launching `flwr run` to its exit, and where they went."""
+    """The README's main job as a newcomer runs it.
+
+    A fresh FLWR_HOME, so `flwr run` starts its local SuperLink; wall seconds from launching `flwr
+    run` to its exit, and where they went.
+    """
     import socket
 
     with socket.socket() as probe:
@@ -305,6 +322,7 @@ def _child(n: int, threads: int, overrides: list[str]) -> None:
 
 
 def main() -> None:
+    """Run the scale benchmark from the command line."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--institutions", default="100,1000")
     ap.add_argument("--client-cpus", type=int, default=1)

@@ -24,6 +24,7 @@ from fed_uml.training import train_unpaired
 
 
 def plain_loop(model, data, batch_size: int, epochs: int, lr: float) -> float:
+    """Images per second of a plain PyTorch loop over the same model and data, the floor to compare with."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     n = max(len(d.train) for d in data.values())
     steps = -(-n // batch_size)
@@ -44,6 +45,7 @@ def plain_loop(model, data, batch_size: int, epochs: int, lr: float) -> float:
 
 
 def main() -> None:
+    """Run the training-throughput benchmark from the command line."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--out", default="benchmarks")

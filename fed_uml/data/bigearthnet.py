@@ -214,9 +214,13 @@ class BigEarthNetBandReader:
 
 
 class BigEarthNetBase(BigEarthNetBandReader, SceneDataset):
-    """What BigEarthNet v1 and v2 share: sensors ``s1`` (VV, VH) and ``s2`` (12 bands) in one
-    folder per sensor (`DIRS`), one file per band, 19 classes, several labels per patch."""
+    """What BigEarthNet v1 and v2 share.
 
+    Sensors ``s1`` (VV, VH) and ``s2`` (12 bands) in one folder per sensor (`DIRS`), one file per
+    band, 19 classes, several labels per patch.
+    """
+
+    NATIVE_SIZE: ClassVar[int] = BigEarthNetBandReader.NATIVE_SIZE  # the reader's, over SceneDataset's "unknown"
     CLASSES: ClassVar[tuple[str, ...]] = CLASSES_19
     SENSORS: ClassVar[dict[str, tuple[str, ...]]] = {"s1": S1_BANDS, "s2": S2_BANDS}
     MULTI_LABEL = True
@@ -261,6 +265,7 @@ class BigEarthNet(BigEarthNetBase):
 
     @classmethod
     def looks_like_root(cls, path: Path) -> bool:
+        """Whether `path` holds one of the archive's sensor folders."""
         return any((path / d).is_dir() for d in cls.DIRS.values())
 
     def _index(self, split: str) -> list[SceneRecord]:

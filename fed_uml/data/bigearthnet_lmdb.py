@@ -1,5 +1,6 @@
-"""reBEN (BigEarthNet v2.0) as its maintainers ship it for training: one LMDB environment of
-safetensors patches (written by rico-hdl) beside `metadata.parquet`.
+"""reBEN (BigEarthNet v2.0) as its maintainers ship it for training.
+
+One LMDB environment of safetensors patches (written by rico-hdl) beside `metadata.parquet`.
 
 Layout (under the data root's ``bigearthnet_v2/``, as for the native reBEN reader)
     ``metadata.parquet``: as `fed_uml.data.bigearthnet_v2` (patch_id, s1_name, labels, split).
@@ -23,6 +24,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -51,9 +53,11 @@ READS_PER_OPEN = 512
 _OPEN: dict[str, list] = {}  # path -> [environment, reads, pid]
 
 
-def _environment(path: str):
-    """One read-only handle per environment and process (LMDB allows one; a forked or spawned
-    worker opens its own), reopened every `READS_PER_OPEN` reads."""
+def _environment(path: str) -> Any:  # an lmdb.Environment
+    """One read-only handle per environment and process, reopened every `READS_PER_OPEN` reads.
+
+    LMDB allows one; a forked or spawned worker opens its own.
+    """
     import lmdb
 
     entry = _OPEN.get(path)
@@ -72,10 +76,11 @@ class BigEarthNetV2LMDB(BigEarthNetV2):
     """reBEN from its LMDB environment: sensors ``s1`` (VV, VH) and ``s2`` (12 bands)."""
 
     NAME = "BigEarthNet v2.0 (reBEN, LMDB)"
-    RESOURCES = ()  # the LMDB form is made from the archive by rico-hdl; nothing to download
+    RESOURCES: ClassVar[tuple] = ()  # the LMDB form is made from the archive by rico-hdl; nothing to download
 
     @classmethod
     def looks_like_root(cls, path: Path) -> bool:
+        """Whether `path` holds metadata.parquet and an LMDB environment."""
         return (path / "metadata.parquet").is_file() and find_environment(path) is not None
 
     def _sensor_dir(self) -> Path:
@@ -118,6 +123,7 @@ class BigEarthNetV2LMDB(BigEarthNetV2):
         return np.stack(out)
 
     def load(self, record: SceneRecord) -> np.ndarray:
+        """The scene's selected bands, resized to the image size, from the LMDB environment."""
         return self._bands(record, self.bands, self.image_size or self.NATIVE_SIZE)
 
     def _read(self, record: SceneRecord) -> np.ndarray:

@@ -59,6 +59,7 @@ class BigEarthNetV2(BigEarthNetBase):
 
     @classmethod
     def looks_like_root(cls, path: Path) -> bool:
+        """Whether `path` holds the archive's metadata.parquet."""
         return (path / "metadata.parquet").is_file()
 
     def _metadata(self) -> dict[str, list]:
@@ -98,8 +99,10 @@ class BigEarthNetV2(BigEarthNetBase):
 
 @lru_cache(maxsize=1)
 def _read_metadata(path: str, size: int, mtime_ns: int) -> dict[str, list]:
-    """The parquet's columns, read once per process for every split and sensor (549,488 rows
-    take seconds to read; indexing reads them for 3 splits x 2 sensors)."""
+    """The parquet's columns, read once per process for every split and sensor.
+
+    549,488 rows take seconds to read; indexing reads them for 3 splits x 2 sensors.
+    """
     import pyarrow.parquet as pq
 
     try:

@@ -30,7 +30,7 @@ from fed_uml.data.eurosat import EuroSAT, EuroSATRGB
 from fed_uml.data.eurosat_sar import EuroSATSAR
 from fed_uml.data.normalize import standardize
 from fed_uml.data.real import load_real
-from fed_uml.data.real.settings import RealModality
+from fed_uml.data.real.settings import Readers, RealModality
 from fed_uml.data.sen12ms import SEN12MS
 from fed_uml.data.synthetic import ModalitySpec, load_synthetic
 from fed_uml.errors import SettingsError
@@ -47,7 +47,7 @@ BIGEARTHNET_V2_LMDB_SENSORS = {"s1": BigEarthNetV2LMDB, "s2": BigEarthNetV2LMDB}
 SEN12MS_SENSORS = {"s1": SEN12MS, "s2": SEN12MS}
 
 # The built-in real data sets and their readers.
-REAL_READERS = {
+REAL_READERS: dict[str, Readers] = {
     "eurosat": EUROSAT_SENSORS,
     "eurosat_ms": EUROSAT_SENSORS,
     "bigearthnet": BIGEARTHNET_SENSORS,
@@ -77,6 +77,7 @@ def register_dataset(name: str, loader: Loader) -> Loader:
 
 
 def available_datasets() -> list[str]:
+    """Names of the data sets a config may choose (built-in and registered)."""
     return sorted(_LOADERS)
 
 
@@ -91,8 +92,11 @@ def readers_of(name: str) -> Mapping:
 
 
 def load_dataset(cfg: Mapping, normalize: bool = True) -> dict[str, ModalityData]:
-    """{modality: ModalityData} of the `dataset` config group; with `normalize` (default) each
-    modality standardised per band with its training statistics, else in physical units."""
+    """{modality: ModalityData} of the `dataset` config group.
+
+    With `normalize` (default) each modality standardised per band with its training statistics,
+    else in physical units.
+    """
     name = cfg.get("name")
     if name not in _LOADERS:
         raise ValueError(f"unknown dataset {name!r} (setting dataset.name); available: {available_datasets()}")
@@ -111,9 +115,11 @@ def load_dataset(cfg: Mapping, normalize: bool = True) -> dict[str, ModalityData
 
 
 def modality_bands(dataset_cfg: Mapping, modality: str) -> tuple[str, ...] | None:
-    """The bands, in input order, that the `dataset` settings `dataset_cfg` give `modality` of a
-    built-in data set (the loader's own parsing, no data read); None where that cannot be told:
-    a registered data set, or settings that do not define the modality."""
+    """The bands, in input order, that the `dataset` settings `dataset_cfg` give `modality`.
+
+    For a built-in data set (the loader's own parsing, no data read); None where that cannot be
+    told: a registered data set, or settings that do not define the modality.
+    """
     name = dataset_cfg.get("name")
     sensors = dataset_cfg.get("sensors")
     if not isinstance(sensors, Mapping) or modality not in sensors:

@@ -45,6 +45,7 @@ class Resource:
 
 
 def file_hash(path: str | Path, algorithm: str) -> str:
+    """Hex digest of the file at `path` with `algorithm` (a `hashlib` name), read in chunks."""
     h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(CHUNK), b""):

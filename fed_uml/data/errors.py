@@ -36,5 +36,8 @@ class DownloadError(UserError, OSError):
 
 
 class StoreError(DataError):
-    """A prepared data store cannot be used or written (incomplete, corrupt, of another format
-    version, or the disk is full); the message names its folder and what to do."""
+    """A prepared data store cannot be used or written.
+
+    It is incomplete, corrupt, of another format version, or the disk is full; the message names its
+    folder and what to do.
+    """

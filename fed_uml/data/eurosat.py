@@ -70,7 +70,7 @@ class EuroSATBase(SceneDataset):
     """The EuroSAT folder-per-class layout shared by the MS, RGB and SAR versions."""
 
     CLASSES: ClassVar[tuple[str, ...]] = CLASSES
-    NATIVE_SIZE: ClassVar[int | None] = 64
+    NATIVE_SIZE: ClassVar[int] = 64
     EXTENSION: ClassVar[str] = ".tif"
     # Where the class folders may sit inside the data set's folder, first match wins.
     IMAGE_DIRS: ClassVar[tuple[str, ...]] = ("",)
@@ -105,6 +105,7 @@ class EuroSATBase(SceneDataset):
         return tiff_band_count(path) == len(bands)
 
     def split_file(self, split: str) -> Path:
+        """The split file `eurosat-<split>.txt`, in the root or a fallback folder beside it."""
         name = f"eurosat-{split}.txt"
         candidates = [self.root / name] + [self.root.parent / f / name for f in self.SPLIT_FALLBACK_FOLDERS]
         for c in candidates:

@@ -23,6 +23,7 @@ def band_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """`images` (N, C, H, W) standardised per band with `mean` and `std` (C,)."""
     return (images - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
 
@@ -33,11 +34,12 @@ def standardize(data: ModalityData) -> ModalityData:
     # a streamed data set (fed_uml.data.store) combines its rows' stored statistics and
     # normalises each batch as it is read; an in-memory one is scaled here, once
     streamed = hasattr(data.train, "normalized")
-    mean, std = data.train.band_stats() if streamed else band_stats(data.train.images)
+    # a StreamedDataset (duck-typed: fed_uml.data.store sits above this module)
+    mean, std = data.train.band_stats() if streamed else band_stats(data.train.images)  # type: ignore[attr-defined]
 
     def scaled(ds: ArrayDataset) -> ArrayDataset:
         if streamed:
-            return ds.normalized(mean, std)
+            return ds.normalized(mean, std)  # type: ignore[attr-defined]  # a StreamedDataset, as above
         return ArrayDataset(normalize(ds.images, mean, std), ds.labels, ds.scene_ids)
 
     info = {**data.info, "band_mean": mean.tolist(), "band_std": std.tolist(),

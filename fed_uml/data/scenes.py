@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -47,10 +47,11 @@ class SceneRecord:
     split: str
     group: str = ""
     labels: tuple[int, ...] = ()
-    files: Mapping[str, object] = field(default_factory=dict, compare=False, hash=False)
+    files: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def unit(self) -> str:
+        """The unit a split keeps together: the scene's group (e.g. its tile), else the scene."""
         return self.group or self.scene
 
 
@@ -116,6 +117,7 @@ class SceneDataset(Dataset):
     # -- metadata -------------------------------------------------------------------
     @classmethod
     def check_bands(cls, sensor: str, bands: Sequence[str] | None) -> tuple[str, ...]:
+        """The bands to read of `sensor` (all of them when `bands` is empty); unknown bands are an error."""
         allowed = cls.SENSORS[sensor]
         bands = tuple(bands) if bands else allowed
         unknown = [b for b in bands if b not in allowed]
@@ -193,8 +195,10 @@ class SceneDataset(Dataset):
 
 
 def check_disjoint_splits(datasets: Sequence[SceneDataset], shown: int = 5) -> None:
-    """Refuse readers of different splits of one sensor that list a scene in common, naming
-    both split files and the first shared scenes (in the later file's order)."""
+    """Refuse readers of different splits of one sensor that list a scene in common.
+
+    The error names both split files and the first shared scenes (in the later file's order).
+    """
     by_split: dict[str, SceneDataset] = {}
     for ds in datasets:
         by_split.setdefault(ds.split, ds)

@@ -153,6 +153,7 @@ class SEN12MS(SceneDataset):
 
     @classmethod
     def looks_like_root(cls, path: Path) -> bool:
+        """Whether `path` holds SEN12MS's `ROIs*_*` folders."""
         return any(path.glob("ROIs*_*"))
 
     def _find(self, *names: str) -> Path | None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 # How error messages name the root setting.
 ROOT_SETTING = "dataset.root (or the environment variable FED_UML_DATA)"
@@ -56,7 +57,7 @@ def selected_modalities(cfg: Mapping, available: Mapping) -> list[str]:
     return wanted
 
 
-def per_modality(value, modality: str, setting: str):
+def per_modality(value: Any, modality: str, setting: str) -> Any:
     """A setting that is either one value for all modalities or a {modality: value} map."""
     if isinstance(value, Mapping):
         if modality not in value:
@@ -70,7 +71,7 @@ def as_mapping(value: object) -> Mapping:
     return value if isinstance(value, Mapping) else {}
 
 
-def name_list(value, default: Sequence[str]) -> list[str]:
+def name_list(value: Any, default: Sequence[str]) -> list[str]:
     """A list setting that may also be a comma-separated string (null: `default`)."""
     if value is None:
         return list(default)
@@ -79,6 +80,6 @@ def name_list(value, default: Sequence[str]) -> list[str]:
     return list(value)
 
 
-def optional_int(value) -> int | None:
+def optional_int(value: Any) -> int | None:
     """An integer setting where null means "no limit"."""
     return None if value is None else int(value)

@@ -42,9 +42,10 @@ import csv
 import json
 import zlib
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -57,11 +58,13 @@ def rng_for(seed: int, *keys: str) -> np.random.Generator:
 
 
 def shuffled(items: Sequence, seed: int, *keys: str) -> list:
+    """`items` in a permutation seeded by `seed` and `keys`."""
     order = rng_for(seed, *keys).permutation(len(items))
     return [items[i] for i in order]
 
 
 def by_class(records: Sequence[SceneRecord]) -> dict[int, list[SceneRecord]]:
+    """The records grouped by class label."""
     out: dict[int, list[SceneRecord]] = defaultdict(list)
     for r in records:
         out[r.label].append(r)
@@ -110,7 +113,7 @@ def assign_disjoint(
         label = next(iter(per_m.values()))[0].label
         eligible = [
             m for m in names
-            if m in per_m and (quotas.get(m) is None or counts[(m, label)] < int(quotas[m]))
+            if m in per_m and ((quota := quotas.get(m)) is None or counts[(m, label)] < int(quota))
         ]
         if not eligible:
             continue
@@ -154,7 +157,7 @@ def single_label(records: Sequence[SceneRecord], rule: str = "exactly_one") -> t
     return kept, report
 
 
-def label_frequency(records, num_classes: int) -> np.ndarray:
+def label_frequency(records: Iterable[SceneRecord], num_classes: int) -> np.ndarray:
     """How many of `records` carry each class (multi-label `labels`)."""
     counts = np.zeros(num_classes, dtype=np.int64)
     for r in records:
@@ -163,12 +166,13 @@ def label_frequency(records, num_classes: int) -> np.ndarray:
     return counts
 
 
-def rarest_label(labels: Sequence[int], frequency: Sequence[int]) -> int:
+def rarest_label(labels: Sequence[int], frequency: Sequence[int] | np.ndarray) -> int:
     """The label of `labels` with the smallest `frequency` (ties: the lower class index)."""
     return min(labels, key=lambda c: (frequency[c], c))
 
 
-def stratify_by_rarest_label(records: Sequence[SceneRecord], frequency: Sequence[int]) -> list[SceneRecord]:
+def stratify_by_rarest_label(records: Sequence[SceneRecord], frequency: Sequence[int] | np.ndarray
+                             ) -> list[SceneRecord]:
     """Each multi-label record with its stratum, the rarest of its labels, as `label`."""
     return [replace(r, label=rarest_label(r.labels, frequency)) for r in records]
 
@@ -185,7 +189,7 @@ def relabel(records: Sequence[SceneRecord], keep: Sequence[int]) -> list[SceneRe
     return [replace(r, label=index[r.label]) for r in records if r.label in index]
 
 
-def class_counts(labels, class_names: Sequence[str]) -> dict[str, int]:
+def class_counts(labels: Any, class_names: Sequence[str]) -> dict[str, int]:
     """Samples per class: of class indices (N,), or positives per class of multi-hot rows (N, C)."""
     arr = np.asarray(labels.tolist() if hasattr(labels, "tolist") else list(labels), dtype=np.int64)
     if arr.ndim == 2:

@@ -68,7 +68,7 @@ As a data set (registered as ``synthetic``, settings in conf/dataset/synthetic.y
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,8 +124,11 @@ _HAZE_SHAPE = np.array([1.0, 0.9, 0.7, 0.55, 0.45, 0.35, 0.3, 0.25, 0.2, 0.05, 0
 
 
 def _optical_table(rng: np.random.Generator, v: float) -> np.ndarray:
-    """Per-scene reflectance of every material: season, harvest, soil moisture, turbidity
-    and roof type vary from scene to scene (scaled by `scene_variability` v)."""
+    """Per-scene reflectance of every material.
+
+    Season, harvest, soil moisture, turbidity and roof type vary from scene to scene (scaled by
+    `scene_variability` v).
+    """
     refl = _REFLECTANCE.copy()
     green = 1.0 - v * rng.uniform(0.0, 0.7)  # phenology: 1 = peak greenness
     for m in _VEGETATION:
@@ -141,8 +144,11 @@ def _optical_table(rng: np.random.Generator, v: float) -> np.ndarray:
 
 
 def _sar_table(rng: np.random.Generator, v: float) -> np.ndarray:
-    """Per-scene sigma0 of every material: soil moisture, wind on water, crop stage and the
-    orientation of buildings towards the radar vary from scene to scene."""
+    """Per-scene sigma0 of every material.
+
+    Soil moisture, wind on water, crop stage and the orientation of buildings towards the radar vary
+    from scene to scene.
+    """
     db = _SIGMA0_DB.copy()
     moisture = v * rng.uniform()
     for m in (SOIL, GRASS, CROP, SHRUB):
@@ -162,6 +168,7 @@ class ModalitySpec:
 
     @classmethod
     def parse(cls, name: str, spec: Mapping | None) -> ModalitySpec:
+        """Read synthetic modality `name`'s settings `spec` (sensor and bands)."""
         spec = dict(spec or {})
         sensor = spec.get("sensor", "sar" if name in ("sar", "s1") else "optical")
         if sensor not in ("optical", "sar"):
@@ -186,7 +193,7 @@ class _Grid:
         self.y, self.x = np.meshgrid(c, c, indexing="ij")
         self.size = size
 
-    def rotated(self, theta: float, shift=(0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+    def rotated(self, theta: float, shift: Sequence[float] | np.ndarray = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
         c, s = np.cos(theta), np.sin(theta)
         u = c * self.x + s * self.y + shift[0]
         v = -s * self.x + c * self.y + shift[1]
@@ -211,7 +218,7 @@ def _vegetation(grid: _Grid, rng: np.random.Generator) -> np.ndarray:
     return m
 
 
-def _annual_crop(grid, rng):
+def _annual_crop(grid: _Grid, rng: np.random.Generator) -> np.ndarray:
     u, v = grid.rotated(rng.uniform(0, np.pi), rng.uniform(-1, 1, 2))
     wu, wv = rng.uniform(0.12, 0.3), rng.uniform(0.25, 0.6)
     table = rng.choice([CROP, SOIL, GRASS], p=[0.5, 0.3, 0.2], size=(32, 32)).astype(np.int8)
@@ -220,14 +227,14 @@ def _annual_crop(grid, rng):
     return table[i, j]
 
 
-def _forest(grid, rng):
+def _forest(grid: _Grid, rng: np.random.Generator) -> np.ndarray:
     m = np.full(grid.x.shape, FOREST, np.int8)
     gaps = grid.smooth_noise(rng, 0.15) > rng.uniform(1.1, 1.7)
     m[gaps] = rng.choice([GRASS, SHRUB])
     return m
 
 
-def _herbaceous(grid, rng):
+def _herbaceous(grid: _Grid, rng: np.random.Generator) -> np.ndarray:
     n1, n2 = grid.smooth_noise(rng, 0.12), grid.smooth_noise(rng, 0.2)
     m = np.full(grid.x.shape, GRASS, np.int8)
     m[n1 > 0.3] = SHRUB
@@ -236,7 +243,7 @@ def _herbaceous(grid, rng):
     return m
 
 
-def _highway(grid, rng):
+def _highway(grid: _Grid, rng: np.random.Generator) -> np.ndarray:
     m = _annual_crop(grid, rng) if rng.random() < 0.5 else _vegetation(grid, rng)
     u, v = grid.rotated(rng.uniform(0, np.pi))
     m[np.abs(v - rng.uniform(-0.2, 0.2)) < rng.uniform(0.025, 0.045)] = ASPHALT
@@ -246,7 +253,7 @@ def _highway(grid, rng):
     return m
 
 
-def _industrial(grid, rng):
+def _industrial(grid: _Grid, rng: np.random.Generator) -> np.ndarray:
     theta = rng.uniform(0, np.pi / 2)
     u, v = grid.rotated(theta)
     m = np.where(grid.smooth_noise(rng, 0.3) > 0.8, GRASS, ASPHALT).astype(np.int8)
@@ -257,7 +264,7 @@ def _industrial(grid, rng):
     return m
 
 
-def _pasture(grid, rng):
+def _pasture(grid: _Grid, rng: np.random.Generator) -> np.ndarray:
     m = np.full(grid.x.shape, GRASS, np.int8)
     if rng.random() < 0.3:
         m[grid.smooth_noise(rng, 0.2) > 1.4] = SOIL
@@ -267,7 +274,7 @@ def _pasture(grid, rng):
     return m
 
 
-def _permanent_crop(grid, rng):
+def _permanent_crop(grid: _Grid, rng: np.random.Generator) -> np.ndarray:
     u, v = grid.rotated(rng.uniform(0, np.pi), rng.uniform(-1, 1, 2))
     p = rng.uniform(0.07, 0.11)
     r = p * rng.uniform(0.3, 0.42)
@@ -277,7 +284,7 @@ def _permanent_crop(grid, rng):
     return m
 
 
-def _residential(grid, rng):
+def _residential(grid: _Grid, rng: np.random.Generator) -> np.ndarray:
     u, v = grid.rotated(rng.uniform(0, np.pi / 2), rng.uniform(-1, 1, 2))
     period, street = rng.uniform(0.18, 0.28), rng.uniform(0.018, 0.028)
     m = np.where(grid.smooth_noise(rng, 0.1) > 0.3, SHRUB, GRASS).astype(np.int8)
@@ -289,7 +296,7 @@ def _residential(grid, rng):
     return m
 
 
-def _river(grid, rng):
+def _river(grid: _Grid, rng: np.random.Generator) -> np.ndarray:
     m = _vegetation(grid, rng)
     u, v = grid.rotated(rng.uniform(0, np.pi))
     centre = rng.uniform(-0.2, 0.2) + rng.uniform(0.05, 0.2) * np.sin(
@@ -303,7 +310,7 @@ def _river(grid, rng):
     return m
 
 
-def _sea_lake(grid, rng):
+def _sea_lake(grid: _Grid, rng: np.random.Generator) -> np.ndarray:
     land = _vegetation(grid, rng)
     if rng.random() < 0.5:  # coast
         u, _ = grid.rotated(rng.uniform(0, 2 * np.pi))
@@ -335,7 +342,8 @@ def draw_scene(grid: _Grid, label: int, rng: np.random.Generator) -> np.ndarray:
     return _LAYOUTS[label](grid, rng)
 
 
-def render_optical(materials, grid, rng, band_index, noise: SensorNoise) -> np.ndarray:
+def render_optical(materials: np.ndarray, grid: _Grid, rng: np.random.Generator, band_index: np.ndarray,
+                   noise: SensorNoise) -> np.ndarray:
     """Top-of-atmosphere digital numbers (reflectance x 10000), shape (bands, H, W)."""
     refl = _optical_table(rng, noise.scene_variability)[:, band_index]
     jitter = 1.0 + np.float32(noise.optical_material_jitter) * rng.standard_normal(refl.shape, dtype=np.float32)
@@ -348,7 +356,8 @@ def render_optical(materials, grid, rng, band_index, noise: SensorNoise) -> np.n
     return np.maximum(img, 0.0, out=img).transpose(2, 0, 1)
 
 
-def render_sar(materials, grid, rng, band_index, noise: SensorNoise) -> np.ndarray:
+def render_sar(materials: np.ndarray, grid: _Grid, rng: np.random.Generator, band_index: np.ndarray,
+               noise: SensorNoise) -> np.ndarray:
     """Backscatter sigma0 in dB with multiplicative Gamma speckle, shape (bands, H, W)."""
     db = _sar_table(rng, noise.scene_variability)[:, band_index] + noise.sar_material_jitter_db * rng.standard_normal(
         (len(MATERIALS), len(band_index))
@@ -399,8 +408,11 @@ def generate(
 
 
 def load_synthetic(cfg: Mapping) -> dict[str, ModalityData]:
-    """The `synthetic` data set (conf/dataset/synthetic.yaml): every selected modality
-    rendered for train and test, in physical units (`load_dataset` normalises)."""
+    """The `synthetic` data set (conf/dataset/synthetic.yaml).
+
+    Every selected modality rendered for train and test, in physical units (`load_dataset`
+    normalises).
+    """
     sensors = dict(cfg.get("sensors") or {})
     names = selected_modalities(cfg, sensors)
     noise = SensorNoise(**dict(cfg.get("noise") or {}))

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 
 
 def describe_message(message: Message) -> dict:
+    """What a message carries (record names, types, keys and sizes), for the audit log."""
     records = {}
     if message.has_content():
         for name, record in message.content.items():
@@ -41,7 +43,7 @@ def describe_message(message: Message) -> dict:
     }
 
 
-def audit_mod(message: Message, context: Context, call_next) -> Message:
+def audit_mod(message: Message, context: Context, call_next: Callable[[Message, Context], Message]) -> Message:
     """Flower client mod: pass the message on, then log the reply if `audit-log` is set."""
     reply = call_next(message, context)
     path = str(context.run_config.get("audit-log") or "")

@@ -51,9 +51,10 @@ GROUPS = tuple(k for k, s in RUN_CONFIG_SETTINGS.items() if s.is_group)
 
 
 def run_config_types(setting: Declared) -> tuple[type, ...]:
-    """The Python types a run-config value of `setting` may have (TOML gives int, float, bool,
-    str): the setting's type, an int where a float is expected, and a comma-separated string
-    for a list."""
+    """The Python types a run-config value of `setting` may have (TOML gives int, float, bool, str).
+
+    The setting's type, an int where a float is expected, and a comma-separated string for a list.
+    """
     union = typing.get_origin(setting.type) in (typing.Union, types.UnionType)
     kinds = typing.get_args(setting.type) if union else (setting.type,)
     out: list[type] = []
@@ -68,8 +69,10 @@ def run_config_types(setting: Declared) -> tuple[type, ...]:
 
 
 def choice_dependent(setting: Declared) -> bool:
-    """Whether the setting's default is not one constant (it depends on the group choices or on
-    the machine): pyproject.toml then holds "", which means "keep what Hydra composes"."""
+    """Whether the setting's default is not one constant (it depends on the group choices or on the machine).
+
+    pyproject.toml then holds "", which means "keep what Hydra composes".
+    """
     default = setting.default
     return default is None or default is MISSING or (isinstance(default, str) and "${" in default)
 
@@ -78,13 +81,13 @@ def choice_dependent(setting: Declared) -> bool:
 _PLAIN_NAME = re.compile(r"\w[\w-]*")
 
 
-def _check_group_value(key: str, group: str, value) -> None:
+def _check_group_value(key: str, group: str, value: object) -> None:
     if not _PLAIN_NAME.fullmatch(str(value)):
         raise SettingsError(f"run-config key {key!r}: {group}={value!r} must be the plain name of a {group} "
                             "(no path, no spaces or Hydra syntax)")
 
 
-def _check_type(key: str, value) -> None:
+def _check_type(key: str, value: object) -> None:
     if value == "" or key not in RUN_CONFIG_SETTINGS or RUN_CONFIG_SETTINGS[key].is_group:
         return
     expected = run_config_types(RUN_CONFIG_SETTINGS[key])
@@ -112,7 +115,7 @@ def conf_dir() -> Path:
                             f"{[str(c) for c in candidates]}: reinstall the package")
 
 
-def _override_value(value) -> str:
+def _override_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
@@ -196,10 +199,11 @@ def _resolved_cached(overrides: tuple[str, ...], values_json: str = "{}") -> str
 
 
 def compose_config(overrides: list[str] | tuple[str, ...] = (), values: Mapping[str, Any] | None = None) -> dict:
-    """The resolved config as plain containers, a fresh copy per call, checked against the
-    schema (Hydra's own `hydra:` resolvers are not used; the config's interpolations refer
-    only to the config itself, so the resolved form is cached: resolving costs more than an
-    institution's round of training).
+    """The resolved config as plain containers, a fresh copy per call, checked against the schema.
+
+    Hydra's own `hydra:` resolvers are not used; the config's interpolations refer only to the
+    config itself, so the resolved form is cached: resolving costs more than an institution's round
+    of training.
 
     `values` sets settings by dotted path ({"training.lr": 0.01}) as value overrides do, after
     `overrides` (which take the group choices); a composition of the groups is made once, and
@@ -209,12 +213,16 @@ def compose_config(overrides: list[str] | tuple[str, ...] = (), values: Mapping[
 
 
 def config_from_run_config(run_config: Mapping) -> dict:
+    """The composed config a run config stands for."""
     return compose_config(tuple(run_config_to_overrides(run_config)))
 
 
 def default_run_config() -> dict:
-    """Run-config values equal to the schema's defaults: what `[tool.flwr.app.config]` must hold
-    ("" where the default depends on the group choices or the machine, `choice_dependent`)."""
+    """Run-config values equal to the schema's defaults.
+
+    What `[tool.flwr.app.config]` must hold ("" where the default depends on the group choices or
+    the machine, `choice_dependent`).
+    """
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(str(conf_dir()), version_base="1.3", job_name="fed_uml"):
@@ -231,9 +239,12 @@ def default_run_config() -> dict:
     return out
 
 
-def run_config_from_overrides(overrides: list[str] | tuple[str, ...], **keys) -> dict:
-    """A run config that makes the Flower apps compose exactly `overrides` (e.g. a Hydra
-    job's command-line overrides), plus run-config keys such as `results-dir`."""
+def run_config_from_overrides(overrides: list[str] | tuple[str, ...], **keys: object) -> dict:
+    """A run config that makes the Flower apps compose exactly `overrides`.
+
+    The overrides are e.g. a Hydra job's command-line overrides, plus run-config keys such as
+    `results-dir`.
+    """
     out = {k: v for k, v in keys.items()}
     out["overrides"] = shlex.join(list(overrides))
     unknown = sorted(set(out) - set(RUN_CONFIG_KEYS))

@@ -1,5 +1,7 @@
-"""Client-side work of one institution: its local data share, private state, training,
-evaluation and BN calibration. Only the ClientApp imports this module.
+"""Client-side work of one institution.
+
+Its local data share, private state, training, evaluation and BN calibration. Only the ClientApp
+imports this module.
 
 The institution's model has one projection (its modality) and the shared backbone. What
 it keeps private between rounds: the projection and every BN buffer (`private_state`).
@@ -36,24 +38,28 @@ from fed_uml.training import TrainSettings, evaluate_task, train_unpaired
 log = logging.getLogger(__name__)
 
 
-def _modality_seed(seed: int, *parts) -> int:
+def _modality_seed(seed: int, *parts: object) -> int:
     return (int(seed) * 1_000_003 + zlib.crc32("/".join(map(str, parts)).encode())) % 2**31
 
 
 @functools.lru_cache(maxsize=16)
 def _skeleton(model_json: str, modality: str, channels: int, num_classes: int) -> UMLModel:
-    """One model object per architecture in the process, reused by every institution of the
-    modality, one message at a time: `Institution.model` loads the whole state (every
-    parameter and buffer) into it, so nothing of one institution or round carries to the next,
-    and the random initialisation of a new model (a third of a small institution's round at
-    1,000 institutions) is not paid for every message."""
+    """One model object per architecture in the process, reused by every institution of the modality.
+
+    One message at a time: `Institution.model` loads the whole state (every parameter and buffer)
+    into it, so nothing of one institution or round carries to the next, and the random
+    initialisation of a new model (a third of a small institution's round at 1,000 institutions) is
+    not paid for every message.
+    """
     return model_from_config(json.loads(model_json), {modality: channels}, num_classes)
 
 
 @functools.lru_cache(maxsize=8)
 def _load_modality(dataset_json: str, modality: str) -> ModalityData:
-    """One modality of a data set in physical units, kept in the process: a Ray actor that
-    plays many institutions of the same modality reads (or renders) the data once."""
+    """One modality of a data set in physical units, kept in the process.
+
+    A Ray actor that plays many institutions of the same modality reads (or renders) the data once.
+    """
     cfg = json.loads(dataset_json)
     cfg["modalities"] = [modality]
     return load_dataset(cfg, normalize=False)[modality]
@@ -72,8 +78,11 @@ class Institution:
     """
 
     def __init__(self, cfg: Mapping, ident: InstitutionId):
-        """`cfg`: the run's composed config as plain containers (it goes into the model file),
-        read as typed settings (`run_settings`, `fed_uml.schema.settings_of`)."""
+        """Read the run's composed config `cfg` as typed settings.
+
+        `cfg`: the run's composed config as plain containers (it goes into the model file), read as
+        typed settings (`run_settings`, `fed_uml.schema.settings_of`).
+        """
         self.cfg, self.ident = cfg, ident
         self.run_settings = settings = settings_of(cfg)
         dataset_cfg = dict(cfg["dataset"])  # the loader's: every data set reads its own settings
@@ -96,6 +105,7 @@ class Institution:
                               self.data.channels, self.data.num_classes)
 
     def describe(self) -> Description:
+        """The institution's `Description`: modality, name, data sizes, classes and channels."""
         return Description(modality=self.ident.modality, institution=self.ident.name, n_train=len(self.train),
                            n_test=len(self.test), num_classes=self.data.num_classes, in_channels=self.data.channels)
 
@@ -119,8 +129,10 @@ class Institution:
         return build_model(self.cfg["model"], {self.ident.modality: self.data})
 
     def model(self, backbone: Mapping[str, torch.Tensor], private: Mapping[str, torch.Tensor] | None) -> UMLModel:
-        """The institution's model with this backbone and private state (the process's model
-        object for its architecture, `_skeleton`: valid until the next call)."""
+        """The institution's model with this backbone and private state.
+
+        The process's model object for its architecture (`_skeleton`): valid until the next call.
+        """
         with stages.stage("client.load_state"):
             model = _skeleton(*self._architecture)
             state = dict(private if private is not None else self.initial_private_state())
@@ -132,14 +144,17 @@ class Institution:
             model.load_state_dict(state, strict=True)
         return model
 
-    def fit(self, backbone, private, server_round: int, local_epochs: int, *, num_rounds: int | None = None,
+    def fit(self, backbone: Mapping[str, torch.Tensor], private: Mapping[str, torch.Tensor] | None, server_round: int,
+            local_epochs: int, *, num_rounds: int | None = None,
             local_steps: int | None = None) -> tuple[dict, dict, TrainReport]:
-        """L local epochs (or `local_steps` steps) of round `server_round` of `num_rounds`;
-        returns (shared tensors, private tensors, report). The ClientApp passes the schedule
-        the server sent (`TrainInstruction`); called in-process without it, the schedule is the
-        run's settings (`federated.num_rounds`, `federated.local_steps`). Federated UML and the
-        federated unimodal baseline train an institution identically (same steps on the same
-        data); they differ only in which institutions the server averages together."""
+        """L local epochs (or `local_steps` steps) of round `server_round` of `num_rounds`.
+
+        Returns (shared tensors, private tensors, report). The ClientApp passes the schedule the
+        server sent (`TrainInstruction`); called in-process without it, the schedule is the run's
+        settings (`federated.num_rounds`, `federated.local_steps`). Federated UML and the federated
+        unimodal baseline train an institution identically (same steps on the same data); they
+        differ only in which institutions the server averages together.
+        """
         model = self.model(backbone, private)
         g = torch.Generator().manual_seed(_modality_seed(self.run_settings.seed, "train", self.ident.name,
                                                          server_round))
@@ -170,17 +185,20 @@ class Institution:
         with stages.stage("client.copy_state"):
             return _copied(shared_state(model)), _copied(private_state(model)), report
 
-    def evaluate(self, backbone, private) -> EvaluateReport:
+    def evaluate(self, backbone: Mapping[str, torch.Tensor], private: Mapping[str, torch.Tensor] | None
+                 ) -> EvaluateReport:
         """Test accuracy (single-label) or the multi-label metrics (`scores`) of the model on the local test share."""
         model = self.model(backbone, private)
         metrics = evaluate_task(model, self.test, self.ident.modality, device=self.settings.device)
         return EvaluateReport(num_examples=len(self.test), accuracy=metrics.pop("accuracy", None), scores=metrics)
 
-    def calibrate(self, backbone, private, model_dir: str | Path | None = None,
+    def calibrate(self, backbone: Mapping[str, torch.Tensor], private: Mapping[str, torch.Tensor] | None,
+                  model_dir: str | Path | None = None,
                   epochs: int | None = None) -> CalibrateReport:
-        """Algorithm 1 (`epochs` passes; the ClientApp passes the server's `CalibrateInstruction`,
-        in-process the default is `calibration.epochs`) on the local training data; test
-        metrics (accuracy, or the multi-label `scores`) before and after.
+        """Algorithm 1 on the local training data; test metrics before and after.
+
+        `epochs` passes (the ClientApp passes the server's `CalibrateInstruction`, in-process the
+        default is `calibration.epochs`); the metrics are accuracy, or the multi-label `scores`.
 
         With `model_dir` (node-local), the deployed model (h_k, or the model as trained where
         the method deploys that) is written to `model_dir/model-<modality>.pt`; only the

@@ -18,8 +18,11 @@ SCHEMES = ("iid", "dirichlet")
 
 
 def strata(labels: np.ndarray) -> np.ndarray:
-    """Class indices (N,) as they are; for multi-hot rows (N, C) each row's rarest label
-    (frequency over the rows; ties: the lower class index). A row without a label is an error."""
+    """Class indices (N,) as they are.
+
+    For multi-hot rows (N, C) each row's rarest label (frequency over the rows; ties: the lower
+    class index). A row without a label is an error.
+    """
     labels = np.asarray(labels)
     if labels.ndim == 1:
         return labels

@@ -30,13 +30,17 @@ _ROUND = re.compile(r"round-(\d+)\.pt$")
 
 
 class PrivateStateStore:
+    """One institution's private state per round, on its node-local state-dir."""
+
     def __init__(self, state_dir: str | Path, institution: str):
         self.dir = Path(state_dir).expanduser() / institution
 
     def path(self, server_round: int) -> Path:
+        """The file of round `server_round`."""
         return self.dir / f"round-{server_round}.pt"
 
     def rounds(self) -> list[int]:
+        """The rounds stored, oldest first."""
         if not self.dir.is_dir():
             return []
         return sorted(int(m.group(1)) for p in self.dir.iterdir() if (m := _ROUND.search(p.name)))
@@ -73,8 +77,10 @@ class PrivateStateStore:
         return rounds[-1], torch.load(self.path(rounds[-1]), weights_only=True)
 
     def resume(self, after_round: int) -> tuple[int, dict[str, torch.Tensor]]:
-        """A resumption after `after_round`: drops the rounds after it (an abandoned attempt)
-        and returns `latest(after_round)`."""
+        """A resumption after `after_round`.
+
+        Drops the rounds after it (an abandoned attempt) and returns `latest(after_round)`.
+        """
         found = self.latest(after_round)
         for r in self.rounds():
             if r > after_round:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from flwr.app import ArrayRecord, ConfigRecord, MessageType, MetricRecord, RecordDict
 
@@ -108,15 +108,18 @@ SECURE_RANGE_EXCEEDED = "secure-range-exceeded"
 
 
 def _key(name: str, decode: Callable[[Any], Any], encode: Callable[[Any], Any] | None = None,
-         optional: bool = False, default_none: bool = False):
-    """A record field and its wire key; `decode` types a wire value, `encode` makes one.
-    `optional`: the value may be None (a metric the run's task does not have), which the wire
-    form leaves out and a missing key reads as; `default_none`: it is None unless given."""
+         optional: bool = False, default_none: bool = False) -> Any:
+    """A record field and its wire key.
+
+    `decode` types a wire value, `encode` makes one. `optional`: the value may be None (a metric the
+    run's task does not have), which the wire form leaves out and a missing key reads as;
+    `default_none`: it is None unless given.
+    """
     meta = {"key": name, "decode": decode, "encode": encode, "optional": optional or default_none}
     return field(default=None, metadata=meta) if default_none else field(metadata=meta)
 
 
-def _scores(suffix: str = ""):
+def _scores(suffix: str = "") -> Any:
     """A {metric: value} field of multi-label metrics, each on the wire as SCORE_KEYS[metric] + suffix."""
     return field(default_factory=dict, metadata={"scores": suffix})
 
@@ -126,6 +129,7 @@ class _Record(Mapping):
 
     record_name: ClassVar[str]
     record_type: ClassVar[type]
+    __dataclass_fields__: ClassVar[dict[str, Any]]  # every record is a dataclass (for `fields`)
 
     def to_dict(self) -> dict[str, Any]:
         out = {}
@@ -141,9 +145,9 @@ class _Record(Mapping):
         return out
 
     @classmethod
-    def from_record(cls, record: Mapping):
+    def from_record(cls, record: Mapping) -> Self:
         """The record from its wire form; a missing key names the message and the key."""
-        values = {}
+        values: dict[str, Any] = {}
         for f in fields(cls):
             if "scores" in f.metadata:
                 suffix = f.metadata["scores"]
@@ -160,7 +164,7 @@ class _Record(Mapping):
         return cls(**values)
 
     @classmethod
-    def from_content(cls, content: RecordDict):
+    def from_content(cls, content: RecordDict) -> Self:
         if cls.record_name not in content:
             raise ValueError(f"{cls.__name__}: the message has no record {cls.record_name!r} "
                              f"(it has {sorted(content.keys())})")
@@ -179,7 +183,7 @@ class _Record(Mapping):
         return content
 
     # read as the wire mapping
-    def __getitem__(self, key: str):
+    def __getitem__(self, key: str) -> Any:
         return self.to_dict()[key]
 
     def __iter__(self) -> Iterator[str]:
@@ -202,6 +206,8 @@ class _Report(_Record):
 # -- server -> institution ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class DescribeInstruction(_Instruction):
+    """Describe yourself (`query.describe`), saying whether the run is new or resumes."""
+
     # 0: a new run (the institution starts from its initial private state); k: the run resumes
     # after round k (the institution restores its private state of round k, or the newest
     # before it, from its node-local state-dir).
@@ -210,6 +216,8 @@ class DescribeInstruction(_Instruction):
 
 @dataclass(frozen=True)
 class TrainInstruction(_Instruction):
+    """Train the sent backbone for the round's local epochs or steps."""
+
     server_round: int = _key(SERVER_ROUND, int)
     num_rounds: int = _key(NUM_ROUNDS, int)  # the schedule's length (learning-rate schedule)
     local_epochs: int = _key(LOCAL_EPOCHS, int)
@@ -222,11 +230,15 @@ class TrainInstruction(_Instruction):
 
 @dataclass(frozen=True)
 class EvaluateInstruction(_Instruction):
+    """Evaluate the sent backbone on the local test data."""
+
     server_round: int = _key(SERVER_ROUND, int)  # the round whose backbone is sent
 
 
 @dataclass(frozen=True)
 class CalibrateInstruction(_Instruction):
+    """Run Algorithm 1 with the final backbone and write the model."""
+
     server_round: int = _key(SERVER_ROUND, int)  # the last round
     calibration_epochs: int = _key(CALIBRATION_EPOCHS, int)
     # where an institution without a node-local state-dir or model-dir writes its model
@@ -235,9 +247,11 @@ class CalibrateInstruction(_Instruction):
 
 @dataclass(frozen=True)
 class ClipInstruction(_Instruction):
-    """Differential privacy: clip the backbone update (returned minus received, all tensors
-    together) to L2 norm `clipping_norm` before it leaves; with `adaptive`, say whether it was
-    within it (`DP_UNCLIPPED`)."""
+    """Differential privacy: clip the backbone update to L2 norm `clipping_norm` before it leaves.
+
+    The update is returned minus received, all tensors together; with `adaptive`, say whether it was
+    within it (`DP_UNCLIPPED`).
+    """
 
     record_name = CLIPPING
     clipping_norm: float = _key(CLIPPING_NORM, float)
@@ -246,9 +260,11 @@ class ClipInstruction(_Instruction):
 
 @dataclass(frozen=True)
 class SecureInstruction(_Instruction):
-    """Secure aggregation: send the update pre-scaled by `weight` (this institution's
-    aggregation weight over the group's largest, in (0, 1]) into the SecAgg+ masked sum;
-    `clipping_range` is the quantisation range c its elements must lie in."""
+    """Secure aggregation: send the update pre-scaled by `weight` into the SecAgg+ masked sum.
+
+    `weight` is this institution's aggregation weight over the group's largest, in (0, 1];
+    `clipping_range` is the quantisation range c its elements must lie in.
+    """
 
     record_name = SECURE
     weight: float = _key(SECURE_WEIGHT, float)
@@ -258,6 +274,8 @@ class SecureInstruction(_Instruction):
 # -- institution -> server ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Description(_Record):
+    """What an institution says of itself: modality, name, data sizes, classes and channels."""
+
     record_name = DESCRIPTION
     record_type = ConfigRecord
 
@@ -271,6 +289,8 @@ class Description(_Record):
 
 @dataclass(frozen=True)
 class TrainReport(_Report):
+    """The outcome of local training: examples (the FedAvg weight), steps, loss and accuracy."""
+
     num_examples: int = _key(NUM_EXAMPLES, int)  # local training examples: the FedAvg weight
     optimizer_steps: int = _key(OPTIMIZER_STEPS, int)
     train_loss: float = _key(TRAIN_LOSS, float)
@@ -279,6 +299,8 @@ class TrainReport(_Report):
 
 @dataclass(frozen=True)
 class EvaluateReport(_Report):
+    """The outcome of an evaluation: examples and accuracy (or the multi-label scores)."""
+
     num_examples: int = _key(NUM_EXAMPLES, int)  # local test examples
     accuracy: float | None = _key(ACCURACY, float, optional=True)  # single-label; None for multi-label
     scores: Mapping[str, float] = _scores()  # multi-label: map_macro, map_micro, f1_macro
@@ -286,6 +308,8 @@ class EvaluateReport(_Report):
 
 @dataclass(frozen=True)
 class CalibrateReport(_Report):
+    """The outcome of Algorithm 1: test metrics before and after, and whether the model was written."""
+
     num_examples: int = _key(NUM_EXAMPLES, int)  # local test examples
     n_train: int = _key(N_TRAIN, int)
     # single-label; None for multi-label, which sends `scores_before` and `scores_after` instead
@@ -299,10 +323,12 @@ class CalibrateReport(_Report):
 
 @dataclass(frozen=True)
 class ModelFile(_Record):
-    """The model file an institution wrote on its own disk (the model itself never travels):
-    its SHA-256, so that results.json records which file the run made (`files`) and a later
-    `predict` can tell it from a file of another run. `path` is relative to the results-dir
-    the server suggested, or "" where the institution wrote elsewhere (its state-dir)."""
+    """The model file an institution wrote on its own disk (the model itself never travels).
+
+    Its SHA-256, so that results.json records which file the run made (`files`) and a later
+    `predict` can tell it from a file of another run. `path` is relative to the results-dir the
+    server suggested, or "" where the institution wrote elsewhere (its state-dir).
+    """
 
     record_name = MODEL_FILE
     record_type = ConfigRecord

@@ -1,5 +1,6 @@
-"""The role a Flower node plays: which institution it is, holding which modality and which
-share of that modality's data.
+"""The role a Flower node plays.
+
+Which institution it is, holding which modality and which share of that modality's data.
 
 Simulation: a node knows only its `partition-id` among `num-partitions`; the modality
 follows from the run config (round-robin over the modalities, or explicit counts such as
@@ -24,6 +25,8 @@ MODEL_DIR = "model-dir"  # node-local folder of the model file (read by the Clie
 
 @dataclass(frozen=True)
 class InstitutionId:
+    """Which institution a node is: its modality and its share of that modality's data."""
+
     modality: str
     index: int  # which share of the modality's data, 0 <= index < count
     count: int  # institutions holding this modality
@@ -35,7 +38,7 @@ class InstitutionId:
         return f"{self.modality}-{self.index}"
 
 
-def parse_counts(spec, modalities: Sequence[str]) -> dict[str, int] | None:
+def parse_counts(spec: object, modalities: Sequence[str]) -> dict[str, int] | None:
     """`0`/`""` -> None (round-robin); an int n -> n per modality; "sar:3,rgb:1" -> a map."""
     if spec in (0, "0", "", None):
         return None
@@ -52,12 +55,12 @@ def parse_counts(spec, modalities: Sequence[str]) -> dict[str, int] | None:
     else:
         counts = {}
         for part in str(spec).split(","):
-            name, sep, n = part.partition(":")
-            if not sep or not n.strip().isdecimal():
+            name, sep, count = part.partition(":")
+            if not sep or not count.strip().isdecimal():
                 raise ValueError(
                     f"federated.institutions_per_modality={spec!r}: expected 'modality:count,...' such as 'sar:3,rgb:1'"
                 )
-            counts[name.strip()] = int(n)
+            counts[name.strip()] = int(count)
     unknown = sorted(set(counts) - set(modalities))
     missing = [m for m in modalities if counts.get(m, 0) < 1]
     if unknown or missing:
@@ -68,7 +71,7 @@ def parse_counts(spec, modalities: Sequence[str]) -> dict[str, int] | None:
     return {m: counts[m] for m in modalities}
 
 
-def institution_layout(num_nodes: int, modalities: Sequence[str], spec) -> list[InstitutionId]:
+def institution_layout(num_nodes: int, modalities: Sequence[str], spec: object) -> list[InstitutionId]:
     """The institution of every partition-id 0..num_nodes-1 in a simulation."""
     if num_nodes < 1:
         raise ValueError("a federation needs at least one node")
@@ -99,7 +102,7 @@ def _node_int(node_config: Mapping, key: str) -> int:
     return int(value)
 
 
-def institution_for_node(node_config: Mapping, modalities: Sequence[str], spec) -> InstitutionId:
+def institution_for_node(node_config: Mapping, modalities: Sequence[str], spec: object) -> InstitutionId:
     """The institution a node plays, from its node config (deployment) or partition id (simulation)."""
     try:
         pid, nparts = (_node_int(node_config, k) for k in (PARTITION_ID, NUM_PARTITIONS))

@@ -24,6 +24,7 @@ _calls: dict[str, int] = defaultdict(int)
 
 
 def enabled() -> bool:
+    """Whether the stage timers are on (the scale benchmark sets the environment variable)."""
     return bool(os.environ.get(ENV))
 
 

@@ -18,6 +18,7 @@ WIRE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 def to_wire(state: Mapping[str, torch.Tensor], dtype: str = "float32") -> ArrayRecord:
+    """`state` as an ArrayRecord in the wire dtype `dtype` (floating tensors only; others as they are)."""
     if dtype not in WIRE_DTYPES:
         raise ValueError(f"federated.transfer_dtype must be one of {sorted(WIRE_DTYPES)}, got {dtype!r}")
     target = WIRE_DTYPES[dtype]

@@ -1,5 +1,7 @@
-"""What the compared methods (ISCA, DANN, CDAN, MCC, MDD) share: heterogeneous encoders,
-gradient reversal and its schedule, discriminators, the alignment objective and its runner.
+"""What the compared methods (ISCA, DANN, CDAN, MCC, MDD) share.
+
+Heterogeneous encoders, gradient reversal and its schedule, discriminators, the alignment objective
+and its runner.
 
 Setting (Table 2 of the study, "domain adaptation with heterogeneous encoders"): every
 modality k has its own encoder E_k (all stages of the configured backbone, built with
@@ -23,6 +25,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
 from itertools import combinations
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -100,12 +103,12 @@ def classify(model: UMLModel, features: torch.Tensor) -> torch.Tensor:
 
 class _GradientReverse(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, coeff: float) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, coeff: float) -> torch.Tensor:
         ctx.coeff = float(coeff)
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         return -ctx.coeff * grad, None
 
 
@@ -170,6 +173,9 @@ def grl_coefficient(step: int, total_steps: int, schedule: str = "budget", gamma
 class GRLSchedule:
     """Mixin for an AlignmentObjective with gradient reversal (DANN, CDAN, MDD): the `grl_*` settings and lambda."""
 
+    step: int  # of the AlignmentObjective it is mixed into
+    total_steps: int
+
     def set_grl(self, grl_schedule: str = GRL.grl_schedule, grl_gamma: float = GRL.grl_gamma,
                 grl_max: float = GRL.grl_max, grl_max_iters: int = GRL.grl_max_iters) -> None:
         """Set the `grl_*` settings (the names and defaults of `GradientReversalSettings`)."""
@@ -180,7 +186,7 @@ class GRLSchedule:
         grl_coefficient(0, 1, grl_schedule, self.grl_gamma, self.grl_max, self.grl_max_iters)  # validates
 
     def coefficient(self) -> float:
-        """lambda for the step being taken (`self.step` optimisation steps done so far)."""
+        """Lambda for the step being taken (`self.step` optimisation steps done so far)."""
         return grl_coefficient(self.step, self.total_steps, self.grl_schedule, self.grl_gamma, self.grl_max,
                                self.grl_max_iters)
 
@@ -221,15 +227,20 @@ def is_multi_label(data: Mapping[str, ModalityData]) -> bool:
 
 
 def class_probabilities(logits: torch.Tensor, multi_label: bool = False) -> torch.Tensor:
-    """The classifier's class probabilities: softmax over classes (single-label) or one
-    sigmoid per class (multi-label: every class is its own yes/no decision)."""
+    """The classifier's class probabilities.
+
+    Softmax over classes (single-label) or one sigmoid per class (multi-label: every class is its
+    own yes/no decision).
+    """
     return torch.sigmoid(logits) if multi_label else F.softmax(logits, dim=1)
 
 
 def label_set_entropy(probs: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Per-row entropy of the predicted label set under independent per-class Bernoulli outputs:
-    sum_c -(p_c log(p_c + eps) + (1 - p_c) log(1 - p_c + eps)) (C log 2 for p = 1/2 everywhere,
-    0 for confident outputs). The multi-label form of `entropy` (CDAN+E's conditioning)."""
+    """Per-row entropy of the predicted label set under independent per-class Bernoulli outputs.
+
+    sum_c -(p_c log(p_c + eps) + (1 - p_c) log(1 - p_c + eps)) (C log 2 for p = 1/2 everywhere, 0
+    for confident outputs). The multi-label form of `entropy` (CDAN+E's conditioning).
+    """
     return -(probs * torch.log(probs + eps) + (1 - probs) * torch.log(1 - probs + eps)).sum(dim=1)
 
 
@@ -288,6 +299,7 @@ class AlignmentObjective(nn.Module):
 
     @property
     def progress(self) -> float:
+        """Fraction of the training done, in [0, 1] (adversarial weights ramp with it)."""
         return min(self.step / max(self.total_steps, 1), 1.0)
 
     def setup(self, model: UMLModel, total_steps: int) -> None:
@@ -300,10 +312,12 @@ class AlignmentObjective(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     def record(self, **values: float | torch.Tensor) -> None:
+        """Record scalar statistics of this step, averaged by `pop_stats`."""
         for k, v in values.items():
             self.stats.setdefault(k, []).append(float(v.detach()) if torch.is_tensor(v) else float(v))
 
     def pop_stats(self) -> dict[str, float]:
+        """The mean of every recorded statistic since the last call, and start afresh."""
         out = {k: sum(v) / len(v) for k, v in self.stats.items() if v}
         self.stats = {}
         return out
@@ -313,15 +327,19 @@ class AlignmentObjective(nn.Module):
         return {"step": self.step, "total_steps": self.total_steps}
 
     def set_extra_state(self, state: dict) -> None:
+        """Restore the step count from a checkpoint."""
         self.step, self.total_steps = int(state["step"]), int(state["total_steps"])
 
-    def __call__(self, model, features, batches):  # the hook; counts steps
+    def __call__(self, model: UMLModel, features: Mapping[str, torch.Tensor],  # the hook; counts steps
+                 batches: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """The objective's loss for this step; counts the step."""
         out = super().__call__(model, features, batches)
         self.step += 1
         return out
 
 
 def require_modalities(data: Mapping[str, ModalityData], method: str, minimum: int = 2) -> None:
+    """Refuse a method that aligns modalities when fewer than `minimum` are configured."""
     if len(data) < minimum:
         raise ValueError(
             f"method {method!r} aligns modalities and needs at least {minimum}; got {list(data)} "
@@ -330,9 +348,10 @@ def require_modalities(data: Mapping[str, ModalityData], method: str, minimum: i
 
 
 def method_params(cfg: Mapping, schema: type[MethodSettings]) -> dict:
-    """The method's hyperparameters: the `method` config group read as `schema`, the method's
-    settings class (`fed_uml.schema.methods`, whose defaults are the only ones), without what
-    every method has (name, calibrate).
+    """The method's hyperparameters: the `method` config group read as `schema`.
+
+    `schema` is the method's settings class (`fed_uml.schema.methods`, whose defaults are the only
+    ones), without what every method has (name, calibrate).
 
     An unknown key is a `SettingsError` naming it, so that a typo in `method.<key>=...` does
     not pass silently (composing conf/ refuses it too; this covers a config built otherwise).
@@ -361,7 +380,7 @@ def run_aligned(
     settings = train_settings(cfg)
     g = seed_everything(settings.seed)
     model = build_heterogeneous_model(cfg["model"], data)
-    n = len(model.projections[model.modalities[0]])
+    n = len(model.projection(model.modalities[0]))
     if isinstance(cfg.get("model"), dict) and cfg["model"].get("specific_layers") != n:
         log.info("%s: heterogeneous encoders: every one of the %d stages is modality-specific "
                  "(model.specific_layers=%d recorded in the results)", name, n, n)
@@ -389,7 +408,7 @@ def run_aligned(
     return evaluate_with_calibration(model, data, cfg)
 
 
-def frozen_call(module: nn.Module, *args):
+def frozen_call(module: nn.Module, *args: torch.Tensor) -> Any:
     """`module(*args)` with its parameters treated as constants (no gradient reaches them).
 
     Gradients still flow to the inputs: the encoders are trained through a fixed critic.

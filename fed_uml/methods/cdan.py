@@ -1,5 +1,6 @@
-"""CDAN: conditional adversarial domain adaptation (Long, Cao, Wang, Jordan, "Conditional
-Adversarial Domain Adaptation", NeurIPS 2018), with the modality as the domain.
+"""CDAN: conditional adversarial domain adaptation, with the modality as the domain.
+
+Long, Cao, Wang, Jordan, "Conditional Adversarial Domain Adaptation", NeurIPS 2018.
 
 Objective. The discriminator is conditioned on the classifier's predictions through the
 multilinear map T(f, g) = f (x) g (outer product, flattened; f the encoder features of width
@@ -47,6 +48,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -70,6 +72,7 @@ from fed_uml.methods.alignment import (
 from fed_uml.methods.dann import domain_labels
 from fed_uml.methods.registry import register_method
 from fed_uml.modality import ModalityData
+from fed_uml.models import UMLModel
 from fed_uml.schema.methods import CDANSettings
 
 S = CDANSettings  # the defaults of the objective's arguments
@@ -88,6 +91,9 @@ class RandomizedMultilinearMap(nn.Module):
     Its inner products approximate those of the full multilinear map in expectation.
     """
 
+    r_f: torch.Tensor  # buffers
+    r_g: torch.Tensor
+
     def __init__(self, feature_dim: int, num_classes: int, output_dim: int = 1024):
         super().__init__()
         self.register_buffer("r_f", torch.randn(feature_dim, output_dim))
@@ -99,8 +105,10 @@ class RandomizedMultilinearMap(nn.Module):
 
 
 def entropy_weights(probs: torch.Tensor, domains: torch.Tensor, multi_label: bool = False) -> torch.Tensor:
-    """CDAN+E's sample weights 1 + exp(-H(g)), normalised to mean 1 within each domain (thuml/CDAN `loss.CDAN`);
-    for multi-label outputs H is the label-set entropy (`alignment.label_set_entropy`)."""
+    """CDAN+E's sample weights 1 + exp(-H(g)), normalised to mean 1 within each domain (thuml/CDAN `loss.CDAN`).
+
+    For multi-label outputs H is the label-set entropy (`alignment.label_set_entropy`).
+    """
     w = 1.0 + torch.exp(-(label_set_entropy(probs) if multi_label else entropy(probs)))
     out = torch.empty_like(w)
     for d in torch.unique(domains):
@@ -110,13 +118,16 @@ def entropy_weights(probs: torch.Tensor, domains: torch.Tensor, multi_label: boo
 
 
 class CDANObjective(GRLSchedule, AlignmentObjective):
-    """trade_off * the conditional domain discriminator's loss; `grl` are the `grl_*` settings
-    (`GRLSchedule.set_grl`); the defaults are the settings' (`CDANSettings`)."""
+    """trade_off * the conditional domain discriminator's loss.
+
+    `grl` are the `grl_*` settings (`GRLSchedule.set_grl`); the defaults are the settings'
+    (`CDANSettings`).
+    """
 
     def __init__(self, modalities: list[str], feature_dim: int, num_classes: int, trade_off: float = S.trade_off,
                  entropy_conditioning: bool = S.entropy_conditioning, randomized: bool | None = S.randomized,
                  randomized_dim: int = S.randomized_dim, max_multilinear_dim: int = S.max_multilinear_dim,
-                 hidden: int = S.hidden, dropout: float = S.dropout, multi_label: bool = False, **grl):
+                 hidden: int = S.hidden, dropout: float = S.dropout, multi_label: bool = False, **grl: Any):
         super().__init__()
         self.modalities = list(modalities)
         self.multi_label = bool(multi_label)
@@ -131,9 +142,11 @@ class CDANObjective(GRLSchedule, AlignmentObjective):
         self.discriminator = DomainDiscriminator(in_dim, int(hidden), len(self.modalities), float(dropout))
 
     def conditioned(self, f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """The features conditioned on the predictions (random or full multilinear map)."""
         return self.random_map(f, g) if self.random_map is not None else multilinear_map(f, g)
 
-    def forward(self, model, features, batches):  # noqa: D102
+    def forward(self, model: UMLModel, features: Mapping[str, torch.Tensor],  # noqa: D102
+                batches: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         f = torch.cat([features[k] for k in self.modalities])
         g = class_probabilities(classify(model, f), self.multi_label).detach()
         domains = domain_labels(features, self.modalities)

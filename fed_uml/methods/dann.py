@@ -1,5 +1,6 @@
-"""DANN: domain-adversarial training (Ganin et al., "Domain-Adversarial Training of Neural
-Networks", JMLR 17(59), 2016), with the modality as the domain.
+"""DANN: domain-adversarial training, with the modality as the domain.
+
+Ganin et al., "Domain-Adversarial Training of Neural Networks", JMLR 17(59), 2016.
 
 Objective. A domain discriminator D reads encoder features f = E_k(x) through a gradient
 reversal layer R_lambda and predicts the modality:
@@ -44,6 +45,7 @@ grl_gamma (10.0), grl_max (1.0), grl_max_iters (1000, for "fixed").
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -60,6 +62,7 @@ from fed_uml.methods.alignment import (
 )
 from fed_uml.methods.registry import register_method
 from fed_uml.modality import ModalityData
+from fed_uml.models import UMLModel
 from fed_uml.schema.methods import DANNSettings
 
 
@@ -71,18 +74,22 @@ def domain_labels(features: Mapping[str, torch.Tensor], order: list[str]) -> tor
 
 
 class DANNObjective(GRLSchedule, AlignmentObjective):
-    """trade_off * the domain discriminator's loss on gradient-reversed features; `grl` are the
-    `grl_*` settings (`GRLSchedule.set_grl`); the defaults are the settings' (`DANNSettings`)."""
+    """trade_off * the domain discriminator's loss on gradient-reversed features.
+
+    `grl` are the `grl_*` settings (`GRLSchedule.set_grl`); the defaults are the settings'
+    (`DANNSettings`).
+    """
 
     def __init__(self, modalities: list[str], feature_dim: int, trade_off: float = DANNSettings.trade_off,
-                 hidden: int = DANNSettings.hidden, dropout: float = DANNSettings.dropout, **grl):
+                 hidden: int = DANNSettings.hidden, dropout: float = DANNSettings.dropout, **grl: Any):
         super().__init__()
         self.modalities = list(modalities)
         self.trade_off = float(trade_off)
         self.set_grl(**grl)
         self.discriminator = DomainDiscriminator(feature_dim, int(hidden), len(self.modalities), float(dropout))
 
-    def forward(self, model, features, batches):  # noqa: D102
+    def forward(self, model: UMLModel, features: Mapping[str, torch.Tensor],  # noqa: D102
+                batches: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         f = torch.cat([features[k] for k in self.modalities])
         domains = domain_labels(features, self.modalities)
         coeff = self.coefficient()

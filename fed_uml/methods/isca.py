@@ -1,5 +1,6 @@
-"""ISCA: identifiable shared component analysis of unpaired multimodal mixtures (Timilsina,
-Shrestha, Fu, NeurIPS 2024; official code github.com/XiaoFuLab/Shared-Component-Analysis).
+"""ISCA: identifiable shared component analysis of unpaired multimodal mixtures.
+
+Timilsina, Shrestha, Fu, NeurIPS 2024; official code github.com/XiaoFuLab/Shared-Component-Analysis.
 
 The original. Each modality q is a linear mixture x^(q) = A^(q) [c; p^(q)] of a shared
 component c and a private one. ISCA learns linear maps Q^(q) (d_C x d^(q)) such that the
@@ -118,17 +119,20 @@ def add_shared_component_maps(model: UMLModel, shared_dim: int | None = None) ->
     """
     width = classifier_in_features(model)
     d = int(shared_dim) if shared_dim else width
-    for proj in model.projections.values():
-        proj.append(SharedComponentMap(width, d))
+    for k in model.modalities:
+        model.projection(k).append(SharedComponentMap(width, d))
     if d != width:
         model.backbone = Backbone(nn.Linear(d, model.num_classes))
     return d
 
 
 class ISCAObjective(AlignmentObjective):
-    """Critic loss (on detached components) + adv_weight * maps' loss (through the fixed critic)
-    + whiten_weight * whitening (+ mcc_weight * MCC), in one backward pass: the critics are trained by
-    the runner's optimiser (with its learning-rate schedule), the encoders and maps only by the other terms."""
+    """Critic loss + adversarial, whitening and MCC terms, in one backward pass.
+
+    Critic loss (on detached components) + adv_weight * maps' loss (through the fixed critic) +
+    whiten_weight * whitening (+ mcc_weight * MCC): the critics are trained by the runner's
+    optimiser (with its learning-rate schedule), the encoders and maps only by the other terms.
+    """
 
     def __init__(self, modalities: list[str], shared_dim: int, adv_weight: float = S.adv_weight,
                  whiten_weight: float = S.whiten_weight, hidden: int = S.hidden, label_noise: float = S.label_noise,
@@ -147,6 +151,7 @@ class ISCAObjective(AlignmentObjective):
 
     @staticmethod
     def key(a: str, b: str) -> str:
+        """The key of the pair (a, b) in the module dicts."""
         return f"{a}__{b}"
 
     def targets(self, n: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,7 +194,8 @@ class ISCAObjective(AlignmentObjective):
             maps.append(self.map_loss(disc, ca, cb, zeros_a, ones_b))
         return torch.stack(critic).mean(), torch.stack(maps).mean()
 
-    def forward(self, model, features, batches):  # noqa: D102
+    def forward(self, model: UMLModel, features: Mapping[str, torch.Tensor],  # noqa: D102
+                batches: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         white = torch.stack([whitening_loss(features[k]) for k in self.modalities]).sum()
         total = self.whiten_weight * white
         if self.adv_weight != 0:

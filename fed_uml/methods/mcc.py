@@ -1,5 +1,6 @@
-"""MCC: minimum class confusion (Jin, Wang, Long, Wang, "Minimum Class Confusion for Versatile
-Domain Adaptation", ECCV 2020).
+"""MCC: minimum class confusion.
+
+Jin, Wang, Long, Wang, "Minimum Class Confusion for Versatile Domain Adaptation", ECCV 2020.
 
 Objective, for the logits Z (B x C) of one batch:
 1. temperature scaling: Y = softmax(Z / T)                                  (T = 2.5)
@@ -51,6 +52,7 @@ from fed_uml.methods.alignment import (
 )
 from fed_uml.methods.registry import register_method
 from fed_uml.modality import ModalityData
+from fed_uml.models import UMLModel
 from fed_uml.schema.methods import MCCSettings
 
 
@@ -72,8 +74,11 @@ def mcc_loss(logits: torch.Tensor, temperature: float = 2.5) -> torch.Tensor:
 
 
 def multi_label_mcc_loss(logits: torch.Tensor, temperature: float = 2.5) -> torch.Tensor:
-    """MCC for multi-label outputs: the mean over classes of the MCC of the two-way decision
-    "c" vs "not c", logits (z_c, 0) (see the module docstring)."""
+    """MCC for multi-label outputs.
+
+    The mean over classes of the MCC of the two-way decision "c" vs "not c", logits (z_c, 0) (see
+    the module docstring).
+    """
     binary = torch.stack([logits, torch.zeros_like(logits)], dim=2)  # (B, C, 2)
     return torch.stack([mcc_loss(binary[:, c], temperature) for c in range(logits.shape[1])]).mean()
 
@@ -84,6 +89,8 @@ def task_mcc_loss(logits: torch.Tensor, temperature: float = 2.5, multi_label: b
 
 
 class MCCObjective(AlignmentObjective):
+    """The MCC loss of each modality's predictions on its own data, added to the task loss."""
+
     def __init__(self, modalities: list[str], trade_off: float = MCCSettings.trade_off,
                  temperature: float = MCCSettings.temperature, multi_label: bool = False):
         super().__init__()
@@ -91,7 +98,8 @@ class MCCObjective(AlignmentObjective):
         self.trade_off, self.temperature = float(trade_off), float(temperature)
         self.multi_label = bool(multi_label)
 
-    def forward(self, model, features, batches):  # noqa: D102
+    def forward(self, model: UMLModel, features: Mapping[str, torch.Tensor],  # noqa: D102
+                batches: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         losses = {k: task_mcc_loss(classify(model, features[k]), self.temperature, self.multi_label)
                   for k in self.modalities}
         loss = torch.stack(list(losses.values())).mean()

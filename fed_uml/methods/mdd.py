@@ -1,6 +1,7 @@
-"""MDD: Maximum Density Divergence, the loss of ATM ("adversarial tight match"; Li, Chen, Ding,
-Zhu, Lu, Shen, "Maximum Density Divergence for Domain Adaptation", IEEE TPAMI 43(11), 2021,
-arXiv:2004.12615; official code github.com/lijin118/ATM). Not the Margin Disparity
+"""MDD: Maximum Density Divergence, the loss of ATM ("adversarial tight match").
+
+Li, Chen, Ding, Zhu, Lu, Shen, "Maximum Density Divergence for Domain Adaptation", IEEE TPAMI
+43(11), 2021, arXiv:2004.12615; official code github.com/lijin118/ATM. Not the Margin Disparity
 Discrepancy that thuml's library calls MDD.
 
 The divergence. For two domains a, b with features phi(x) and labels, MDD combines
@@ -67,6 +68,7 @@ probabilities), squared (false), trade_off (1.0; 0 trains MDD alone), entropy_co
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -86,6 +88,7 @@ from fed_uml.methods.alignment import (
 from fed_uml.methods.cdan import CDANObjective
 from fed_uml.methods.registry import register_method
 from fed_uml.modality import ModalityData
+from fed_uml.models import UMLModel
 from fed_uml.schema.methods import MDDSettings
 
 S = MDDSettings  # the defaults of the objective's arguments
@@ -162,7 +165,7 @@ class ATMObjective(AlignmentObjective):
     def __init__(self, modalities: list[str], feature_dim: int, num_classes: int, mdd_weight: float = S.mdd_weight,
                  intra_weight: float = S.intra_weight, pairing: str = S.pairing, space: str = S.space,
                  squared: bool = S.squared, entropy_conditioning: bool = S.entropy_conditioning,
-                 multi_label: bool = False, **cdan):
+                 multi_label: bool = False, **cdan: Any):
         super().__init__()
         self.multi_label = bool(multi_label)
         if pairing not in PAIRINGS:
@@ -176,18 +179,20 @@ class ATMObjective(AlignmentObjective):
                                          entropy_conditioning=entropy_conditioning, multi_label=multi_label,
                                          **cdan)
 
-    def setup(self, model, total_steps: int) -> None:  # noqa: D102
+    def setup(self, model: UMLModel, total_steps: int) -> None:  # noqa: D102
         super().setup(model, total_steps)
         self.adversarial.setup(model, total_steps)
 
-    def embed(self, model, f: torch.Tensor) -> torch.Tensor:
+    def embed(self, model: UMLModel, f: torch.Tensor) -> torch.Tensor:
+        """The space the densities are matched in: features, their softmax or class probabilities."""
         if self.space == "softmax_features":
             return F.softmax(f, dim=1)
         if self.space == "probabilities":
             return class_probabilities(classify(model, f), self.multi_label)
         return f
 
-    def forward(self, model, features, batches):  # noqa: D102
+    def forward(self, model: UMLModel, features: Mapping[str, torch.Tensor],  # noqa: D102
+                batches: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         total = features[self.modalities[0]].new_zeros(())
         if self.adversarial.trade_off != 0:
             total = total + self.adversarial(model, features, batches)

@@ -40,4 +40,5 @@ def get_method(name: str) -> MethodFn:
 
 
 def available_methods() -> list[str]:
+    """Names of the methods a config may choose."""
     return sorted(_METHODS)

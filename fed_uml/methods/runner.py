@@ -49,8 +49,11 @@ def calibrate_from_config(model: UMLModel, images: Mapping[str, torch.Tensor],
 
 
 def evaluate_with_calibration(model: UMLModel, data: Mapping[str, ModalityData], cfg: Mapping) -> dict[str, dict]:
-    """The task's metrics per modality with training-time BN statistics and after Algorithm 1; with
-    `cfg["results_dir"]` set, also writes each modality's deployed model there (`fed_uml.model_file`)."""
+    """The task's metrics per modality with training-time BN statistics and after Algorithm 1.
+
+    With `cfg["results_dir"]` set, also writes each modality's deployed model there
+    (`fed_uml.model_file`).
+    """
     settings = settings_of(cfg)
     use_calibrated, device = settings.method.calibrate, settings.device
     calibrated = calibrate_from_config(model, {k: d.train.images for k, d in data.items()}, cfg)

@@ -13,14 +13,15 @@ def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
 
 
 @register_backbone("small_cnn", stages=4)
-def small_cnn(in_chans: int, num_classes: int, width: int = 32, dropout: float = 0.0):
+def small_cnn(in_chans: int, num_classes: int, width: int = 32, dropout: float = 0.0
+              ) -> tuple[list[nn.Module], nn.Module]:
     """A 4-stage VGG-style CNN: fast enough for CPU experiments, with BN in every stage.
 
     Stage 0 (a 3x3 conv stem) is the default projection; the spatial size is halved after
     stages 1 and 2 and pooled away after stage 3.
     """
     w = width
-    stages = [
+    stages: list[nn.Module] = [
         nn.Sequential(*_conv_bn_relu(in_chans, w)),
         nn.Sequential(*_conv_bn_relu(w, 2 * w), MaxPool2d(2)),
         nn.Sequential(*_conv_bn_relu(2 * w, 4 * w), MaxPool2d(2)),
@@ -32,8 +33,8 @@ def small_cnn(in_chans: int, num_classes: int, width: int = 32, dropout: float =
 
 
 @register_backbone("resnet18", stages=5)
-def resnet18(in_chans: int, num_classes: int, small_input: bool = False):
-    """torchvision's ResNet-18 (random init); its stem (conv1, bn1, relu, maxpool) is stage 0.
+def resnet18(in_chans: int, num_classes: int, small_input: bool = False) -> tuple[list[nn.Module], nn.Module]:
+    """The ResNet-18 of torchvision (random init); its stem (conv1, bn1, relu, maxpool) is stage 0.
 
     `small_input=True` swaps the 7x7/2 conv and the max-pool for a 3x3/1 conv, the usual
     change for 32-64 px tiles such as EuroSAT, so that layer4 still sees a few pixels.
@@ -49,5 +50,6 @@ def resnet18(in_chans: int, num_classes: int, small_input: bool = False):
         stem = nn.Sequential(
             nn.Conv2d(in_chans, 64, 7, 2, 3, bias=False), net.bn1, net.relu, net.maxpool
         )
-    stages = [stem, net.layer1, net.layer2, net.layer3, nn.Sequential(net.layer4, net.avgpool, nn.Flatten())]
+    stages: list[nn.Module] = [stem, net.layer1, net.layer2, net.layer3,
+                               nn.Sequential(net.layer4, net.avgpool, nn.Flatten())]
     return stages, net.fc

@@ -13,6 +13,8 @@ channels-last would change the order of their sums, and with it every seeded res
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,7 +22,7 @@ from torch import nn
 
 class _ChannelsLastMaxPool(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, size: int) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, size: int) -> torch.Tensor:
         out, indices = F.max_pool2d(x.contiguous(memory_format=torch.channels_last), size, return_indices=True)
         indices = indices.contiguous()
         ctx.save_for_backward(x, indices)
@@ -28,7 +30,7 @@ class _ChannelsLastMaxPool(torch.autograd.Function):
         return out.contiguous()
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         x, indices = ctx.saved_tensors
         k = [ctx.size, ctx.size]
         grad_x = torch.ops.aten.max_pool2d_with_indices_backward(grad.contiguous(), x, k, k, [0, 0], [1, 1], False,
@@ -37,8 +39,10 @@ class _ChannelsLastMaxPool(torch.autograd.Function):
 
 
 class MaxPool2d(nn.MaxPool2d):
-    """`nn.MaxPool2d` with the same results, faster on a CPU for square windows that tile the
-    input (kernel = stride, no padding or dilation); anything else is torch's own path."""
+    """`nn.MaxPool2d` with the same results, faster on a CPU for square windows that tile the input.
+
+    Tiling windows: kernel = stride, no padding or dilation; anything else is torch's own path.
+    """
 
     def _tiles(self, x: torch.Tensor) -> int | None:
         k, s = self.kernel_size, self.stride
@@ -49,6 +53,7 @@ class MaxPool2d(nn.MaxPool2d):
         return k
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Max pooling, on the faster channels-last path where the windows tile the input."""
         size = self._tiles(x)
         if size is None:
             return super().forward(x)

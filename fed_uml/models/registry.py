@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from torch import nn
 
@@ -15,7 +15,8 @@ class StageBuilder(Protocol):
     them become the modality-specific projection.
     """
 
-    def __call__(self, in_chans: int, num_classes: int, **kwargs) -> tuple[list[nn.Module], nn.Module]: ...
+    def __call__(self, in_chans: int, num_classes: int, *args: Any, **kwargs: Any) -> tuple[list[nn.Module], nn.Module]:
+        """(stages, head) of a backbone for `in_chans` input channels and `num_classes`."""
 
 
 _REGISTRY: dict[str, StageBuilder] = {}
@@ -43,6 +44,7 @@ def register_backbone(name: str, stages: int) -> Callable[[StageBuilder], StageB
 
 
 def get_stage_builder(name: str) -> StageBuilder:
+    """The stage builder of backbone `name`; an unknown name is an error listing the known ones."""
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -58,4 +60,5 @@ def backbone_stages(name: str) -> int:
 
 
 def available_backbones() -> list[str]:
+    """Names of the backbones a config may choose."""
     return sorted(_REGISTRY)

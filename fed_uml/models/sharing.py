@@ -34,6 +34,7 @@ def split_state_keys(model: nn.Module) -> tuple[list[str], list[str]]:
 
 
 def shared_state_keys(model: nn.Module) -> list[str]:
+    """State keys of the shared part of `model` (the backbone): what institutions send."""
     return split_state_keys(model)[0]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -50,14 +51,17 @@ class UMLModel(nn.Module):
 
     @property
     def modalities(self) -> list[str]:
+        """The model's modalities, one projection each."""
         return list(self.projections.keys())
 
     def projection(self, modality: str) -> Projection:
+        """The projection of `modality`; an unknown modality is an error."""
         if modality not in self.projections:
             raise KeyError(f"unknown modality {modality!r}; this model has {self.modalities}")
-        return self.projections[modality]
+        return cast(Projection, self.projections[modality])
 
     def forward(self, x: torch.Tensor, modality: str) -> torch.Tensor:
+        """Logits of `x` of `modality`: its projection, then the shared backbone."""
         return self.backbone(self.projection(modality)(x))
 
 
@@ -73,7 +77,7 @@ def create_model(
     num_classes: int,
     specific_layers: int = 1,
     projection_init: str = "aligned",
-    **backbone_kwargs,
+    **backbone_kwargs: Any,
 ) -> UMLModel:
     """Build a UML model.
 
@@ -131,6 +135,7 @@ def create_model(
             align_projection(projections[name], reference)
         elif shared_stages is None:
             shared_stages, head = stages[specific_layers:], stage_head
+    assert shared_stages is not None and head is not None  # `modalities` is not empty
     return UMLModel(projections, Backbone(*shared_stages, head), num_classes)
 
 
@@ -162,7 +167,7 @@ def first_conv_key(module: nn.Module) -> str:
     raise ValueError("aligned projection init needs a projection that starts with an nn.Conv2d")
 
 
-def align_projection(projection: nn.Module, reference: nn.Module) -> None:
+def align_projection(projection: Projection, reference: nn.Module) -> None:
     """Load `reference` (a projection drawn for `REFERENCE_CHANNELS` channels) into `projection`.
 
     The rule, timm's `adapt_input_conv` (how timm fits a pretrained RGB stem to another
@@ -179,8 +184,9 @@ def align_projection(projection: nn.Module, reference: nn.Module) -> None:
 
 
 def adapt_input_conv(in_channels: int, weight: torch.Tensor) -> torch.Tensor:
-    """timm's rule for a first convolution drawn for `REFERENCE_CHANNELS` input channels, applied
-    to `in_channels` (`align_projection`), with timm's results bit for bit
+    """The rule of timm for a first convolution drawn for `REFERENCE_CHANNELS` input channels.
+
+    Applied to `in_channels` (`align_projection`), with timm's results bit for bit
     (`tests/test_projection_init.py` compares them for 1 to 13 channels).
 
     Why not timm's own function: importing timm imports torchvision, 2 s of start-up in the

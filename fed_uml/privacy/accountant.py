@@ -50,9 +50,11 @@ class PrivacyAccountant:
         self.steps: dict[str, list[tuple[float, float]]] = {}
 
     def record(self, group: str, sampling_rate: float, noise_multiplier: float) -> None:
+        """Record one round of `group` with its sampling rate and noise multiplier."""
         self.steps.setdefault(group, []).append((float(sampling_rate), float(noise_multiplier)))
 
     def epsilon(self) -> float:
+        """The largest epsilon over the groups at the accountant's delta."""
         return max((epsilon(s, self.delta) for s in self.steps.values()), default=0.0)
 
     def restore(self, history: list[dict]) -> None:

@@ -25,6 +25,7 @@ from fed_uml.privacy.settings import PrivacySettings
 
 
 def global_norm(update: Mapping[str, np.ndarray]) -> float:
+    """L2 norm of all tensors of `update` together."""
     return float(math.sqrt(sum(float(np.sum(np.square(np.asarray(v, dtype=np.float64)))) for v in update.values())))
 
 
@@ -49,6 +50,7 @@ class GaussianSumMechanism:
         self.seed = int(seed)
 
     def count_stddev(self, k: int) -> float:
+        """Standard deviation of the noise on the clipped count of `k` updates (adaptive clipping)."""
         return self.settings.clipped_count_stddev or k / 20
 
     def update_noise_multiplier(self, k: int) -> float:

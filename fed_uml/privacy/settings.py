@@ -17,8 +17,9 @@ and defaults are the schema's (`fed_uml.schema.FederatedSettings`).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from fed_uml.schema import FederatedSettings, typed
 
@@ -29,7 +30,7 @@ def _federated(fed: FederatedSettings | Mapping) -> FederatedSettings:
     return fed if isinstance(fed, FederatedSettings) else typed(FederatedSettings, fed, "federated.")
 
 
-def _finite(fed: FederatedSettings, key: str):
+def _finite(fed: FederatedSettings, key: str) -> Any:
     value = getattr(fed, key)
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"federated.{key} must be finite, got {value!r}")
@@ -38,6 +39,8 @@ def _finite(fed: FederatedSettings, key: str):
 
 @dataclass(frozen=True)
 class SecureSettings:
+    """The SecAgg+ settings of a run (`privacy.secure_*`)."""
+
     enabled: bool
     num_shares: int | float
     reconstruction_threshold: int | float
@@ -47,16 +50,21 @@ class SecureSettings:
 
     @property
     def max_institutions(self) -> int:
-        """Most institutions one secure sum can hold: the sum of K quantised values (each at
-        most Q) and of the K weight factors (Q each) must stay below the modulus M."""
+        """Most institutions one secure sum can hold.
+
+        The sum of K quantised values (each at most Q) and of the K weight factors (Q each) must
+        stay below the modulus M.
+        """
         return self.modulus_range // self.quantization_range - 1
 
-    def quantisation_bound(self, weights) -> float:
-        """Largest difference, per backbone element, between the secure and the plain weighted
-        mean of K updates with (pre-scaling) weights `weights` (largest 1): each institution's
-        stochastic rounding is off by less than one step 2c/Q, so the sum by less than K steps,
-        and the mean, divided by the sum of the weights, by K * 2c / (Q * sum(weights)).
-        Holds when no pre-scaled update element lies outside [-c, c]."""
+    def quantisation_bound(self, weights: Iterable[float]) -> float:
+        """Largest difference, per backbone element, between the secure and the plain weighted mean.
+
+        The mean of K updates with (pre-scaling) weights `weights` (largest 1): each institution's
+        stochastic rounding is off by less than one step 2c/Q, so the sum by less than K steps, and
+        the mean, divided by the sum of the weights, by K * 2c / (Q * sum(weights)). Holds when no
+        pre-scaled update element lies outside [-c, c].
+        """
         weights = [float(w) for w in weights]
         if not weights:
             return 0.0
@@ -98,6 +106,8 @@ class SecureSettings:
 
 @dataclass(frozen=True)
 class PrivacySettings:
+    """The differential-privacy settings of a run (`privacy.dp_*`)."""
+
     noise_multiplier: float
     clipping_norm: float
     clipping: str
@@ -113,6 +123,7 @@ class PrivacySettings:
 
     @property
     def adaptive(self) -> bool:
+        """Whether the clipping norm adapts to a quantile of the update norms."""
         return self.enabled and self.clipping == "adaptive"
 
 

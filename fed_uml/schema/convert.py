@@ -40,8 +40,11 @@ def _choice(cfg: Mapping, group: str) -> Any:
 
 
 def group_schemas(cfg: Mapping) -> dict[str, type]:
-    """The schema of each config group of `cfg`, told by the group's own name field (a choice no
-    table knows, e.g. a data set a user registered, is read against the group's base schema)."""
+    """The schema of each config group of `cfg`, told by the group's own name field.
+
+    A choice no table knows, e.g. a data set a user registered, is read against the group's base
+    schema.
+    """
     return {group: table.get(_choice(cfg, group), base) for group, (_, table, base) in GROUPS.items()}
 
 
@@ -72,9 +75,11 @@ def _message(e: Exception, prefix: str) -> str:
 
 
 def typed(schema: type[T], values: Mapping, prefix: str = "") -> T:
-    """`values` as an instance of `schema` (a schema dataclass), defaults filling what is absent;
-    an unknown key, a value of the wrong type or a missing one is a `SettingsError` naming it
-    (`prefix` + its path, e.g. `method.` for a method's settings)."""
+    """`values` as an instance of `schema` (a schema dataclass), defaults filling what is absent.
+
+    An unknown key, a value of the wrong type or a missing one is a `SettingsError` naming it
+    (`prefix` + its path, e.g. `method.` for a method's settings).
+    """
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -86,9 +91,11 @@ def typed(schema: type[T], values: Mapping, prefix: str = "") -> T:
 
 
 def settings_of(cfg: Mapping) -> Settings:
-    """The typed settings of a composed config (what `compose_config` returns, or a run's
-    recorded `config`): every group read against its schema (`group_schemas`). A fresh object
-    per call; the conversion is cached (it costs more than a small institution's round)."""
+    """The typed settings of a composed config (what `compose_config` returns, or a run's recorded `config`).
+
+    Every group read against its schema (`group_schemas`). A fresh object per call; the conversion
+    is cached (it costs more than a small institution's round).
+    """
     values = {k: v for k, v in cfg.items() if k != "hydra"}
     return copy.deepcopy(_settings(json.dumps(values, default=str)))
 
@@ -108,8 +115,10 @@ def _settings(values_json: str) -> Settings:
 
 @functools.lru_cache(maxsize=16)
 def _schema_node(groups: tuple[tuple[str, type], ...]) -> Any:
-    """The schema `Settings` with these group schemas, as an OmegaConf node (made once: making
-    it costs more than merging a config into it, which leaves it as it is)."""
+    """The schema `Settings` with these group schemas, as an OmegaConf node.
+
+    Made once: making it costs more than merging a config into it, which leaves it as it is.
+    """
     from omegaconf import OmegaConf
 
     node = OmegaConf.structured(Settings)

@@ -13,8 +13,10 @@ from fed_uml.schema.fields import run_config
 
 @dataclass
 class FederatedSettings:
-    """Federated runs (Flower apps in clients/ and server/). R x L is the training budget:
-    num_rounds rounds of local_epochs local epochs each."""
+    """Federated runs (Flower apps in clients/ and server/).
+
+    R x L is the training budget: num_rounds rounds of local_epochs local epochs each.
+    """
 
     num_rounds: int = run_config("num-server-rounds", 30)
     """Rounds R of the run."""

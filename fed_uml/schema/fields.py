@@ -27,8 +27,10 @@ def run_config(key: str, default: Any) -> Any:
 
 
 def nested(make: Callable[[], Any]) -> Any:
-    """A mapping of settings made by `make`: a schema class (every field of which has a
-    default) or a function giving the default mapping."""
+    """A mapping of settings made by `make`.
+
+    A schema class (every field of which has a default) or a function giving the default mapping.
+    """
     return dataclasses.field(default_factory=make)
 
 

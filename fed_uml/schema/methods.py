@@ -35,8 +35,10 @@ class UMLSettings(MethodSettings):
 
 @dataclass
 class UnimodalSettings(MethodSettings):
-    """The baseline: one model per modality, trained alone; deployed as trained (its BN
-    statistics already match its modality)."""
+    """The baseline: one model per modality, trained alone.
+
+    Deployed as trained (its BN statistics already match its modality).
+    """
 
     name: str = "unimodal"
     budget: str = "matched"
@@ -47,16 +49,21 @@ class UnimodalSettings(MethodSettings):
 
 @dataclass
 class PooledSettings(MethodSettings):
-    """The positive control's upper reference (fed_uml/methods/pooled.py): one model trained on
-    the union of the modalities' data, for modalities that are parts of ONE sensor (same bands)."""
+    """The positive control's upper reference (fed_uml/methods/pooled.py).
+
+    One model trained on the union of the modalities' data, for modalities that are parts of ONE
+    sensor (same bands).
+    """
 
     name: str = "pooled"
 
 
 @dataclass
 class GradientReversalSettings(MethodSettings):
-    """The gradient-reversal coefficient lambda of every adversarial method
-    (fed_uml/methods/alignment.py grl_coefficient)."""
+    """The gradient-reversal coefficient lambda of every adversarial method.
+
+    See fed_uml/methods/alignment.py grl_coefficient.
+    """
 
     grl_schedule: str = "budget"
     """budget: lambda = grl_max * (2 / (1 + exp(-grl_gamma * p)) - 1), p = step / total steps of
@@ -74,9 +81,11 @@ class GradientReversalSettings(MethodSettings):
 
 @dataclass
 class DANNSettings(GradientReversalSettings):
-    """DANN (Ganin et al., JMLR 2016): gradient reversal + domain discriminator; the domain is
-    the modality. Heterogeneous encoders, one shared classifier, both modalities labelled
-    (fed_uml/methods/dann.py)."""
+    """DANN (Ganin et al., JMLR 2016).
+
+    Gradient reversal + domain discriminator; the domain is the modality. Heterogeneous encoders,
+    one shared classifier, both modalities labelled (fed_uml/methods/dann.py).
+    """
 
     name: str = "dann"
     trade_off: float = 1.0
@@ -89,9 +98,12 @@ class DANNSettings(GradientReversalSettings):
 
 @dataclass
 class CDANSettings(GradientReversalSettings):
-    """CDAN (Long et al., NeurIPS 2018): domain discriminator on the multilinear map of encoder
-    features and (detached) class predictions, through gradient reversal (fed_uml/methods/cdan.py).
-    Multi-label data: conditioning on one sigmoid per class, CDAN+E with the label-set entropy."""
+    """CDAN (Long et al., NeurIPS 2018).
+
+    Domain discriminator on the multilinear map of encoder features and (detached) class
+    predictions, through gradient reversal (fed_uml/methods/cdan.py). Multi-label data: conditioning
+    on one sigmoid per class, CDAN+E with the label-set entropy.
+    """
 
     name: str = "cdan"
     trade_off: float = 1.0
@@ -114,10 +126,12 @@ class CDANSettings(GradientReversalSettings):
 
 @dataclass
 class MDDSettings(CDANSettings):
-    """MDD = Maximum Density Divergence (Li et al., TPAMI 2020; the method ATM; NOT margin
-    disparity discrepancy): CDAN+E adversarial loss + mdd_weight * MDD, MDD = inter-domain
-    distance - intra-class density of each modality (fed_uml/methods/mdd.py). Multi-label data:
-    intra-class pairs weighted by their shared labels."""
+    """MDD = Maximum Density Divergence (Li et al., TPAMI 2020; the method ATM; NOT margin disparity discrepancy).
+
+    CDAN+E adversarial loss + mdd_weight * MDD, MDD = inter-domain distance - intra-class density of
+    each modality (fed_uml/methods/mdd.py). Multi-label data: intra-class pairs weighted by their
+    shared labels.
+    """
 
     name: str = "mdd"
     mdd_weight: float = 0.01
@@ -140,8 +154,11 @@ class MDDSettings(CDANSettings):
 
 @dataclass
 class MCCSettings(MethodSettings):
-    """MCC (Jin et al., ECCV 2020): minimum class confusion on every modality's predictions
-    (fed_uml/methods/mcc.py). Multi-label data: MCC of each class's two-way decision, averaged."""
+    """MCC (Jin et al., ECCV 2020).
+
+    Minimum class confusion on every modality's predictions (fed_uml/methods/mcc.py). Multi-label
+    data: MCC of each class's two-way decision, averaged.
+    """
 
     name: str = "mcc"
     trade_off: float = 1.0
@@ -152,9 +169,11 @@ class MCCSettings(MethodSettings):
 
 @dataclass
 class ISCASettings(MethodSettings):
-    """ISCA (Timilsina, Shrestha, Fu, NeurIPS 2024), adapted end to end: each modality's encoder
-    + a linear shared-component map, adversarial distribution matching of the components,
-    whitening penalty, one shared classifier (fed_uml/methods/isca.py)."""
+    """ISCA (Timilsina, Shrestha, Fu, NeurIPS 2024), adapted end to end.
+
+    Each modality's encoder + a linear shared-component map, adversarial distribution matching of
+    the components, whitening penalty, one shared classifier (fed_uml/methods/isca.py).
+    """
 
     name: str = "isca"
     adv_weight: float = 1.0

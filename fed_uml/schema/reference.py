@@ -40,6 +40,7 @@ class Declared:
 
     @property
     def name(self) -> str:
+        """The setting's own name, the last part of its dotted path."""
         return self.path.rpartition(".")[2]
 
     @property
@@ -49,9 +50,11 @@ class Declared:
 
     @property
     def doc(self) -> str:
-        """The description: the field's attribute docstring, or the class docstring of a group
-        (read from the source when asked: the run-config table, read by every process of a
-        run, does not need it)."""
+        """The description: the field's attribute docstring, or the class docstring of a group.
+
+        Read from the source when asked: the run-config table, read by every process of a run, does
+        not need it.
+        """
         doc = field_docs(self.owner).get(self.name) or (class_doc(self.type) if self.is_group else "")
         return " ".join(doc.split())
 
@@ -87,8 +90,11 @@ def _default(field: dataclasses.Field) -> Any:
 
 
 def declared(cls: type, prefix: str = "") -> Iterator[Declared]:
-    """Every setting of schema `cls`, depth first; a mapping with a schema of its own (a nested
-    dataclass) yields its own settings, not itself; a group yields itself."""
+    """Every setting of schema `cls`, depth first.
+
+    A mapping with a schema of its own (a nested dataclass) yields its own settings, not itself; a
+    group yields itself.
+    """
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
         kind: Any = hints[field.name]

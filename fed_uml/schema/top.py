@@ -26,9 +26,11 @@ class CalibrationSettings:
 
 @dataclass
 class DecisionSettings:
-    """Multi-label models (dataset.task=multi_label): the decision threshold of every class, on
-    its sigmoid score, that each model file records and `experiments.predict` applies
-    (fed_uml/metrics.py). Single-label models take the argmax and ignore it."""
+    """Multi-label models (dataset.task=multi_label): the decision threshold of every class.
+
+    On its sigmoid score, that each model file records and `experiments.predict` applies
+    (fed_uml/metrics.py). Single-label models take the argmax and ignore it.
+    """
 
     threshold: float = 0.5
     """The threshold of every class (fixed), or of a class without a positive in the training

@@ -24,6 +24,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -49,10 +50,12 @@ class TrainingCheckpoints:
     calls: int = 0
 
     def next_phase(self, desc: str) -> str:
+        """A unique key of the next phase of the job, from its description."""
         self.calls += 1
         return f"{self.calls}:{desc}"
 
     def save(self, phase: str, state: dict) -> None:
+        """Save `state` as phase `phase`, atomically."""
         self.phases[phase] = state
         save_atomic({"format": FORMAT, "format_version": FORMAT_VERSION, "settings_digest": self.digest,
                      "phases": self.phases}, self.path)
@@ -92,12 +95,14 @@ def checkpointing(ckpt: TrainingCheckpoints | None) -> Iterator[TrainingCheckpoi
 
 
 def active() -> TrainingCheckpoints | None:
+    """The training checkpoints of the running job, or None when it keeps none."""
     return _ACTIVE.get()
 
 
 def rng_state(generator: torch.Generator) -> dict:
     """Every random state training draws from, as tensors and plain data."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    # the legacy tuple (get_state's default form; the stubs also allow the dict form)
+    kind, keys, pos, has_gauss, cached = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     return {
         "generator": generator.get_state(),
         "torch": torch.get_rng_state(),
@@ -108,6 +113,7 @@ def rng_state(generator: torch.Generator) -> dict:
 
 
 def restore_rng_state(state: Mapping, generator: torch.Generator) -> None:
+    """Restore every random generator the training draws from as `state` recorded them."""
     generator.set_state(state["generator"])
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
@@ -115,6 +121,6 @@ def restore_rng_state(state: Mapping, generator: torch.Generator) -> None:
     random.setstate(_as_tuples(state["python"]))
 
 
-def _as_tuples(value):
+def _as_tuples(value: Any) -> Any:
     """random.setstate needs tuples all the way down."""
     return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value

@@ -14,8 +14,9 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -34,8 +35,9 @@ FUSIONS = ("separate", "concat")
 
 @dataclass
 class TrainSettings(TrainingSettings):
-    """The `training` settings (`fed_uml.schema.TrainingSettings`: every field, its default and
-    what it does) with the run's device and seed, which are top-level settings.
+    """The `training` settings with the run's device and seed, which are top-level settings.
+
+    `fed_uml.schema.TrainingSettings` has every field, its default and what it does.
 
     Why `fusion=separate` and the cosine schedule are the defaults: separate passes give every
     BN layer statistics of one modality at a time, the same per-modality statistics that
@@ -47,9 +49,11 @@ class TrainSettings(TrainingSettings):
     seed: int = Settings.seed
 
     @classmethod
-    def from_config(cls, cfg: Mapping, **overrides) -> TrainSettings:
-        """The checked `training` group `cfg` (schema defaults where absent), with `overrides`
-        (device, seed); an unknown key or a wrong type is a `SettingsError` naming it."""
+    def from_config(cls, cfg: Mapping, **overrides: Any) -> TrainSettings:
+        """The checked `training` group `cfg` (schema defaults where absent), with `overrides` (device, seed).
+
+        An unknown key or a wrong type is a `SettingsError` naming it.
+        """
         s = cls(**{**dataclasses.asdict(typed(TrainingSettings, cfg, "training.")), **overrides})
         s.validate()
         return s
@@ -62,6 +66,7 @@ class TrainSettings(TrainingSettings):
         return s
 
     def validate(self) -> None:
+        """Refuse an unknown fusion, schedule or optimiser, naming the setting."""
         if self.fusion not in FUSIONS:
             raise SettingsError(f"training.fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if self.schedule not in ("cosine", "constant"):
@@ -76,7 +81,8 @@ class TrainSettings(TrainingSettings):
             raise SettingsError(f"training.checkpoint_every must be >= 0 (0: never), got {self.checkpoint_every}")
 
 
-def make_optimizer(params, s: TrainSettings) -> torch.optim.Optimizer:
+def make_optimizer(params: Iterable[nn.Parameter], s: TrainSettings) -> torch.optim.Optimizer:
+    """The configured optimiser over the parameters that need gradients."""
     params = [p for p in params if p.requires_grad]
     if s.optimizer == "sgd":
         return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
@@ -84,8 +90,11 @@ def make_optimizer(params, s: TrainSettings) -> torch.optim.Optimizer:
 
 
 def augment_batch(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Random element of the dihedral group per sample: flips and transposes are label-preserving
-    for overhead imagery, which has no canonical up or left."""
+    """Random element of the dihedral group per sample.
+
+    Flips and transposes are label-preserving for overhead imagery, which has no canonical up or
+    left.
+    """
     n = x.shape[0]
     flips = torch.rand(n, 3, generator=g) < 0.5
     x = torch.where(flips[:, 0].view(-1, 1, 1, 1), x.flip(-1), x)
@@ -117,14 +126,17 @@ def epoch_steps(datasets: Mapping[str, ArrayDataset], batch_size: int) -> int:
 
 
 def task_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy for class indices (N,); binary cross-entropy on the logits, averaged over
-    samples and classes, for multi-hot targets (N, C)."""
+    """Cross-entropy for class indices (N,).
+
+    Binary cross-entropy on the logits, averaged over samples and classes, for multi-hot targets (N,
+    C).
+    """
     if targets.ndim == 2:
         return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype))
     return F.cross_entropy(logits, targets)
 
 
-LossHook = Callable[[nn.Module, dict, dict], torch.Tensor]
+LossHook = Callable[[Any, dict, dict], torch.Tensor]  # (model, features, batches) -> loss
 
 
 def train_unpaired(
@@ -202,6 +214,7 @@ def train_unpaired(
                     t[1] += (logits[k].argmax(1) == y).sum().item()
                 t[2] += len(y)
             if extra_loss is not None:
+                assert features is not None  # _forward returns them when a hook wants them
                 loss = loss + extra_loss(model, features, batches)
             if settings.schedule == "cosine":
                 for group in opt.param_groups:
@@ -225,14 +238,15 @@ def train_unpaired(
                 for k in datasets
             )
             log.info("[%s] epoch %d/%d (%.1fs) %s", desc, epoch + 1, epochs, record["seconds"], parts)
-        if ckpt is not None and ((epoch + 1) % ckpt.every == 0 or epoch + 1 == epochs):
+        if ckpt is not None and phase is not None and ((epoch + 1) % ckpt.every == 0 or epoch + 1 == epochs):
             ckpt.save(phase, _state(epoch + 1, epochs, n_steps, step, history, model, extra_loss, extra_params, opt,
                                     cyclers, g))
     return history
 
 
 def _state(epochs_done: int, epochs: int, n_steps: int, step: int, history: list[dict], model: nn.Module,
-           extra_loss, extra_params, opt: torch.optim.Optimizer, cyclers: Mapping[str, _Cycler],
+           extra_loss: LossHook | None, extra_params: Iterable[torch.Tensor] | None, opt: torch.optim.Optimizer,
+           cyclers: Mapping[str, _Cycler],
            g: torch.Generator) -> dict:
     """A phase's whole training state after `epochs_done` epochs (copies: training goes on)."""
     import copy
@@ -249,7 +263,8 @@ def _state(epochs_done: int, epochs: int, n_steps: int, step: int, history: list
     }
 
 
-def _restore(saved: Mapping, model: nn.Module, extra_loss, extra_params, opt: torch.optim.Optimizer,
+def _restore(saved: Mapping, model: nn.Module, extra_loss: LossHook | None, extra_params: Iterable[torch.Tensor] | None,
+             opt: torch.optim.Optimizer,
              cyclers: Mapping[str, _Cycler], g: torch.Generator) -> tuple[int, int, list[dict]]:
     """Put the state `_state` saved back in place; returns (epochs done, step, history)."""
     model.load_state_dict(saved["model"])
@@ -266,7 +281,9 @@ def _restore(saved: Mapping, model: nn.Module, extra_loss, extra_params, opt: to
     return int(saved["epochs_done"]), int(saved["step"]), list(saved["history"])
 
 
-def _forward(model, batches, fusion: str, want_features: bool):
+def _forward(model: Any, batches: Mapping[str, tuple[torch.Tensor, torch.Tensor]], fusion: str, want_features: bool
+             ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+    # model: a UMLModel or anything with its `projection(k)` and `backbone`
     """Logits per modality, and each modality's projection output when a method needs it."""
     if fusion == "separate" and not want_features:
         return {k: model(x, k) for k, (x, _) in batches.items()}, None
@@ -318,9 +335,11 @@ def predict_logits(model: nn.Module, images: torch.Tensor, modality: str | None 
 
 def evaluate_task(model: nn.Module, data: ArrayDataset, modality: str | None = None,
                   device: str = "cpu") -> dict[str, float]:
-    """The metrics of the task of `data`'s targets (`fed_uml.metrics.task_metrics`): {"accuracy"}
-    for single-label targets (exactly `evaluate`), {"map_macro", "map_micro", "f1_macro"} for
-    multi-hot ones."""
+    """The metrics of the task of `data`'s targets (`fed_uml.metrics.task_metrics`).
+
+    {"accuracy"} for single-label targets (exactly `evaluate`), {"map_macro", "map_micro",
+    "f1_macro"} for multi-hot ones.
+    """
     if len(data) == 0:
         raise ValueError(f"modality {modality!r}: no test samples")
     if task_of(data.labels) == "single_label":

@@ -1,6 +1,8 @@
-"""R rounds of FedAvg over every connected node, the way Flower's own examples send them (all
-messages of a round at once, `grid.send_and_receive`), timed as fed-uml's server times itself
-(`timing.server_start_unix`, `timing.first_round_unix`, `history[].seconds`)."""
+"""R rounds of FedAvg over every connected node, the way Flower's own examples send them.
+
+All messages of a round go at once (`grid.send_and_receive`), timed as fed-uml's server times itself
+(`timing.server_start_unix`, `timing.first_round_unix`, `history[].seconds`).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
+    """Run R rounds of the floor app and record the same timings fed-uml's server records."""
     timing = {"server_start_unix": time.time()}
     cfg = context.run_config
     if cfg.get("delivery-index"):  # the one thing of fed-uml's here: measure Flower with and without it

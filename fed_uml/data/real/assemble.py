@@ -20,9 +20,11 @@ from fed_uml.modality import ModalityData
 
 
 def load_real(cfg: Mapping, readers: Readers) -> dict[str, ModalityData]:
-    """Every modality of `dataset.modalities` of a real data set read by `readers`
-    ({sensor: reader class}), in physical units (see `fed_uml.data.real`); with
-    `dataset.storage` other than `memory`, through the prepared store (`fed_uml.data.store`)."""
+    """Every modality of `dataset.modalities` of a real data set, in physical units.
+
+    Read by `readers` ({sensor: reader class}; see `fed_uml.data.real`); with `dataset.storage`
+    other than `memory`, through the prepared store (`fed_uml.data.store`).
+    """
     s = RealSettings.parse(cfg, readers)
     storage = StoreSettings.parse(cfg)
     if storage.mode != "memory":

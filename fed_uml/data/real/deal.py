@@ -40,8 +40,10 @@ def choose_scenes(cfg: Mapping, s: RealSettings, pools: Pools, skipped: dict[str
 
 def deal_scenes(cfg: Mapping, s: RealSettings, pools: Pools, class_names: tuple[str, ...],
                 undersample: bool) -> dict[str, dict[str, list[SceneRecord]]]:
-    """{loaded modality: {"train"/"test": the records it gets}}; a class short of its quota
-    is logged (and shows in `info["class_counts"]`)."""
+    """{loaded modality: {"train"/"test": the records it gets}}.
+
+    A class short of its quota is logged (and shows in `info["class_counts"]`).
+    """
     chosen: dict[str, dict[str, list[SceneRecord]]] = {m: {} for m in s.modalities}
     for kind, key in QUOTA_SETTINGS:
         quotas = {m: optional_int(per_modality(cfg.get(key), m, f"dataset.{key}")) for m in s.among}

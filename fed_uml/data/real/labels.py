@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from fed_uml.data import splits as sp
 from fed_uml.data.errors import DataError
@@ -56,8 +57,10 @@ class LabelSet:
 
 def choose_label_set(cfg: Mapping, s: RealSettings, pools: Pools,
                      skipped: dict[str, list[DataError]] | None = None) -> LabelSet:
-    """Apply the task's label rule (multi-label data sets) and the class settings to `pools`;
-    `skipped` ({modality: errors}) receives the patches left out with `dataset.on_error=skip`."""
+    """Apply the task's label rule (multi-label data sets) and the class settings to `pools`.
+
+    `skipped` ({modality: errors}) receives the patches left out with `dataset.on_error=skip`.
+    """
     if s.task == "multi_label":
         return multi_label_set(cfg, s, pools, skipped if skipped is not None else {})
     classes = s.classes
@@ -165,7 +168,7 @@ def single_label_rule(cfg: Mapping, s: RealSettings, pools: Pools) -> tuple[Pool
     classes = s.classes
     balanced = dict(cfg.get("balanced") or {})
     rule = str(balanced.get("rule", "exactly_one"))
-    report = {"rule": rule, "min_per_class": int(balanced.get("min_per_class", 1)), "splits": {}}
+    report: dict[str, Any] = {"rule": rule, "min_per_class": int(balanced.get("min_per_class", 1)), "splits": {}}
     kept: Pools = {kind: {} for kind in pools}
     for kind in pools:
         for m in s.among:

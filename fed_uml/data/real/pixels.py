@@ -47,8 +47,10 @@ def read_modality(s: RealSettings, m: str, chosen: dict[str, list[SceneRecord]],
 def modality_data(s: RealSettings, m: str, labels: LabelSet, skipped: list[DataError], targets: dict,
                   scenes: dict, make: Callable[[str, torch.Tensor, list[str]], ArrayDataset],
                   extra_info: dict | None = None) -> ModalityData:
-    """`ModalityData` of modality `m` from its targets and scene ids per kind ("train"/"test"),
-    with `make(kind, labels, scene_ids)` giving each set (in memory, or streamed from a store)."""
+    """`ModalityData` of modality `m` from its targets and scene ids per kind ("train"/"test").
+
+    `make(kind, labels, scene_ids)` gives each set (in memory, or streamed from a store).
+    """
     spec = s.specs[m]
     class_names = labels.class_names
     if labels.task == "multi_label":  # multi-hot targets (N, C) over the label set
@@ -95,8 +97,10 @@ def _multi_hot(label_sets: list[tuple[int, ...]], num_classes: int) -> torch.Ten
 
 def _read_records(s: RealSettings, m: str, kind: str, records: list[SceneRecord], index: SceneIndex,
                   skipped: list[DataError]) -> tuple[list[np.ndarray], list, list[str]]:
-    """The images, targets (the class, or the label tuple for multi-label) and scene ids of
-    `records`; bad files raise or go to `skipped`."""
+    """The images, targets (the class, or the label tuple for multi-label) and scene ids of `records`.
+
+    Bad files raise or go to `skipped`.
+    """
     imgs, labels, ids = [], [], []
     for r in records:
         ds = index.readers[(m, r.split)]
@@ -113,6 +117,7 @@ def _read_records(s: RealSettings, m: str, kind: str, records: list[SceneRecord]
 
 
 def empty_message(s: RealSettings, m: str, kind: str, pools: Pools, class_names: tuple[str, ...]) -> str:
+    """The error message for an empty train or test set, naming the settings to check."""
     return (
         f"dataset {s.name!r}, modality {m!r}: the {kind} set is empty (pool of "
         f"{len(pools[kind][m])} scenes over classes {list(class_names)}; check dataset.root, "

@@ -33,9 +33,10 @@ class RealModality:
 
     @classmethod
     def parse(cls, name: str, spec: Mapping | None, readers: Readers, dataset: str) -> RealModality:
+        """Read modality `name`'s settings `spec`, checking its sensor and bands against `readers`."""
         spec = dict(spec or {})
         sensor = spec.get("sensor")
-        if sensor not in readers:
+        if not isinstance(sensor, str) or sensor not in readers:
             raise ValueError(
                 f"dataset {dataset!r}: modality {name!r} needs dataset.sensors.{name}.sensor, one of "
                 f"{sorted(readers)} (got {sensor!r})"
@@ -67,6 +68,7 @@ class RealSettings:
 
     @classmethod
     def parse(cls, cfg: Mapping, readers: Readers) -> RealSettings:
+        """Read the `dataset` settings of a real data set, checking them against `readers`."""
         name = str(cfg.get("name"))
         sensors = dict(cfg.get("sensors") or {})
         names = selected_modalities(cfg, sensors)

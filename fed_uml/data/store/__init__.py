@@ -1,5 +1,7 @@
-"""The prepared data store: each real modality decoded once into a memory-mappable file, then
-streamed batch by batch by every run and every institution.
+"""The prepared data store.
+
+Each real modality decoded once into a memory-mappable file, then streamed batch by batch by every
+run and every institution.
 
 Why: reading every chosen patch into float32 tensors (plus the copies normalising makes) needs
 about three times the tensors' size in memory and re-decodes every file on every run and in every

@@ -1,5 +1,7 @@
-"""The real-data assembly over prepared stores: the steps of `fed_uml.data.real`, with the index
-read from the store's index tables and the pixels streamed from the modalities' stores.
+"""The real-data assembly over prepared stores.
+
+The steps of `fed_uml.data.real`, with the index read from the store's index tables and the pixels
+streamed from the modalities' stores.
 
 Why the same steps: the label rule, the unpaired deal and the per-class subsets run on the same
 records, in the same order, as the in-memory path (`fed_uml.data.real.assemble`), so a seed
@@ -26,7 +28,7 @@ from fed_uml.data.real.deal import choose_scenes
 from fed_uml.data.real.index import SceneIndex
 from fed_uml.data.real.labels import LabelSet
 from fed_uml.data.real.pixels import empty_message, modality_data, read_modality
-from fed_uml.data.real.settings import RealSettings
+from fed_uml.data.real.settings import Readers, RealSettings
 from fed_uml.data.scenes import SceneRecord
 from fed_uml.data.store.dataset import StoredImages, StreamedDataset
 from fed_uml.data.store.index import SensorIndex, build_index, index_key, index_path, pooled, save_index, sensor_index
@@ -90,9 +92,13 @@ def _float32_bytes(s: RealSettings, m: str, chosen: dict[str, list[SceneRecord]]
 
 def read_streamed(s: RealSettings, m: str, chosen: dict[str, list[SceneRecord]], store: StoreFile,
                   skipped: list[DataError], labels: LabelSet) -> ModalityData:
-    """Modality `m` over its store: the chosen records' rows, bad files raised or skipped as the
-    readers would."""
-    rows, targets, scenes = {}, {}, {}
+    """Modality `m` over its store.
+
+    The chosen records' rows, bad files raised or skipped as the readers would.
+    """
+    rows: dict[str, np.ndarray] = {}
+    targets: dict[str, list] = {}
+    scenes: dict[str, list[str]] = {}
     for kind in ("train", "test"):
         keep, targets[kind], scenes[kind] = [], [], []
         for r in chosen[kind]:
@@ -117,10 +123,12 @@ def read_streamed(s: RealSettings, m: str, chosen: dict[str, list[SceneRecord]],
                          lambda kind, y, ids: StreamedDataset(StoredImages(store, rows[kind]), y, ids), storage)
 
 
-def prepare_stores(cfg: Mapping, readers) -> list[dict]:
-    """Index every modality of `dataset.unpaired_among` and prepare (or verify) the store of
-    every modality of `dataset.modalities`: what `python -m experiments.prepare` does. Every
-    block's checksum of an existing store is verified. Returns one summary per modality."""
+def prepare_stores(cfg: Mapping, readers: Readers) -> list[dict]:
+    """Index every modality and prepare (or verify) the store of every modality of `dataset.modalities`.
+
+    Indexes every modality of `dataset.unpaired_among`: what `python -m experiments.prepare` does.
+    Every block's checksum of an existing store is verified. Returns one summary per modality.
+    """
     from dataclasses import replace
 
     s = RealSettings.parse(cfg, readers)
@@ -128,10 +136,12 @@ def prepare_stores(cfg: Mapping, readers) -> list[dict]:
     indexes = {m: sensor_index(s, spec, st.root, build=True) for m, spec in s.specs.items()}
     out = []
     for m in s.modalities:
-        store = open_store(s, m, indexes[m], st)
+        index = indexes[m]
+        assert index is not None  # build=True: made by the readers when none is saved
+        store = open_store(s, m, index, st)
         size = sum((store.folder / name).stat().st_size for name in ("images.npy", "rowstats.npy"))
         out.append({"modality": m, "store": str(store.folder), "rows": store.rows, "shape": list(store.shape),
                     "dtype": str(store.dtype), "bad_rows": len(store.bad_rows), "bytes": size,
-                    "skipped_at_index": sum(len(v) for v in indexes[m].skipped.values()),
-                    "missing_splits": {k: str(e) for k, e in indexes[m].split_errors.items()}})
+                    "skipped_at_index": sum(len(v) for v in index.skipped.values()),
+                    "missing_splits": {k: str(e) for k, e in index.split_errors.items()}})
     return out

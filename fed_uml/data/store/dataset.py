@@ -1,5 +1,6 @@
-"""A modality's train or test set read from its store batch by batch: what the training loop,
-evaluation and calibration index like an in-memory `ArrayDataset`.
+"""A modality's train or test set read from its store batch by batch.
+
+What the training loop, evaluation and calibration index like an in-memory `ArrayDataset`.
 
 Why it quacks like `ArrayDataset`: the loop (`fed_uml.training.loop`), evaluation and Algorithm 1
 (`fed_uml.calibration`) only ever take `images[index]` (a batch of row positions or a slice),
@@ -14,6 +15,9 @@ normalised batches equal the in-memory path's bit for bit.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,9 +42,11 @@ class StoredImages:
 
     @property
     def shape(self) -> torch.Size:
+        """(N, C, H, W) of the rows."""
         return torch.Size((len(self.rows), *self.store.shape))
 
-    def size(self, dim: int | None = None):
+    def size(self, dim: int | None = None) -> torch.Size | int:
+        """The shape, or its size along `dim`, as a tensor's `size` gives it."""
         return self.shape if dim is None else self.shape[dim]
 
     def __len__(self) -> int:
@@ -51,25 +57,27 @@ class StoredImages:
         """Bytes this object holds in memory (its row numbers; the pixels stay in the store)."""
         return self.rows.nbytes
 
-    def _positions(self, key) -> np.ndarray:
+    def _positions(self, key: slice | torch.Tensor | np.ndarray | Sequence[int]) -> np.ndarray:
         if isinstance(key, slice):
             return self.rows[key]
         if isinstance(key, torch.Tensor):
             key = key.numpy()
         return self.rows[np.asarray(key, dtype=np.int64)]
 
-    def __getitem__(self, key) -> torch.Tensor:
+    def __getitem__(self, key: Any) -> torch.Tensor:  # any index a tensor's first dimension takes
         single = isinstance(key, (int, np.integer))
         raw = self.store.read(self._positions([int(key)] if single else key))
         x = torch.from_numpy(raw.astype(np.float32, copy=False))
-        if self.mean is not None:
+        if self.mean is not None and self.std is not None:
             x = normalize(x, self.mean, self.std)
         return x[0] if single else x
 
-    def take(self, index) -> StoredImages:
+    def take(self, index: torch.Tensor | np.ndarray | Sequence[int]) -> StoredImages:
+        """The rows at `index`, still on disk."""
         return StoredImages(self.store, self._positions(index), self.mean, self.std)
 
     def normalized(self, mean: torch.Tensor, std: torch.Tensor) -> StoredImages:
+        """The same rows, normalised with `mean` and `std` as they are read."""
         return StoredImages(self.store, self.rows, mean, std)
 
     def band_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,6 +92,8 @@ class StoredImages:
 class StreamedDataset(ArrayDataset):
     """An `ArrayDataset` whose images are `StoredImages`: labels in memory, pixels in the store."""
 
+    images: StoredImages  # type: ignore[assignment]  # quacks like the tensor it replaces (module docstring)
+
     def __init__(self, images: StoredImages, labels: torch.Tensor, scene_ids: list[str] | None = None):
         # no ArrayDataset.__init__: it would make the images one tensor in memory
         if len(images) != len(labels):
@@ -92,17 +102,21 @@ class StreamedDataset(ArrayDataset):
         self.labels = labels.long()
         self.scene_ids = scene_ids
 
-    def subset(self, index) -> StreamedDataset:
+    def subset(self, index: torch.Tensor | np.ndarray | list[int]) -> StreamedDataset:
+        """The examples at `index`, streamed from the same store."""
         index = torch.as_tensor(index, dtype=torch.long)
         ids = [self.scene_ids[i] for i in index.tolist()] if self.scene_ids is not None else None
         return StreamedDataset(self.images.take(index), self.labels[index], ids)
 
     def band_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-band mean and standard deviation of the images, from the store's row statistics."""
         return self.images.band_stats()
 
     def normalized(self, mean: torch.Tensor, std: torch.Tensor) -> StreamedDataset:
+        """The same examples, normalised with `mean` and `std` as they are read."""
         return StreamedDataset(self.images.normalized(mean, std), self.labels, self.scene_ids)
 
     @property
     def channels(self) -> int:
+        """Number of bands."""
         return self.images.shape[1]

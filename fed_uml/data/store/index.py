@@ -57,10 +57,12 @@ class SensorIndex:
     readers: dict[str, SceneDataset] | None = None  # split -> reader (only when built here)
 
     def rows(self, split: str) -> range:
+        """The index rows of `split`."""
         first, end = self.splits.get(split, (0, 0))
         return range(first, end)
 
     def reader(self) -> SceneDataset | None:
+        """A reader of the sensor (for its band and size constants), or None when none was opened."""
         return next(iter(self.readers.values()), None) if self.readers else None
 
 
@@ -88,6 +90,7 @@ def index_key(s: RealSettings, spec: RealModality) -> str:
 
 
 def index_path(root: Path, s: RealSettings, spec: RealModality, key: str) -> Path:
+    """Where the index of `spec`'s sensor with settings digest `key` is kept."""
     return root / "index" / f"{s.name}-{spec.sensor}-{key}.npz"
 
 
@@ -165,8 +168,10 @@ def load_index(path: Path) -> SensorIndex:
 
 
 def sensor_index(s: RealSettings, spec: RealModality, root: Path, build: bool) -> SensorIndex | None:
-    """The index of `spec`'s sensor: from the store root if there, else built by the readers and
-    saved (`build`), else None."""
+    """The index of `spec`'s sensor.
+
+    From the store root if there, else built by the readers and saved (`build`), else None.
+    """
     key = index_key(s, spec)
     path = index_path(root, s, spec, key)
     if path.is_file():
@@ -190,8 +195,11 @@ def sensor_index(s: RealSettings, spec: RealModality, root: Path, build: bool) -
 
 def pooled(index: SensorIndex, split_names: list[str], on_error: str,
            skipped: list[DataError]) -> list[SceneRecord]:
-    """The records of `split_names` in order; index problems raised (on_error=raise) or added to
-    `skipped`, as the readers would; a split whose index file is missing raises."""
+    """The records of `split_names` in order.
+
+    Index problems raised (on_error=raise) or added to `skipped`, as the readers would; a split
+    whose index file is missing raises.
+    """
     recs: list[SceneRecord] = []
     for split in split_names:
         if split not in index.splits and split not in index.split_errors:

@@ -49,12 +49,15 @@ def stored_dtype(sensor: str, choice: str) -> np.dtype:
 
 
 def to_stored(images: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, int]:
-    """`images` (float32) in the stored dtype; returns the array and how many values had to be
-    clipped to its range (0 for any real patch: resampling never leaves the input's range)."""
+    """`images` (float32) in the stored dtype.
+
+    Returns the array and how many values had to be clipped to its range (0 for any real patch:
+    resampling never leaves the input's range).
+    """
     if dtype == np.float32:
         return images.astype(np.float32, copy=False), 0
     if dtype.kind == "u":
-        info = np.iinfo(dtype)
+        info: np.iinfo | np.finfo = np.iinfo(dtype)
         rounded = np.rint(images)
     else:
         info = np.finfo(dtype)
@@ -72,9 +75,11 @@ def row_stats(stored: np.ndarray) -> np.ndarray:
 
 
 def combine_row_stats(stats: np.ndarray, pixels: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-band mean and unbiased standard deviation over rows with `stats` (k, C, 2), each
-    row holding `pixels` values per band: Chan et al.'s pairwise combination, exact in float64
-    (the same statistics `fed_uml.data.normalize.band_stats` computes on the pixels)."""
+    """Per-band mean and unbiased standard deviation over rows with `stats` (k, C, 2).
+
+    Each row holds `pixels` values per band: Chan et al.'s pairwise combination, exact in float64
+    (the same statistics `fed_uml.data.normalize.band_stats` computes on the pixels).
+    """
     k = stats.shape[0]
     means, m2 = stats[..., 0], stats[..., 1]
     mean = means.mean(axis=0)
@@ -95,6 +100,7 @@ def npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
 
 
 def block_digest(images: bytes | memoryview, stats: bytes | memoryview) -> str:
+    """SHA-256 of a block's image bytes and row statistics, which verification recomputes."""
     h = hashlib.sha256()
     h.update(images)
     h.update(stats)

@@ -1,6 +1,7 @@
-"""One writer per store: an advisory file lock beside it, so that two runs (or two simulated
-institutions) that need the same store at once do not both write it: the second waits, then
-finds it complete.
+"""One writer per store.
+
+An advisory file lock beside it, so that two runs (or two simulated institutions) that need the same
+store at once do not both write it: the second waits, then finds it complete.
 
 Why `fcntl.flock`: the kernel releases it when its holder dies (a killed prepare leaves no stale
 lock to clean up), and it needs no dependency.

@@ -46,6 +46,7 @@ class Found:
 
 
 def store_settings(s: RealSettings, spec: RealModality, index_key: str, dtype_choice: str) -> dict:
+    """The settings a store's content depends on; a change makes another store."""
     size = s.image_size or spec.reader.NATIVE_SIZE
     if not size:
         raise StoreError(s.root, f"{spec.reader.NAME} has no native size: set dataset.image_size to store it")
@@ -55,6 +56,7 @@ def store_settings(s: RealSettings, spec: RealModality, index_key: str, dtype_ch
 
 
 def store_folder(root: Path, dataset: str, modality: str, settings: dict) -> tuple[Path, str]:
+    """The store's folder, named by the digest of its settings, and that digest."""
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     return root / f"{dataset}-{modality}-{key[:16]}", key
 
@@ -104,10 +106,10 @@ def open_store(s: RealSettings, m: str, index: SensorIndex, st: StoreSettings) -
     with store_lock(folder):
         found = Found() if st.rebuild == "always" else find(folder, plan, st.verify)
         if found.store is not None:
-            if found.problem == "changed":  # checked sound: remember the files as they are now
+            if found.problem == "changed" and found.manifest is not None:  # checked sound: remember the files now
                 layout.write_json_atomic(folder / layout.MANIFEST, {**found.manifest, "files": file_states(folder)})
             return found.store
-        if found.problem == "corrupt" and found.corrupt:
+        if found.problem == "corrupt" and found.corrupt and found.manifest is not None:
             log.warning("store %s: %s; preparing those blocks again", folder, found.detail)
             keep_good_blocks(folder, plan, found.manifest, found.corrupt)
         elif found.problem in ("older", "other-plan", "corrupt") or st.rebuild == "always":
@@ -116,14 +118,18 @@ def open_store(s: RealSettings, m: str, index: SensorIndex, st: StoreSettings) -
             for name in (layout.MANIFEST, layout.PROGRESS, layout.IMAGES, layout.ROWSTATS):
                 (folder / name).unlink(missing_ok=True)
         source = index if index.readers else _reindexed(s, spec, index)
-        manifest = prepare(folder, plan, source.records, source.reader(), st.processes, s.on_error,
+        reader = source.reader()
+        assert reader is not None  # an index with its readers (as built, or built again)
+        manifest = prepare(folder, plan, source.records, reader, st.processes, s.on_error,
                            f"{s.name} {m}", index.splits)
         return StoreFile(folder, manifest)
 
 
 def _reindexed(s: RealSettings, spec: RealModality, saved: SensorIndex) -> SensorIndex:
-    """The index built by the readers again (their files are what preparing reads), checked
-    against the saved one: the rows must be the same patches."""
+    """The index built by the readers again (their files are what preparing reads), checked against the saved one.
+
+    The rows must be the same patches.
+    """
     fresh = build_index(s, spec, saved.key)
     if [r.scene for r in fresh.records] != [r.scene for r in saved.records] or fresh.splits != saved.splits:
         raise StoreError(data_folder(s, spec), "the archive's patches differ from its saved index (files added or "

@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -56,27 +57,33 @@ class Plan:
 
     @property
     def blocks(self) -> int:
+        """Number of blocks."""
         return -(-self.rows // self.block_rows)
 
     def block(self, b: int) -> range:
+        """The rows of block `b`."""
         return range(b * self.block_rows, min((b + 1) * self.block_rows, self.rows))
 
     @property
     def row_bytes(self) -> int:
+        """Bytes of one image row."""
         return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
 
     @property
     def stats_row_bytes(self) -> int:
+        """Bytes of one row's statistics (sum and sum of squares per band, float64)."""
         return self.shape[0] * 2 * 8
 
     def as_json(self) -> dict:
+        """The plan as the store's header records it."""
         return {**asdict(self), "shape": list(self.shape), "format": layout.FORMAT_VERSION}
 
 
 def make_plan(key: str, rows: int, shape: tuple[int, int, int], dtype: np.dtype, settings: dict) -> Plan:
+    """The plan of a store of `rows` images of `shape` and `dtype`, in blocks of about `BLOCK_BYTES`."""
     row_bytes = int(np.prod(shape)) * dtype.itemsize
     block_rows = int(max(1, min(4096, layout.BLOCK_BYTES // max(row_bytes, 1))))
-    return Plan(key, rows, tuple(int(v) for v in shape), dtype.str, block_rows, settings)
+    return Plan(key, rows, (int(shape[0]), int(shape[1]), int(shape[2])), dtype.str, block_rows, settings)
 
 
 def _disk_full(folder: Path, plan: Plan, err: OSError) -> StoreError:
@@ -102,6 +109,7 @@ class StoreFiles:
         self.images_fd = self.stats_fd = -1
 
     def open(self, create: bool) -> StoreFiles:
+        """Open (or create) the image and statistics files."""
         flags = os.O_RDWR | (os.O_CREAT if create else 0)
         self.images_fd = os.open(self.images_path, flags, 0o644)
         self.stats_fd = os.open(self.stats_path, flags, 0o644)
@@ -115,15 +123,17 @@ class StoreFiles:
             os.posix_fallocate(fd, 0, len(header) + row * self.plan.rows)
 
     def write_rows(self, start: int, images: np.ndarray, stats: np.ndarray) -> None:
+        """Write `images` and their `stats` at row `start`."""
         for fd, header, row, data in ((self.images_fd, self.images_header, self.plan.row_bytes, images),
                                       (self.stats_fd, self.stats_header, self.plan.stats_row_bytes, stats)):
-            buf = memoryview(np.ascontiguousarray(data)).cast("B")
+            buf = np.ascontiguousarray(data).data.cast("B")
             offset = len(header) + start * row
             while buf:
                 n = os.pwrite(fd, buf, offset)
                 buf, offset = buf[n:], offset + n
 
     def read_block(self, b: int) -> tuple[bytes, bytes]:
+        """The image and statistics bytes of block `b`."""
         rows = self.plan.block(b)
         out = []
         for fd, header, row in ((self.images_fd, self.images_header, self.plan.row_bytes),
@@ -132,10 +142,12 @@ class StoreFiles:
         return out[0], out[1]
 
     def sync(self) -> None:
+        """Flush both files to disk."""
         os.fsync(self.images_fd)
         os.fsync(self.stats_fd)
 
     def close(self) -> None:
+        """Close both files."""
         for fd in (self.images_fd, self.stats_fd):
             if fd >= 0:
                 os.close(fd)
@@ -177,7 +189,7 @@ def _prepare_block(job: tuple[int, list[SceneRecord]]) -> dict:
         clipped += n
     stats = layout.row_stats(images)
     files.write_rows(rows.start, images, stats)
-    return {"block": b, "sha256": layout.block_digest(memoryview(images).cast("B"), memoryview(stats).cast("B")),
+    return {"block": b, "sha256": layout.block_digest(images.data.cast("B"), stats.data.cast("B")),
             "bad": bad, "clipped": clipped}
 
 
@@ -201,7 +213,7 @@ def read_progress(folder: Path, plan: Plan) -> dict[int, dict]:
     return done
 
 
-def _json(line: str):
+def _json(line: str) -> Any:
     try:
         return json.loads(line)
     except ValueError:
@@ -221,8 +233,10 @@ def start_progress(folder: Path, plan: Plan, kept: dict[int, dict]) -> None:
 
 def prepare(folder: Path, plan: Plan, records: list[SceneRecord], reader: SceneDataset, processes: int,
             on_error: str, describe: str, split_rows: dict[str, tuple[int, int]]) -> dict:
-    """Write (or finish) the store in `folder` for `records` (all rows, in order); returns its
-    manifest. The caller holds the store's lock."""
+    """Write (or finish) the store in `folder` for `records` (all rows, in order).
+
+    Returns its manifest. The caller holds the store's lock.
+    """
     if len(records) != plan.rows:
         raise ValueError(f"{len(records)} records for a plan of {plan.rows} rows")
     folder.mkdir(parents=True, exist_ok=True)
@@ -269,8 +283,10 @@ def prepare(folder: Path, plan: Plan, records: list[SceneRecord], reader: SceneD
 
 def _run_blocks(folder: Path, plan: Plan, records: list[SceneRecord], reader: SceneDataset, todo: list[int],
                 processes: int, files: StoreFiles, describe: str, on_error: str) -> Iterator[dict]:
-    """Each finished block's record, after the files are synced and the record is appended; a
-    block with a bad file under `on_error=raise` is yielded unrecorded (redone on the next run)."""
+    """Each finished block's record, after the files are synced and the record is appended.
+
+    A block with a bad file under `on_error=raise` is yielded unrecorded (redone on the next run).
+    """
     from tqdm.auto import tqdm
 
     light = copy.copy(reader)  # what a worker needs to decode: the reader without its records
@@ -284,7 +300,7 @@ def _run_blocks(folder: Path, plan: Plan, records: list[SceneRecord], reader: Sc
     try:
         if processes <= 1 or len(todo) <= 1:
             _init_worker(light, folder, plan, threads=None)
-            results = map(_prepare_block, jobs)
+            results: Iterator[dict] = map(_prepare_block, jobs)
         else:
             ctx = multiprocessing.get_context("spawn")  # fork is unsafe once torch's threads run
             pool = ctx.Pool(min(processes, len(todo)), initializer=_init_worker, initargs=(light, folder, plan))
@@ -310,7 +326,7 @@ def _run_blocks(folder: Path, plan: Plan, records: list[SceneRecord], reader: Sc
             _WORKER.pop("files").close()
 
 
-def _commit(files: StoreFiles, progress, pending: list[dict]) -> Iterator[dict]:
+def _commit(files: StoreFiles, progress: TextIO, pending: list[dict]) -> Iterator[dict]:
     if not pending:
         return
     files.sync()  # the rows first, then the record that says they are there
@@ -350,13 +366,13 @@ def _file_state(path: Path) -> list[int]:
 
 
 def file_states(folder: Path) -> dict[str, list[int]]:
+    """Size and modification time of each store file in `folder`: a change means a writer touched it."""
     return {name: _file_state(folder / name) for name in (layout.IMAGES, layout.ROWSTATS)
             if (folder / name).is_file()}
 
 
 def corrupt_blocks(folder: Path, plan: Plan, manifest: dict) -> list[int]:
-    """Blocks whose bytes no longer have the checksum recorded (a truncated file: every block
-    past its end)."""
+    """Blocks whose bytes no longer have the checksum recorded (a truncated file: every block past its end)."""
     files = StoreFiles(folder, plan).open(create=False)
     try:
         bad = []

@@ -29,7 +29,7 @@ _REPORT_EVERY = 64 << 20
 
 
 class _ReadCounter:
-    def __init__(self):
+    def __init__(self) -> None:
         self.total = 0
         self._reported = 0
         self._folder = os.environ.get(READS_ENV)
@@ -73,6 +73,7 @@ class StoreFile:
 
     @property
     def fd(self) -> int:
+        """The image file's descriptor in this process (a forked child opens its own)."""
         if self._fd < 0 or self._pid != os.getpid():  # a forked child opens its own
             self._fd = os.open(self.folder / layout.IMAGES, os.O_RDONLY)
             self._pid = os.getpid()
@@ -110,7 +111,7 @@ class StoreFile:
         fd = self.fd
         for end in [*breaks.tolist(), len(rows)]:
             first, count = int(sorted_rows[start]), end - start
-            view = memoryview(staged[start:end]).cast("B")
+            view = staged[start:end].data.cast("B")
             offset, got = self.offset + first * self.row_bytes, 0
             while got < len(view):
                 n = os.preadv(fd, [view[got:]], offset + got)

@@ -1,5 +1,7 @@
-"""Reading the store settings of the `dataset` config group: where stores live, which path a run
-takes (`dataset.storage`), how a store is written and when it is rebuilt.
+"""Reading the store settings of the `dataset` config group.
+
+Where stores live, which path a run takes (`dataset.storage`), how a store is written and when it is
+rebuilt.
 
 Why a module of its own: the real-data assembly (`fed_uml.data.real.assemble`), the prepare
 step and the entry points all read these settings the same way and refuse a bad one before any
@@ -12,6 +14,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fed_uml.errors import SettingsError
 
@@ -57,6 +60,7 @@ class StoreSettings:
 
     @classmethod
     def parse(cls, cfg: Mapping) -> StoreSettings:
+        """Read `dataset.storage` and `dataset.store` from the data set's settings."""
         mode = str(cfg.get("storage") or "auto")
         store = cfg.get("store") or {}
         if not isinstance(store, Mapping):
@@ -84,14 +88,16 @@ class StoreSettings:
 
     @property
     def root(self) -> Path:
+        """The store's folder: `dataset.store.dir`, else the default store folder."""
         return self.dir if self.dir is not None else default_store_dir()
 
     @property
     def processes(self) -> int:
+        """Worker processes for preparing: `dataset.store.workers`, else one per CPU."""
         return self.workers or (os.cpu_count() or 1)
 
 
-def _int(value, name: str) -> int:
+def _int(value: Any, name: str) -> int:
     if isinstance(value, bool):
         raise SettingsError(f"setting {name} must be an integer, got {value!r}")
     try:
