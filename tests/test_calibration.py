@@ -194,6 +194,7 @@ def test_running_mean_is_the_data_mean_with_equal_batches(trained):
                                rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_calibrating_a_unimodal_model_on_its_own_data_costs_no_accuracy():
     """A unimodal model's BN statistics already describe its data, so Algorithm 1 must leave
     its accuracy where it was. Tolerance: the mean change over 3 seeds within 2 points and no

@@ -210,6 +210,7 @@ def test_an_older_store_format_is_rebuilt_or_refused(tmp_path):
     assert torch.equal(before, after)
 
 
+@pytest.mark.slow
 def test_a_corrupt_or_truncated_store_is_detected_and_repaired_or_refused(tmp_path):
     root = make_bigearthnet_v1(tmp_path / "data").parent
     cfg = ben_cfg(root, tmp_path / "s", modalities=["s2"], unpaired=False)
@@ -307,6 +308,7 @@ def _prepare_in_a_process(cfg: dict, out: str) -> None:
     Path(out).write_text(json.dumps(rows))
 
 
+@pytest.mark.slow
 def test_two_processes_preparing_the_same_store_at_once_both_get_it_whole(tmp_path, monkeypatch):
     """One prepares while the other waits on the lock, then finds it complete: one store,
     every block's checksum sound, the same answer for both."""
@@ -332,6 +334,7 @@ def test_two_processes_preparing_the_same_store_at_once_both_get_it_whole(tmp_pa
     assert len(store_folders(tmp_path / "s")) == 2
 
 
+@pytest.mark.slow
 def test_workers_in_processes_write_the_store_a_single_process_writes(tmp_path, monkeypatch):
     root = make_bigearthnet_v1(tmp_path / "data").parent
     monkeypatch.setattr(layout, "BLOCK_BYTES", 8 * 2 * 32 * 32 * 2)  # 8 rows of s1 per block

@@ -64,6 +64,7 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_positive_control_writes_paired_rows(tmp_path, capsys):
     from experiments.positive_control import main
 
@@ -93,6 +94,7 @@ def test_positive_control_writes_paired_rows(tmp_path, capsys):
     assert _rows(tmp_path / "positive_control.csv") == rows
 
 
+@pytest.mark.slow
 def test_federated_positive_control_on_the_engine(tmp_path, capsys):
     """`--federated` on the in-process engine (what `flwr run` would run, in this process):
     UML and the unimodal baseline on 2 institutions per half, pooled as 4 institutions of one
@@ -128,6 +130,7 @@ def test_federated_positive_control_on_the_engine(tmp_path, capsys):
     assert not (tmp_path / "runs" / "federated" / "uml" / "seed1").exists()
 
 
+@pytest.mark.slow
 def test_regime_map_writes_csv_and_heat_map(tmp_path):
     from experiments.regime_map import main
 
@@ -153,6 +156,7 @@ def test_regime_map_writes_csv_and_heat_map(tmp_path):
         main(["--pairs", "sar-lidar", "--out", str(tmp_path)])
 
 
+@pytest.mark.slow
 def test_sweep_on_the_engine_writes_rows_and_pairs(tmp_path):
     """`experiments.sweep` with `simulation.engine=inprocess`: every job runs the apps in the
     sweep's process, its row says so, and the paired table names the baseline form it used."""

@@ -260,6 +260,7 @@ def test_float16_transfer_roundtrip():
     assert as_float32(wire)["backbone.w"].dtype == "float32"
 
 
+@pytest.mark.slow
 def test_server_never_imports_data_readers():
     code = ("import sys; import server.server_app, server.rounds; "
             "bad = [m for m in sys.modules if m.startswith(('fed_uml.data', 'tifffile', 'pyarrow')) "

@@ -177,6 +177,7 @@ def test_clear_errors_for_unknown_method_and_modality():
         run_centralized(tiny_config(samples_per_class=0))
 
 
+@pytest.mark.slow
 def test_runner_writes_results_json(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "experiments.run", "method=uml", f"results_dir={tmp_path}", "training.epochs=1",
