@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -44,7 +45,7 @@ RESUME_FREE = ("results_dir", "resume", "overwrite", "num_threads", "training.lo
                "training.checkpoint_every")
 
 
-def run_centralized(cfg: Mapping, results_dir: str | Path | None = None) -> dict:
+def run_centralized(cfg: Mapping[str, Any], results_dir: str | Path | None = None) -> dict[str, Any]:
     """Run `cfg["method"]["name"]` on `cfg["dataset"]`.
 
     Write `results.json` and the deployed models (`model-<modality>.pt`) into `results_dir`, or else

@@ -29,7 +29,7 @@ class FileFormatError(UserError, ValueError):
         super().__init__(f"{path}: {problem}")
 
 
-def settings_digest(cfg: Mapping, free: Iterable[str] = ()) -> str:
+def settings_digest(cfg: Mapping[str, Any], free: Iterable[str] = ()) -> str:
     """SHA-256 of the settings (canonical JSON), less the dotted keys in `free`."""
     c = json.loads(json.dumps(cfg, default=str))
     for dotted in free:
@@ -63,7 +63,7 @@ def save_atomic(payload: Mapping[str, Any], path: str | Path) -> Path:
     return path
 
 
-def load_plain(path: str | Path, fmt: str, version: int, what: str, how_to_proceed: str) -> dict:
+def load_plain(path: str | Path, fmt: str, version: int, what: str, how_to_proceed: str) -> dict[str, Any]:
     """Read a file written by `save_atomic` with `{"format": fmt, "format_version": version, ...}`.
 
     Only tensors and plain data are read (`weights_only=True`): a file holding any other object

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -136,7 +137,7 @@ def task_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float
     return {"accuracy": (logits.argmax(1) == targets).float().mean().item()}
 
 
-def decision_settings(cfg: Mapping | DecisionSettings) -> DecisionSettings:
+def decision_settings(cfg: Mapping[str, Any] | DecisionSettings) -> DecisionSettings:
     """The checked `decision` settings.
 
     Of a run's config (`cfg["decision"]`, schema defaults where absent) or as they are

@@ -7,13 +7,14 @@ normalised train and test tensors, ready for fast batched training on the CPU.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 
-class ArrayDataset(Dataset):
+class ArrayDataset(Dataset[dict[str, torch.Tensor | int]]):
     """Images (N, C, H, W) float32 and labels (N,) int64 held in memory; samples are dicts."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, scene_ids: list[str] | None = None):
@@ -28,7 +29,7 @@ class ArrayDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor | int]:
         return {"image": self.images[i], "label": int(self.labels[i])}
 
     def subset(self, index: torch.Tensor | np.ndarray | list[int]) -> ArrayDataset:
@@ -52,7 +53,7 @@ class ModalityData:
     test: ArrayDataset
     class_names: tuple[str, ...]
     band_names: tuple[str, ...] = ()
-    info: dict = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.train) == 0:

@@ -107,7 +107,7 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _digest(payload: Mapping) -> str:
+def _digest(payload: Mapping[str, Any]) -> str:
     """SHA-256 over the metadata (canonical JSON) and every tensor's name, dtype, shape and bytes."""
     h = hashlib.sha256(_json({k: v for k, v in payload.items() if k not in _NOT_HASHED}).encode())
     tensors = {"band_mean": payload["band_mean"], "band_std": payload["band_std"]}
@@ -122,7 +122,7 @@ def _digest(payload: Mapping) -> str:
     return h.hexdigest()
 
 
-def _architecture(h: CalibratedModel, num_classes: int, model_cfg: Mapping) -> dict:
+def _architecture(h: CalibratedModel, num_classes: int, model_cfg: Mapping[str, Any]) -> dict[str, Any]:
     kwargs = {k: v for k, v in dict(model_cfg).items() if k not in ("backbone", "specific_layers", "projection_init")}
     return {
         "backbone": str(model_cfg["backbone"]),
@@ -135,8 +135,8 @@ def _architecture(h: CalibratedModel, num_classes: int, model_cfg: Mapping) -> d
     }
 
 
-def save_model(path: str | Path, h: CalibratedModel, data: ModalityData, cfg: Mapping, *, calibrated: bool = True,
-               institution: str | None = None, federated: bool = False) -> Path:
+def save_model(path: str | Path, h: CalibratedModel, data: ModalityData, cfg: Mapping[str, Any], *,
+               calibrated: bool = True, institution: str | None = None, federated: bool = False) -> Path:
     """Write h_k with everything needed to use it on new imagery; atomic (temp file, rename).
 
     `data` is the modality it was trained on: its bands, class names, image size and the
@@ -187,7 +187,7 @@ def save_model(path: str | Path, h: CalibratedModel, data: ModalityData, cfg: Ma
     return _write_payload(path, payload)
 
 
-def _decision_thresholds(h: CalibratedModel, data: ModalityData, cfg: Mapping) -> tuple[list[float], str]:
+def _decision_thresholds(h: CalibratedModel, data: ModalityData, cfg: Mapping[str, Any]) -> tuple[list[float], str]:
     """The per-class thresholds of a multi-label model (setting `decision`) and how they were chosen.
 
     Tuned on the deployed model's scores on its own training data (`data.train`, normalised).
@@ -201,7 +201,7 @@ def _decision_thresholds(h: CalibratedModel, data: ModalityData, cfg: Mapping) -
 
 
 def save_deployed_models(results_dir: str | Path, model: UMLModel, calibrated: Mapping[str, CalibratedModel],
-                         data: Mapping[str, ModalityData], cfg: Mapping, use_calibrated: bool) -> list[Path]:
+                         data: Mapping[str, ModalityData], cfg: Mapping[str, Any], use_calibrated: bool) -> list[Path]:
     """A centralized run's deployed models, `results_dir/model-<modality>.pt` each.
 
     The calibrated h_k where the method deploys it, else the model as trained (its projection and
@@ -235,7 +235,7 @@ class SavedModel:
     image_size: tuple[int, ...]  # (H, W)
     class_names: tuple[str, ...]
     calibrated: bool
-    source: dict
+    source: dict[str, Any]
     fed_uml_version: str
     settings_digest: str
     digest: str
@@ -288,7 +288,7 @@ class SavedModel:
         return [tuple(int(i) for i in torch.nonzero(row).flatten()) for row in hits]
 
 
-def _check_consistent(path: Path, p: Mapping) -> None:
+def _check_consistent(path: Path, p: Mapping[str, Any]) -> None:
     arch, bands = p["architecture"], list(p["bands"])
     c = int(arch["in_channels"])
     if len(bands) != c or len(set(bands)) != len(bands):
@@ -311,7 +311,7 @@ def _check_consistent(path: Path, p: Mapping) -> None:
     _check_task(path, p)
 
 
-def _check_task(path: Path, p: Mapping) -> None:
+def _check_task(path: Path, p: Mapping[str, Any]) -> None:
     task, thresholds, classes = p.get("task"), p.get("thresholds"), list(p["class_names"])
     if task not in TASKS:
         raise ModelFileError(path, f"task {task!r} is not one of {TASKS}")
@@ -330,7 +330,7 @@ def _check_task(path: Path, p: Mapping) -> None:
                                    "labels of a multi-label prediction")
 
 
-def _check_against_settings(path: Path, p: Mapping) -> None:
+def _check_against_settings(path: Path, p: Mapping[str, Any]) -> None:
     """The fields that say what the model takes must agree with the settings recorded with it.
 
     A file edited with its digest recomputed passes the digest; an edit of one field (the
@@ -415,7 +415,7 @@ def load_model(path: str | Path, *, modality: str | None = None, bands: Sequence
     )
 
 
-def _verified(path: Path, p: Mapping) -> Mapping:
+def _verified(path: Path, p: Mapping[str, Any]) -> Mapping[str, Any]:
     """A payload of a readable format version whose digests fit its contents (else refused)."""
     version = p.get("format_version")
     if version not in READABLE_VERSIONS:
@@ -441,7 +441,7 @@ def _verified(path: Path, p: Mapping) -> Mapping:
     return p
 
 
-def _version1_task(p: Mapping) -> str:
+def _version1_task(p: Mapping[str, Any]) -> str:
     """The task a version-1 file's model was trained for.
 
     Its settings' dataset.task; none recorded means single-label (multi-label training came with
@@ -454,7 +454,7 @@ def _version1_task(p: Mapping) -> str:
         return "unknown"
 
 
-def _read_payload(path: Path) -> dict:
+def _read_payload(path: Path) -> dict[str, Any]:
     """The payload of a fed-uml model file (plain tensors and data only), or a ModelFileError."""
     if not path.is_file():
         raise ModelFileError(path, "model file not found")
@@ -470,7 +470,7 @@ def _read_payload(path: Path) -> dict:
     return p
 
 
-def _write_payload(path: Path, payload: dict) -> Path:
+def _write_payload(path: Path, payload: dict[str, Any]) -> Path:
     """`payload` with its digest, written atomically (temp file, rename)."""
     payload["digest"] = _digest(payload)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -533,7 +533,7 @@ class ServingModel(nn.Module):
 SERVING_METADATA = "fed_uml_model.json"
 
 
-def serving_metadata(saved: SavedModel) -> dict:
+def serving_metadata(saved: SavedModel) -> dict[str, Any]:
     """What the exported program takes and gives, saved beside it for a server that knows nothing of fed-uml."""
     return {
         "input": f"float32 (N, {saved.channels}, {saved.image_size[0]}, {saved.image_size[1]}), bands "

@@ -43,6 +43,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -215,7 +216,7 @@ class Predictions:
     skipped: list[DataError] = field(default_factory=list)
 
 
-def _progress(items: list, enabled: bool, desc: str) -> Iterable:
+def _progress(items: list[str | Path], enabled: bool, desc: str) -> Iterable[str | Path]:
     if not enabled:
         return items
     try:
@@ -324,7 +325,7 @@ def check_recorded(path: str | Path, require: bool = False) -> str | None:
     return f"{path}: {problem}"
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):

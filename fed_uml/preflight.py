@@ -17,6 +17,7 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from fed_uml.errors import SettingsError
 from fed_uml.metrics import decision_settings
@@ -29,7 +30,7 @@ def _at_least(value: int, name: str, minimum: int, hint: str = "") -> None:
         raise SettingsError(f"{name} must be an integer >= {minimum}{hint}, got {value!r}")
 
 
-def check_common(cfg: Mapping | Settings, *, device: bool = True) -> Settings:
+def check_common(cfg: Mapping[str, Any] | Settings, *, device: bool = True) -> Settings:
     """The settings every run reads.
 
     Names and types (the schema), seeds, model width, training, calibration, threads, decision and
@@ -94,7 +95,7 @@ def check_writable_dir(path: str | Path | None, setting: str) -> Path | None:
     return folder
 
 
-def check_centralized(cfg: Mapping | Settings, results_dir: str | Path | None) -> Settings:
+def check_centralized(cfg: Mapping[str, Any] | Settings, results_dir: str | Path | None) -> Settings:
     """The settings of `python -m experiments.run` (and every script that runs centralized jobs).
 
     Returns them typed.
@@ -107,7 +108,8 @@ def check_centralized(cfg: Mapping | Settings, results_dir: str | Path | None) -
     return s
 
 
-def check_federated(cfg: Mapping | Settings, results_dir: str | Path | None, *, device: bool = False) -> Settings:
+def check_federated(cfg: Mapping[str, Any] | Settings, results_dir: str | Path | None, *,
+                    device: bool = False) -> Settings:
     """The settings of a federated run, as the ServerApp sees them; returns them typed.
 
     The device is the institutions' to check: `device=False` on the server.

@@ -48,17 +48,17 @@ def check_task(task: str, setting: str = "dataset.task") -> str:
     return task
 
 
-def task_of_entry(entry: Mapping) -> str:
+def task_of_entry(entry: Mapping[str, Any]) -> str:
     """The task of one per-modality results entry, from the metrics it holds."""
     return "multi_label" if "map_macro" in entry else "single_label"
 
 
-def entry_metrics(entry: Mapping) -> tuple[str, ...]:
+def entry_metrics(entry: Mapping[str, Any]) -> tuple[str, ...]:
     """Every metric key of a per-modality entry: M, M_before_calibration, M_after_calibration per metric."""
     return tuple(f"{m}{s}" for m in TASK_METRICS[task_of_entry(entry)] for s in ("", *CALIBRATION_SUFFIXES))
 
 
-def mean_metric(entries: list, metric: str) -> float:
+def mean_metric(entries: list[Mapping[str, Any]], metric: str) -> float:
     """The plain mean of `metric` over per-modality entries (NaN if none)."""
     values = [float(e[metric]) for e in entries]
     return sum(values) / len(values) if values else math.nan
@@ -137,10 +137,10 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def file_record(results_dir: str | Path, paths: Iterable[str | Path]) -> dict[str, dict]:
+def file_record(results_dir: str | Path, paths: Iterable[str | Path]) -> dict[str, dict[str, str | int]]:
     """`results.json["files"]` for `paths` (files under `results_dir`): {relative POSIX path: {sha256, bytes}}."""
     root = Path(results_dir).resolve()
-    out = {}
+    out: dict[str, dict[str, str | int]] = {}
     for p in paths:
         p = Path(p).resolve()
         out[p.relative_to(root).as_posix()] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
@@ -185,11 +185,11 @@ def make_results(
     dataset: str,
     seed: int,
     federated: bool,
-    modalities: Mapping[str, Mapping],
-    config: Mapping,
+    modalities: Mapping[str, Mapping[str, Any]],
+    config: Mapping[str, Any],
     wall_seconds: float,
     **extra: Any,
-) -> dict:
+) -> dict[str, Any]:
     """The results.json of a run: metrics per modality, their means, the config and the wall time."""
     tasks = {task_of_entry(m) for m in modalities.values()} or {"single_label"}
     if len(tasks) != 1:
@@ -213,7 +213,7 @@ def make_results(
 
 
 def modality_result(before: float | Mapping[str, float], after: float | Mapping[str, float], calibrated: bool,
-                    n_train: int, n_test: int, **extra: Any) -> dict:
+                    n_train: int, n_test: int, **extra: Any) -> dict[str, Any]:
     """One modality's entry of `results.json["modalities"]`, for centralized and federated runs alike.
 
     `before` and `after` are the accuracy (single-label) or the task's metrics {name: value}
@@ -239,7 +239,7 @@ def modality_result(before: float | Mapping[str, float], after: float | Mapping[
     return {**out, "n_train": int(n_train), "n_test": int(n_test), **extra}
 
 
-def read_results(path: str | Path) -> dict:
+def read_results(path: str | Path) -> dict[str, Any]:
     """Read results.json at `path`; a file that lacks the schema's keys is an error naming them."""
     path = Path(path)
     with open(path) as f:

@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from fed_uml.data.bigearthnet_v2 import BigEarthNetV2
+from fed_uml.data.download import Resource
 from fed_uml.data.errors import DataError
 from fed_uml.data.raster import check_finite
 from fed_uml.data.scenes import SceneRecord
@@ -50,7 +51,7 @@ def find_environment(folder: Path) -> Path | None:
 # whole archive would otherwise end with the archive (14 GiB at 50,000 pairs) counted in the
 # resident memory of every process that read it.
 READS_PER_OPEN = 512
-_OPEN: dict[str, list] = {}  # path -> [environment, reads, pid]
+_OPEN: dict[str, list[Any]] = {}  # path -> [environment, reads, pid]
 
 
 def _environment(path: str) -> Any:  # an lmdb.Environment
@@ -76,7 +77,8 @@ class BigEarthNetV2LMDB(BigEarthNetV2):
     """reBEN from its LMDB environment: sensors ``s1`` (VV, VH) and ``s2`` (12 bands)."""
 
     NAME = "BigEarthNet v2.0 (reBEN, LMDB)"
-    RESOURCES: ClassVar[tuple] = ()  # the LMDB form is made from the archive by rico-hdl; nothing to download
+    # the LMDB form is made from the archive by rico-hdl; nothing to download
+    RESOURCES: ClassVar[tuple[Resource, ...]] = ()
 
     @classmethod
     def looks_like_root(cls, path: Path) -> bool:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from fed_uml.data.bigearthnet import CLASSES_19, BigEarthNetBase
 from fed_uml.data.download import Resource
@@ -49,7 +49,7 @@ class BigEarthNetV2(BigEarthNetBase):
     DIRS: ClassVar[dict[str, str]] = {"s1": "BigEarthNet-S1", "s2": "BigEarthNet-S2"}
     # Zenodo record 10891137; md5s as listed by torchgeo's BigEarthNetV2. The metadata file
     # has no published checksum there, so it is not checked.
-    RESOURCES = (
+    RESOURCES: ClassVar[tuple[Resource, ...]] = (
         Resource("https://zenodo.org/records/10891137/files/metadata.parquet", "metadata.parquet", extract=False),
         Resource("https://zenodo.org/records/10891137/files/BigEarthNet-S1.tar.zst", "BigEarthNet-S1.tar.zst",
                  md5="a55eaa2cdf6a917e296bd6601ec1e348"),
@@ -62,7 +62,7 @@ class BigEarthNetV2(BigEarthNetBase):
         """Whether `path` holds the archive's metadata.parquet."""
         return (path / "metadata.parquet").is_file()
 
-    def _metadata(self) -> dict[str, list]:
+    def _metadata(self) -> dict[str, list[Any]]:
         path = self.root / "metadata.parquet"
         if not path.is_file():
             raise DataError(path, "metadata file not found (dataset.download=true fetches it)")
@@ -98,7 +98,7 @@ class BigEarthNetV2(BigEarthNetBase):
 
 
 @lru_cache(maxsize=1)
-def _read_metadata(path: str, size: int, mtime_ns: int) -> dict[str, list]:
+def _read_metadata(path: str, size: int, mtime_ns: int) -> dict[str, list[Any]]:
     """The parquet's columns, read once per process for every split and sensor.
 
     549,488 rows take seconds to read; indexing reads them for 3 splits x 2 sensors.

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from functools import partial
+from typing import Any
 
 from fed_uml.data.bigearthnet import BigEarthNet
 from fed_uml.data.bigearthnet_lmdb import BigEarthNetV2LMDB
@@ -37,7 +38,7 @@ from fed_uml.errors import SettingsError
 from fed_uml.modality import ModalityData
 from fed_uml.results import check_task
 
-Loader = Callable[[Mapping], dict[str, ModalityData]]
+Loader = Callable[[Mapping[str, Any]], dict[str, ModalityData]]
 
 # sensor name (in `dataset.sensors.<modality>.sensor`) -> reader class, per real data set
 EUROSAT_SENSORS = {"ms": EuroSAT, "rgb": EuroSATRGB, "sar": EuroSATSAR}
@@ -81,7 +82,7 @@ def available_datasets() -> list[str]:
     return sorted(_LOADERS)
 
 
-def readers_of(name: str) -> Mapping:
+def readers_of(name: str) -> Readers:
     """The {sensor: reader class} table of a real data set (what its store is prepared with)."""
     readers = getattr(_LOADERS.get(name), "keywords", {}).get("readers")
     if readers is None:
@@ -91,7 +92,7 @@ def readers_of(name: str) -> Mapping:
     return readers
 
 
-def load_dataset(cfg: Mapping, normalize: bool = True) -> dict[str, ModalityData]:
+def load_dataset(cfg: Mapping[str, Any], normalize: bool = True) -> dict[str, ModalityData]:
     """{modality: ModalityData} of the `dataset` config group.
 
     With `normalize` (default) each modality standardised per band with its training statistics,
@@ -114,7 +115,7 @@ def load_dataset(cfg: Mapping, normalize: bool = True) -> dict[str, ModalityData
     return data
 
 
-def modality_bands(dataset_cfg: Mapping, modality: str) -> tuple[str, ...] | None:
+def modality_bands(dataset_cfg: Mapping[str, Any], modality: str) -> tuple[str, ...] | None:
     """The bands, in input order, that the `dataset` settings `dataset_cfg` give `modality`.
 
     For a built-in data set (the loader's own parsing, no data read); None where that cannot be

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from fed_uml.data.download import fetch_resources
+from fed_uml.data.download import Resource, fetch_resources
 from fed_uml.data.errors import DataError, DatasetNotFoundError
 from fed_uml.data.raster import read_tiff, resample
 from fed_uml.data.settings import ROOT_SETTING
@@ -55,7 +55,7 @@ class SceneRecord:
         return self.group or self.scene
 
 
-class SceneDataset(Dataset):
+class SceneDataset(Dataset[dict[str, torch.Tensor | int | str]]):
     """Base class of the real-data readers (torchgeo style: one subclass per data set).
 
     A subclass declares its metadata as class constants (`NAME`, `FOLDER` under the data
@@ -75,7 +75,7 @@ class SceneDataset(Dataset):
     NATIVE_SIZE: ClassVar[int | None] = None
     # Several labels per scene: the loader applies the single-label rule (fed_uml.data.splits).
     MULTI_LABEL: ClassVar[bool] = False
-    RESOURCES: ClassVar[tuple] = ()  # fed_uml.data.download.Resource entries
+    RESOURCES: ClassVar[tuple[Resource, ...]] = ()
     # {sensor: the numpy pixel types its GeoTIFFs are shipped in}; a sensor not listed is not checked
     DTYPES: ClassVar[dict[str, tuple[str, ...]]] = {}
 
@@ -189,7 +189,7 @@ class SceneDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor | int | str]:
         r = self.records[i]
         return {"image": torch.from_numpy(np.ascontiguousarray(self.load(r))), "label": r.label, "scene": r.scene}
 

@@ -27,7 +27,7 @@ from typing import Any
 ROOT_SETTING = "dataset.root (or the environment variable FED_UML_DATA)"
 
 
-def data_root(cfg: Mapping) -> Path:
+def data_root(cfg: Mapping[str, Any]) -> Path:
     """The data root: the setting `dataset.root`, else the environment variable FED_UML_DATA."""
     root = cfg.get("root") or os.environ.get("FED_UML_DATA")
     if not root:
@@ -38,7 +38,7 @@ def data_root(cfg: Mapping) -> Path:
     return Path(os.path.expanduser(str(root)))
 
 
-def selected_modalities(cfg: Mapping, available: Mapping) -> list[str]:
+def selected_modalities(cfg: Mapping[str, Any], available: Mapping[str, Any]) -> list[str]:
     """The modalities asked for in `dataset.modalities`, checked against what the data set has."""
     wanted = cfg.get("modalities")
     if isinstance(wanted, str):
@@ -66,7 +66,7 @@ def per_modality(value: Any, modality: str, setting: str) -> Any:
     return value
 
 
-def as_mapping(value: object) -> Mapping:
+def as_mapping(value: object) -> Mapping[str, Any]:
     """A mapping setting that may be null in the yaml."""
     return value if isinstance(value, Mapping) else {}
 

@@ -45,11 +45,16 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from fed_uml.data.scenes import SceneRecord
+
+if TYPE_CHECKING:
+    from fed_uml.modality import ModalityData
+
+T = TypeVar("T")
 
 
 def rng_for(seed: int, *keys: str) -> np.random.Generator:
@@ -57,7 +62,7 @@ def rng_for(seed: int, *keys: str) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed)] + [zlib.crc32(k.encode()) for k in keys]))
 
 
-def shuffled(items: Sequence, seed: int, *keys: str) -> list:
+def shuffled(items: Sequence[T], seed: int, *keys: str) -> list[T]:
     """`items` in a permutation seeded by `seed` and `keys`."""
     order = rng_for(seed, *keys).permutation(len(items))
     return [items[i] for i in order]
@@ -142,7 +147,7 @@ def undersample_balanced(records: Sequence[SceneRecord], seed: int, *keys: str) 
     return per_class_subset(records, n, seed, "balance", *keys)
 
 
-def single_label(records: Sequence[SceneRecord], rule: str = "exactly_one") -> tuple[list[SceneRecord], dict]:
+def single_label(records: Sequence[SceneRecord], rule: str = "exactly_one") -> tuple[list[SceneRecord], dict[str, Any]]:
     """Apply the single-label rule to multi-label records; return the kept ones and counts."""
     if rule != "exactly_one":
         raise ValueError(f"setting dataset.balanced.rule must be 'exactly_one', got {rule!r}")
@@ -199,7 +204,7 @@ def class_counts(labels: Any, class_names: Sequence[str]) -> dict[str, int]:
     return {c: int(counts[i]) for i, c in enumerate(class_names)}
 
 
-def write_class_counts(data: Mapping, path: str | Path) -> Path:
+def write_class_counts(data: Mapping[str, ModalityData], path: str | Path) -> Path:
     """Write each modality's per-class counts (and label-rule counts) to JSON or, for .csv, CSV.
 
     `data` is what `load_dataset` returns ({modality: ModalityData}).

@@ -70,6 +70,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -167,7 +168,7 @@ class ModalitySpec:
     bands: tuple[str, ...]
 
     @classmethod
-    def parse(cls, name: str, spec: Mapping | None) -> ModalitySpec:
+    def parse(cls, name: str, spec: Mapping[str, Any] | None) -> ModalitySpec:
         """Read synthetic modality `name`'s settings `spec` (sensor and bands)."""
         spec = dict(spec or {})
         sensor = spec.get("sensor", "sar" if name in ("sar", "s1") else "optical")
@@ -407,7 +408,7 @@ def generate(
     return images, labels.astype(np.int64)
 
 
-def load_synthetic(cfg: Mapping) -> dict[str, ModalityData]:
+def load_synthetic(cfg: Mapping[str, Any]) -> dict[str, ModalityData]:
     """The `synthetic` data set (conf/dataset/synthetic.yaml).
 
     Every selected modality rendered for train and test, in physical units (`load_dataset`

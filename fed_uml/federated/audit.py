@@ -12,11 +12,12 @@ import json
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 
 
-def describe_message(message: Message) -> dict:
+def describe_message(message: Message) -> dict[str, Any]:
     """What a message carries (record names, types, keys and sizes), for the audit log."""
     records = {}
     if message.has_content():

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 
 from fed_uml.models import model_from_config, shared_state
 
 
-def initial_backbone(cfg: Mapping) -> OrderedDict[str, torch.Tensor]:
+def initial_backbone(cfg: Mapping[str, Any]) -> OrderedDict[str, torch.Tensor]:
     """Backbone parameters for round 1, seeded by `seed`.
 
     The projection is irrelevant here (institutions keep their own), so a one-channel

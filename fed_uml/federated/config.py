@@ -19,7 +19,7 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import MISSING
 
@@ -123,7 +123,7 @@ def _override_value(value: object) -> str:
     return str(value)
 
 
-def run_config_to_overrides(run_config: Mapping) -> list[str]:
+def run_config_to_overrides(run_config: Mapping[str, Any]) -> list[str]:
     """Hydra overrides equivalent to a Flower run config; unknown keys are an error.
 
     Order: group choices, then the mapped keys, then the free-form `overrides` string, so
@@ -194,11 +194,14 @@ def _resolved_cached(overrides: tuple[str, ...], values_json: str = "{}") -> str
             raise SettingsError(f"setting {path}={value!r}: {str(e).strip().splitlines()[0]}") from None
     resolved = OmegaConf.to_container(node, resolve=True)
     assert isinstance(resolved, dict)
-    settings_of(resolved)  # what `values` or `+key=value` added, which Hydra lets into a schema
+    # what `values` or `+key=value` added, which Hydra lets into a schema (the cast: `to_container`
+    # types the keys as any DictKeyType; a composed config's are str)
+    settings_of(cast("dict[str, Any]", resolved))
     return json.dumps(resolved)
 
 
-def compose_config(overrides: list[str] | tuple[str, ...] = (), values: Mapping[str, Any] | None = None) -> dict:
+def compose_config(overrides: list[str] | tuple[str, ...] = (),
+                   values: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The resolved config as plain containers, a fresh copy per call, checked against the schema.
 
     Hydra's own `hydra:` resolvers are not used; the config's interpolations refer only to the
@@ -212,12 +215,12 @@ def compose_config(overrides: list[str] | tuple[str, ...] = (), values: Mapping[
     return json.loads(_resolved_cached(tuple(overrides), json.dumps(dict(values or {}))))
 
 
-def config_from_run_config(run_config: Mapping) -> dict:
+def config_from_run_config(run_config: Mapping[str, Any]) -> dict[str, Any]:
     """The composed config a run config stands for."""
     return compose_config(tuple(run_config_to_overrides(run_config)))
 
 
-def default_run_config() -> dict:
+def default_run_config() -> dict[str, Any]:
     """Run-config values equal to the schema's defaults.
 
     What `[tool.flwr.app.config]` must hold ("" where the default depends on the group choices or
@@ -239,7 +242,7 @@ def default_run_config() -> dict:
     return out
 
 
-def run_config_from_overrides(overrides: list[str] | tuple[str, ...], **keys: object) -> dict:
+def run_config_from_overrides(overrides: list[str] | tuple[str, ...], **keys: object) -> dict[str, Any]:
     """A run config that makes the Flower apps compose exactly `overrides`.
 
     The overrides are e.g. a Hydra job's command-line overrides, plus run-config keys such as

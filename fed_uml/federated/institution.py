@@ -18,6 +18,7 @@ import logging
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -77,7 +78,7 @@ class Institution:
     scale its training and test images, and go into its model file (`data.info`).
     """
 
-    def __init__(self, cfg: Mapping, ident: InstitutionId):
+    def __init__(self, cfg: Mapping[str, Any], ident: InstitutionId):
         """Read the run's composed config `cfg` as typed settings.
 
         `cfg`: the run's composed config as plain containers (it goes into the model file), read as
@@ -146,7 +147,7 @@ class Institution:
 
     def fit(self, backbone: Mapping[str, torch.Tensor], private: Mapping[str, torch.Tensor] | None, server_round: int,
             local_epochs: int, *, num_rounds: int | None = None,
-            local_steps: int | None = None) -> tuple[dict, dict, TrainReport]:
+            local_steps: int | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], TrainReport]:
         """L local epochs (or `local_steps` steps) of round `server_round` of `num_rounds`.
 
         Returns (shared tensors, private tensors, report). The ClientApp passes the schedule the

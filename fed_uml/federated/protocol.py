@@ -124,7 +124,7 @@ def _scores(suffix: str = "") -> Any:
     return field(default_factory=dict, metadata={"scores": suffix})
 
 
-class _Record(Mapping):
+class _Record(Mapping[str, Any]):
     """Base of the typed records: a frozen dataclass whose wire form is {key: value}."""
 
     record_name: ClassVar[str]
@@ -145,7 +145,7 @@ class _Record(Mapping):
         return out
 
     @classmethod
-    def from_record(cls, record: Mapping) -> Self:
+    def from_record(cls, record: Mapping[str, Any]) -> Self:
         """The record from its wire form; a missing key names the message and the key."""
         values: dict[str, Any] = {}
         for f in fields(cls):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 # Node-config keys (a SuperNode's `--node-config`; in simulation only the first two exist).
 PARTITION_ID = "partition-id"
@@ -95,14 +96,14 @@ def institution_layout(num_nodes: int, modalities: Sequence[str], spec: object) 
     return [InstitutionId(m, i, n) for m, n in counts.items() for i in range(n)]
 
 
-def _node_int(node_config: Mapping, key: str) -> int:
+def _node_int(node_config: Mapping[str, Any], key: str) -> int:
     value = node_config[key]
     if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.isdecimal())):
         raise ValueError(f"node config {key}={value!r} must be an integer")
     return int(value)
 
 
-def institution_for_node(node_config: Mapping, modalities: Sequence[str], spec: object) -> InstitutionId:
+def institution_for_node(node_config: Mapping[str, Any], modalities: Sequence[str], spec: object) -> InstitutionId:
     """The institution a node plays, from its node config (deployment) or partition id (simulation)."""
     try:
         pid, nparts = (_node_int(node_config, k) for k in (PARTITION_ID, NUM_PARTITIONS))

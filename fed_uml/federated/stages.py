@@ -54,7 +54,7 @@ def flush(role: str) -> None:
     _calls.clear()
 
 
-def summarise(path: str | os.PathLike) -> dict[str, dict[str, float]]:
+def summarise(path: str | os.PathLike[str]) -> dict[str, dict[str, float]]:
     """{stage: {"seconds": total over processes, "calls": n, "ms_per_call": ...}} of a timings file."""
     seconds: dict[str, float] = defaultdict(float)
     calls: dict[str, int] = defaultdict(int)

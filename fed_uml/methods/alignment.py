@@ -49,12 +49,12 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------------------
 
 
-def num_stages(model_cfg: Mapping) -> int:
+def num_stages(model_cfg: Mapping[str, Any]) -> int:
     """How many stages the configured backbone has (all of them become modality-specific)."""
     return backbone_stages(model_cfg["backbone"])
 
 
-def keep_seeded_draws(model_cfg: Mapping) -> None:
+def keep_seeded_draws(model_cfg: Mapping[str, Any]) -> None:
     """Draw, from the global RNG, one network of the configured backbone (1 channel, 2 classes) and discard it.
 
     The stage count used to be counted on such a network, built right before the model; the
@@ -70,7 +70,7 @@ def keep_seeded_draws(model_cfg: Mapping) -> None:
     get_stage_builder(name)(1, 2, **cfg)
 
 
-def build_heterogeneous_model(model_cfg: Mapping, data: Mapping[str, ModalityData]) -> UMLModel:
+def build_heterogeneous_model(model_cfg: Mapping[str, Any], data: Mapping[str, ModalityData]) -> UMLModel:
     """`model_cfg`'s backbone with every stage modality-specific: only the classifier is shared."""
     keep_seeded_draws(model_cfg)
     num_classes = next(iter(data.values())).num_classes
@@ -322,11 +322,11 @@ class AlignmentObjective(nn.Module):
         self.stats = {}
         return out
 
-    def get_extra_state(self) -> dict:
+    def get_extra_state(self) -> dict[str, int]:
         """The step count goes into `state_dict`, so that a resumed run continues the schedules."""
         return {"step": self.step, "total_steps": self.total_steps}
 
-    def set_extra_state(self, state: dict) -> None:
+    def set_extra_state(self, state: dict[str, int]) -> None:
         """Restore the step count from a checkpoint."""
         self.step, self.total_steps = int(state["step"]), int(state["total_steps"])
 
@@ -347,7 +347,7 @@ def require_modalities(data: Mapping[str, ModalityData], method: str, minimum: i
         )
 
 
-def method_params(cfg: Mapping, schema: type[MethodSettings]) -> dict:
+def method_params(cfg: Mapping[str, Any], schema: type[MethodSettings]) -> dict[str, Any]:
     """The method's hyperparameters: the `method` config group read as `schema`.
 
     `schema` is the method's settings class (`fed_uml.schema.methods`, whose defaults are the only
@@ -364,10 +364,10 @@ def method_params(cfg: Mapping, schema: type[MethodSettings]) -> dict:
 def run_aligned(
     name: str,
     data: Mapping[str, ModalityData],
-    cfg: Mapping,
+    cfg: Mapping[str, Any],
     make_objective: Callable[[UMLModel, Mapping[str, ModalityData]], AlignmentObjective],
     prepare_model: Callable[[UMLModel], None] | None = None,
-) -> dict[str, dict]:
+) -> dict[str, dict[str, Any]]:
     """Train heterogeneous encoders + shared classifier with `make_objective`'s alignment term.
 
     Evaluated and deployed by `evaluate_with_calibration` (`method.calibrate` decides which
@@ -394,7 +394,7 @@ def run_aligned(
     total = settings.epochs * epoch_steps(datasets, settings.batch_size)
     objective.setup(model, total)
 
-    def progress(record: dict) -> None:
+    def progress(record: dict[str, Any]) -> None:
         stats = objective.pop_stats()
         record.update({f"{name}/{k}": v for k, v in stats.items()})
         if settings.log_every and (record["epoch"] % settings.log_every == 0 or record["epoch"] == settings.epochs):

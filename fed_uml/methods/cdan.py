@@ -159,7 +159,7 @@ class CDANObjective(GRLSchedule, AlignmentObjective):
 
 
 @register_method("cdan")
-def run_cdan(data: Mapping[str, ModalityData], cfg: Mapping) -> dict[str, dict]:
+def run_cdan(data: Mapping[str, ModalityData], cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """CDAN (CDAN+E with method.entropy_conditioning=true), heterogeneous encoders, shared classifier."""
     require_modalities(data, "cdan")
     p = method_params(cfg, CDANSettings)

@@ -100,7 +100,7 @@ class DANNObjective(GRLSchedule, AlignmentObjective):
 
 
 @register_method("dann")
-def run_dann(data: Mapping[str, ModalityData], cfg: Mapping) -> dict[str, dict]:
+def run_dann(data: Mapping[str, ModalityData], cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """DANN with heterogeneous encoders and a shared classifier (both modalities labelled)."""
     require_modalities(data, "dann")
     p = method_params(cfg, DANNSettings)

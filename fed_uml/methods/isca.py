@@ -71,6 +71,7 @@ keeping the study's classifier), hidden (256), label_noise (0.2; 0 disables), mc
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -212,7 +213,7 @@ class ISCAObjective(AlignmentObjective):
 
 
 @register_method("isca")
-def run_isca(data: Mapping[str, ModalityData], cfg: Mapping) -> dict[str, dict]:
+def run_isca(data: Mapping[str, ModalityData], cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """ISCA adapted end to end: heterogeneous encoders + linear shared-component maps + shared classifier."""
     require_modalities(data, "isca")
     p = method_params(cfg, ISCASettings)

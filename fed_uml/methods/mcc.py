@@ -38,6 +38,7 @@ Hyperparameters (`fed_uml.schema.methods.MCCSettings`, their only declaration): 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -108,7 +109,7 @@ class MCCObjective(AlignmentObjective):
 
 
 @register_method("mcc")
-def run_mcc(data: Mapping[str, ModalityData], cfg: Mapping) -> dict[str, dict]:
+def run_mcc(data: Mapping[str, ModalityData], cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """MCC on every modality's predictions, heterogeneous encoders, shared classifier."""
     p = method_params(cfg, MCCSettings)
     multi_label = is_multi_label(data)

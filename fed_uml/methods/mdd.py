@@ -206,7 +206,7 @@ class ATMObjective(AlignmentObjective):
 
 
 @register_method("mdd")
-def run_mdd(data: Mapping[str, ModalityData], cfg: Mapping) -> dict[str, dict]:
+def run_mdd(data: Mapping[str, ModalityData], cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """ATM / Maximum Density Divergence, heterogeneous encoders, shared classifier."""
     require_modalities(data, "mdd")
     p = method_params(cfg, MDDSettings)

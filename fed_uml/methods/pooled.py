@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -15,7 +16,7 @@ from fed_uml.training import evaluate_task, seed_everything, train_unpaired
 
 
 @register_method("pooled")
-def run_pooled(data: Mapping[str, ModalityData], cfg: Mapping) -> dict[str, dict]:
+def run_pooled(data: Mapping[str, ModalityData], cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """The positive control's upper reference: one model on the UNION of the modalities' data.
 
     Only meaningful when the "modalities" are one sensor split in parts (equal bands): then

@@ -9,11 +9,12 @@ and the resolved config and returns, per modality, the entry of `results.json["m
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from fed_uml.errors import SettingsError
 from fed_uml.modality import ModalityData
 
-MethodFn = Callable[[Mapping[str, ModalityData], Mapping], dict[str, dict]]
+MethodFn = Callable[[Mapping[str, ModalityData], Mapping[str, Any]], dict[str, dict[str, Any]]]
 _METHODS: dict[str, MethodFn] = {}
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -29,26 +30,27 @@ from fed_uml.training import TrainSettings, evaluate_task
 log = logging.getLogger(__name__)
 
 
-def train_settings(cfg: Mapping) -> TrainSettings:
+def train_settings(cfg: Mapping[str, Any]) -> TrainSettings:
     """The checked training settings of the run `cfg` (the `training` group, its seed and device)."""
     return TrainSettings.of(settings_of(cfg))
 
 
-def build_model(model_cfg: Mapping, data: Mapping[str, ModalityData]) -> UMLModel:
+def build_model(model_cfg: Mapping[str, Any], data: Mapping[str, ModalityData]) -> UMLModel:
     """The configured architecture with one projection per modality in `data`."""
     num_classes = next(iter(data.values())).num_classes
     return model_from_config(model_cfg, {k: d.channels for k, d in data.items()}, num_classes)
 
 
 def calibrate_from_config(model: UMLModel, images: Mapping[str, torch.Tensor],
-                          cfg: Mapping) -> dict[str, CalibratedModel]:
+                          cfg: Mapping[str, Any]) -> dict[str, CalibratedModel]:
     """Algorithm 1 for every modality in `images` with the `calibration` config group's settings."""
     settings = settings_of(cfg)
     return calibrate(model, images, epochs=settings.calibration.epochs, batch_size=settings.calibration.batch_size,
                      device=settings.device)
 
 
-def evaluate_with_calibration(model: UMLModel, data: Mapping[str, ModalityData], cfg: Mapping) -> dict[str, dict]:
+def evaluate_with_calibration(model: UMLModel, data: Mapping[str, ModalityData],
+                              cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """The task's metrics per modality with training-time BN statistics and after Algorithm 1.
 
     With `cfg["results_dir"]` set, also writes each modality's deployed model there

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from fed_uml.methods.registry import register_method
 from fed_uml.methods.runner import build_model, evaluate_with_calibration, train_settings
@@ -11,7 +12,7 @@ from fed_uml.training import seed_everything, train_unpaired
 
 
 @register_method("uml")
-def run_uml(data: Mapping[str, ModalityData], cfg: Mapping) -> dict[str, dict]:
+def run_uml(data: Mapping[str, ModalityData], cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """UML: one model, a projection per modality, the shared backbone trained on all of them."""
     settings = train_settings(cfg)
     g = seed_everything(settings.seed)

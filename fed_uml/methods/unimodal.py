@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from fed_uml.methods.registry import register_method
 from fed_uml.methods.runner import build_model, evaluate_with_calibration, train_settings
@@ -15,7 +16,7 @@ from fed_uml.training.loop import epoch_steps
 UNIMODAL_BUDGETS = ("matched", "epochs")
 
 
-def unimodal_steps_per_epoch(data: Mapping[str, ModalityData], cfg: Mapping) -> int | None:
+def unimodal_steps_per_epoch(data: Mapping[str, ModalityData], cfg: Mapping[str, Any]) -> int | None:
     """Optimiser steps per epoch of each unimodal model under `method.budget`.
 
     `matched` (default): the steps modality k gets inside the joint UML run on the same data,
@@ -33,7 +34,7 @@ def unimodal_steps_per_epoch(data: Mapping[str, ModalityData], cfg: Mapping) -> 
 
 
 @register_method("unimodal")
-def run_unimodal(data: Mapping[str, ModalityData], cfg: Mapping) -> dict[str, dict]:
+def run_unimodal(data: Mapping[str, ModalityData], cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """The baseline: the same architecture and optimiser steps, one model per modality, trained alone."""
     settings = train_settings(cfg)
     steps = unimodal_steps_per_epoch(data, cfg)

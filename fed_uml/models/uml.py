@@ -31,7 +31,7 @@ class Projection(nn.Sequential):
                 f"modality {self.modality!r} expects input of shape (N, {self.in_channels}, H, W), "
                 f"got {tuple(x.shape)}: the channel count must match the modality's projection"
             )
-        return super().forward(x)
+        return super().forward(x)  # type: ignore[no-untyped-call]  # torch leaves Sequential.forward unannotated
 
 
 class Backbone(nn.Sequential):
@@ -139,7 +139,7 @@ def create_model(
     return UMLModel(projections, Backbone(*shared_stages, head), num_classes)
 
 
-def model_from_config(model_cfg: Mapping, channels: Mapping[str, int], num_classes: int,
+def model_from_config(model_cfg: Mapping[str, Any], channels: Mapping[str, int], num_classes: int,
                       specific_layers: int | None = None) -> UMLModel:
     """The network of a `model` config group (conf/model/*.yaml) for these modalities.
 

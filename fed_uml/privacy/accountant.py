@@ -16,6 +16,7 @@ for the unimodal baseline), so the run's epsilon is the largest over the groups.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 
 def epsilon(steps: list[tuple[float, float]], delta: float) -> float:
@@ -31,7 +32,7 @@ def epsilon(steps: list[tuple[float, float]], delta: float) -> float:
 
     # the library's default Renyi orders (1.25 ... 512)
     accountant = rdp_privacy_accountant.RdpAccountant(list(rdp_privacy_accountant.DEFAULT_RDP_ORDERS))
-    runs: list[list] = []  # consecutive identical rounds composed at once
+    runs: list[list[Any]] = []  # consecutive identical rounds composed at once
     for q, z in steps:
         if runs and runs[-1][0] == (q, z):
             runs[-1][1] += 1
@@ -57,7 +58,7 @@ class PrivacyAccountant:
         """The largest epsilon over the groups at the accountant's delta."""
         return max((epsilon(s, self.delta) for s in self.steps.values()), default=0.0)
 
-    def restore(self, history: list[dict]) -> None:
+    def restore(self, history: list[dict[str, Any]]) -> None:
         """The rounds recorded in a run's history (a resumed run goes on counting)."""
         self.steps = {}
         for record in history:

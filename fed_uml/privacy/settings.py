@@ -26,7 +26,7 @@ from fed_uml.schema import FederatedSettings, typed
 CLIPPING_MODES = ("fixed", "adaptive")
 
 
-def _federated(fed: FederatedSettings | Mapping) -> FederatedSettings:
+def _federated(fed: FederatedSettings | Mapping[str, Any]) -> FederatedSettings:
     return fed if isinstance(fed, FederatedSettings) else typed(FederatedSettings, fed, "federated.")
 
 
@@ -127,7 +127,7 @@ class PrivacySettings:
         return self.enabled and self.clipping == "adaptive"
 
 
-def secure_settings(fed: FederatedSettings | Mapping) -> SecureSettings:
+def secure_settings(fed: FederatedSettings | Mapping[str, Any]) -> SecureSettings:
     """The checked secure-aggregation settings of the `federated` settings (typed, or the config group)."""
     fed = _federated(fed)
     enabled = fed.secure_aggregation
@@ -157,7 +157,7 @@ def secure_settings(fed: FederatedSettings | Mapping) -> SecureSettings:
     return SecureSettings(enabled, 1.0 if shares == 1 else shares, 1.0 if threshold == 1 else threshold, c, q, m)
 
 
-def privacy_settings(fed: FederatedSettings | Mapping) -> PrivacySettings:
+def privacy_settings(fed: FederatedSettings | Mapping[str, Any]) -> PrivacySettings:
     """The checked differential-privacy settings of the `federated` settings (typed, or the config group)."""
     fed = _federated(fed)
     z = float(_finite(fed, "dp_noise_multiplier"))

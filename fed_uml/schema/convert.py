@@ -34,12 +34,12 @@ GROUPS: dict[str, tuple[str, Mapping[str, type], type]] = {
 }
 
 
-def _choice(cfg: Mapping, group: str) -> Any:
+def _choice(cfg: Mapping[str, Any], group: str) -> Any:
     node = cfg.get(group)
     return node.get(GROUPS[group][0]) if isinstance(node, Mapping) else None
 
 
-def group_schemas(cfg: Mapping) -> dict[str, type]:
+def group_schemas(cfg: Mapping[str, Any]) -> dict[str, type]:
     """The schema of each config group of `cfg`, told by the group's own name field.
 
     A choice no table knows, e.g. a data set a user registered, is read against the group's base
@@ -48,7 +48,7 @@ def group_schemas(cfg: Mapping) -> dict[str, type]:
     return {group: table.get(_choice(cfg, group), base) for group, (_, table, base) in GROUPS.items()}
 
 
-def _unknown_choices(cfg: Mapping) -> str:
+def _unknown_choices(cfg: Mapping[str, Any]) -> str:
     """What a config's group choices that no schema table knows are, for an error message."""
     out = []
     for group, (field, table, _) in GROUPS.items():
@@ -74,7 +74,7 @@ def _message(e: Exception, prefix: str) -> str:
     return f"setting {key}: {first}"
 
 
-def typed(schema: type[T], values: Mapping, prefix: str = "") -> T:
+def typed(schema: type[T], values: Mapping[str, Any], prefix: str = "") -> T:
     """`values` as an instance of `schema` (a schema dataclass), defaults filling what is absent.
 
     An unknown key, a value of the wrong type or a missing one is a `SettingsError` naming it
@@ -90,7 +90,7 @@ def typed(schema: type[T], values: Mapping, prefix: str = "") -> T:
         raise SettingsError(_message(e, prefix)) from None
 
 
-def settings_of(cfg: Mapping) -> Settings:
+def settings_of(cfg: Mapping[str, Any]) -> Settings:
     """The typed settings of a composed config (what `compose_config` returns, or a run's recorded `config`).
 
     Every group read against its schema (`group_schemas`). A fresh object per call; the conversion

@@ -81,7 +81,7 @@ def class_doc(cls: type) -> str:
     return " ".join(inspect.cleandoc(cls.__doc__ or "").split())
 
 
-def _default(field: dataclasses.Field) -> Any:
+def _default(field: dataclasses.Field[Any]) -> Any:
     if field.default is not dataclasses.MISSING:
         return field.default
     if field.default_factory is not dataclasses.MISSING:

@@ -46,7 +46,7 @@ class TrainingCheckpoints:
     path: Path
     every: int
     digest: str
-    phases: dict[str, dict] = field(default_factory=dict)
+    phases: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: int = 0
 
     def next_phase(self, desc: str) -> str:
@@ -54,7 +54,7 @@ class TrainingCheckpoints:
         self.calls += 1
         return f"{self.calls}:{desc}"
 
-    def save(self, phase: str, state: dict) -> None:
+    def save(self, phase: str, state: dict[str, Any]) -> None:
         """Save `state` as phase `phase`, atomically."""
         self.phases[phase] = state
         save_atomic({"format": FORMAT, "format_version": FORMAT_VERSION, "settings_digest": self.digest,
@@ -99,7 +99,7 @@ def active() -> TrainingCheckpoints | None:
     return _ACTIVE.get()
 
 
-def rng_state(generator: torch.Generator) -> dict:
+def rng_state(generator: torch.Generator) -> dict[str, Any]:
     """Every random state training draws from, as tensors and plain data."""
     # the legacy tuple (get_state's default form; the stubs also allow the dict form)
     kind, keys, pos, has_gauss, cached = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
@@ -112,7 +112,7 @@ def rng_state(generator: torch.Generator) -> dict:
     }
 
 
-def restore_rng_state(state: Mapping, generator: torch.Generator) -> None:
+def restore_rng_state(state: Mapping[str, Any], generator: torch.Generator) -> None:
     """Restore every random generator the training draws from as `state` recorded them."""
     generator.set_state(state["generator"])
     torch.set_rng_state(state["torch"])

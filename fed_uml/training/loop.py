@@ -49,7 +49,7 @@ class TrainSettings(TrainingSettings):
     seed: int = Settings.seed
 
     @classmethod
-    def from_config(cls, cfg: Mapping, **overrides: Any) -> TrainSettings:
+    def from_config(cls, cfg: Mapping[str, Any], **overrides: Any) -> TrainSettings:
         """The checked `training` group `cfg` (schema defaults where absent), with `overrides` (device, seed).
 
         An unknown key or a wrong type is a `SettingsError` naming it.
@@ -136,7 +136,8 @@ def task_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, targets)
 
 
-LossHook = Callable[[Any, dict, dict], torch.Tensor]  # (model, features, batches) -> loss
+# (model, features, batches) -> loss
+LossHook = Callable[[Any, dict[str, torch.Tensor], dict[str, tuple[torch.Tensor, torch.Tensor]]], torch.Tensor]
 
 
 def train_unpaired(
@@ -147,12 +148,12 @@ def train_unpaired(
     generator: torch.Generator | None = None,
     extra_loss: LossHook | None = None,
     extra_params: list[nn.Parameter] | None = None,
-    progress: Callable[[dict], None] | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
     desc: str = "train",
     start_epoch: int = 0,
     total_epochs: int | None = None,
     steps_per_epoch: int | None = None,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Train `model` (a UMLModel or anything with `forward(x, modality)`) on unpaired batches.
 
     `extra_loss(model, features, batches)` lets a compared method add its alignment term;
@@ -183,7 +184,7 @@ def train_unpaired(
         raise ValueError(f"steps per epoch must be >= 1, got {n_steps}")
     total_steps = n_steps * max(total_epochs if total_epochs is not None else epochs, 1)
     step = start_epoch * n_steps
-    history: list[dict] = []
+    history: list[dict[str, Any]] = []
     ckpt = checkpoints.active()
     phase = ckpt.next_phase(desc) if ckpt is not None else None
     first_epoch = 0
@@ -244,10 +245,10 @@ def train_unpaired(
     return history
 
 
-def _state(epochs_done: int, epochs: int, n_steps: int, step: int, history: list[dict], model: nn.Module,
+def _state(epochs_done: int, epochs: int, n_steps: int, step: int, history: list[dict[str, Any]], model: nn.Module,
            extra_loss: LossHook | None, extra_params: Iterable[torch.Tensor] | None, opt: torch.optim.Optimizer,
            cyclers: Mapping[str, _Cycler],
-           g: torch.Generator) -> dict:
+           g: torch.Generator) -> dict[str, Any]:
     """A phase's whole training state after `epochs_done` epochs (copies: training goes on)."""
     import copy
 
@@ -263,9 +264,10 @@ def _state(epochs_done: int, epochs: int, n_steps: int, step: int, history: list
     }
 
 
-def _restore(saved: Mapping, model: nn.Module, extra_loss: LossHook | None, extra_params: Iterable[torch.Tensor] | None,
+def _restore(saved: Mapping[str, Any], model: nn.Module, extra_loss: LossHook | None,
+             extra_params: Iterable[torch.Tensor] | None,
              opt: torch.optim.Optimizer,
-             cyclers: Mapping[str, _Cycler], g: torch.Generator) -> tuple[int, int, list[dict]]:
+             cyclers: Mapping[str, _Cycler], g: torch.Generator) -> tuple[int, int, list[dict[str, Any]]]:
     """Put the state `_state` saved back in place; returns (epochs done, step, history)."""
     model.load_state_dict(saved["model"])
     if isinstance(extra_loss, nn.Module):

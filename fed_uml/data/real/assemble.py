@@ -9,6 +9,7 @@ says so.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from fed_uml.data.memory import check_fits
 from fed_uml.data.real.deal import choose_scenes
@@ -19,7 +20,7 @@ from fed_uml.data.store.settings import StoreSettings
 from fed_uml.modality import ModalityData
 
 
-def load_real(cfg: Mapping, readers: Readers) -> dict[str, ModalityData]:
+def load_real(cfg: Mapping[str, Any], readers: Readers) -> dict[str, ModalityData]:
     """Every modality of `dataset.modalities` of a real data set, in physical units.
 
     Read by `readers` ({sensor: reader class}; see `fed_uml.data.real`); with `dataset.storage`

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from fed_uml.data import splits as sp
 from fed_uml.data.errors import DataError
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 QUOTA_SETTINGS = (("train", "samples_per_class"), ("test", "test_samples_per_class"))
 
 
-def choose_scenes(cfg: Mapping, s: RealSettings, pools: Pools, skipped: dict[str, list[DataError]]
+def choose_scenes(cfg: Mapping[str, Any], s: RealSettings, pools: Pools, skipped: dict[str, list[DataError]]
                   ) -> tuple[LabelSet, dict[str, dict[str, list[SceneRecord]]]]:
     """The label set (`labels.choose_label_set`), then the scenes each loaded modality gets."""
     labels = choose_label_set(cfg, s, pools, skipped)
@@ -38,7 +39,7 @@ def choose_scenes(cfg: Mapping, s: RealSettings, pools: Pools, skipped: dict[str
     return labels, deal_scenes(cfg, s, labels.pools, labels.class_names, undersample)
 
 
-def deal_scenes(cfg: Mapping, s: RealSettings, pools: Pools, class_names: tuple[str, ...],
+def deal_scenes(cfg: Mapping[str, Any], s: RealSettings, pools: Pools, class_names: tuple[str, ...],
                 undersample: bool) -> dict[str, dict[str, list[SceneRecord]]]:
     """{loaded modality: {"train"/"test": the records it gets}}.
 

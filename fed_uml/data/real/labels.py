@@ -51,11 +51,11 @@ class LabelSet:
 
     class_names: tuple[str, ...]
     pools: Pools  # as indexed, but only scenes of kept classes, labels renumbered
-    rule_report: dict | None  # None for single-label data sets
+    rule_report: dict[str, Any] | None  # None for single-label data sets
     task: str = "single_label"  # multi_label: records keep `labels` (renumbered), `label` is the stratum
 
 
-def choose_label_set(cfg: Mapping, s: RealSettings, pools: Pools,
+def choose_label_set(cfg: Mapping[str, Any], s: RealSettings, pools: Pools,
                      skipped: dict[str, list[DataError]] | None = None) -> LabelSet:
     """Apply the task's label rule (multi-label data sets) and the class settings to `pools`.
 
@@ -80,7 +80,7 @@ def choose_label_set(cfg: Mapping, s: RealSettings, pools: Pools,
     return LabelSet(class_names, pools, rule_report)
 
 
-def _wanted_classes(cfg: Mapping, s: RealSettings, keep: list[int]) -> list[int]:
+def _wanted_classes(cfg: Mapping[str, Any], s: RealSettings, keep: list[int]) -> list[int]:
     """`keep` restricted to `dataset.classes` (an unknown name is an error naming the setting)."""
     wanted = cfg.get("classes")
     if not wanted:
@@ -93,7 +93,7 @@ def _wanted_classes(cfg: Mapping, s: RealSettings, keep: list[int]) -> list[int]
     return [i for i in keep if s.classes[i] in set(wanted)]
 
 
-def _check_num_classes(cfg: Mapping, s: RealSettings, class_names: tuple[str, ...]) -> None:
+def _check_num_classes(cfg: Mapping[str, Any], s: RealSettings, class_names: tuple[str, ...]) -> None:
     expected = cfg.get("num_classes")
     if expected is not None and int(expected) != len(class_names):
         raise ValueError(
@@ -102,7 +102,8 @@ def _check_num_classes(cfg: Mapping, s: RealSettings, class_names: tuple[str, ..
         )
 
 
-def multi_label_set(cfg: Mapping, s: RealSettings, pools: Pools, skipped: dict[str, list[DataError]]) -> LabelSet:
+def multi_label_set(cfg: Mapping[str, Any], s: RealSettings, pools: Pools,
+                    skipped: dict[str, list[DataError]]) -> LabelSet:
     """Every patch with all its labels in the label set, stratified by its rarest label (module docstring)."""
     classes = s.classes
     explicit = bool(cfg.get("classes"))
@@ -110,7 +111,7 @@ def multi_label_set(cfg: Mapping, s: RealSettings, pools: Pools, skipped: dict[s
     if not keep:
         raise ValueError(f"dataset {s.name!r}: no class is left after dataset.classes")
     index = {c: i for i, c in enumerate(keep)}
-    report: dict = {"task": "multi_label", "stratify": "rarest_label", "splits": {}}
+    report: dict[str, Any] = {"task": "multi_label", "stratify": "rarest_label", "splits": {}}
     kept: Pools = {kind: {} for kind in pools}
     for kind in pools:
         for m in s.among:
@@ -159,7 +160,7 @@ def multi_label_set(cfg: Mapping, s: RealSettings, pools: Pools, skipped: dict[s
     return LabelSet(class_names, kept, report, task="multi_label")
 
 
-def single_label_rule(cfg: Mapping, s: RealSettings, pools: Pools) -> tuple[Pools, dict, list[int]]:
+def single_label_rule(cfg: Mapping[str, Any], s: RealSettings, pools: Pools) -> tuple[Pools, dict[str, Any], list[int]]:
     """Keep the single-label scenes, then the classes with enough of them in the training pool.
 
     Returns the filtered pools, the report that goes to `info["label_rule"]`, and the

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,9 +45,9 @@ def read_modality(s: RealSettings, m: str, chosen: dict[str, list[SceneRecord]],
                          {"native_size": _native_size(index, m)})
 
 
-def modality_data(s: RealSettings, m: str, labels: LabelSet, skipped: list[DataError], targets: dict,
-                  scenes: dict, make: Callable[[str, torch.Tensor, list[str]], ArrayDataset],
-                  extra_info: dict | None = None) -> ModalityData:
+def modality_data(s: RealSettings, m: str, labels: LabelSet, skipped: list[DataError], targets: dict[str, list[Any]],
+                  scenes: dict[str, list[str]], make: Callable[[str, torch.Tensor, list[str]], ArrayDataset],
+                  extra_info: dict[str, Any] | None = None) -> ModalityData:
     """`ModalityData` of modality `m` from its targets and scene ids per kind ("train"/"test").
 
     `make(kind, labels, scene_ids)` gives each set (in memory, or streamed from a store).
@@ -96,7 +97,7 @@ def _multi_hot(label_sets: list[tuple[int, ...]], num_classes: int) -> torch.Ten
 
 
 def _read_records(s: RealSettings, m: str, kind: str, records: list[SceneRecord], index: SceneIndex,
-                  skipped: list[DataError]) -> tuple[list[np.ndarray], list, list[str]]:
+                  skipped: list[DataError]) -> tuple[list[np.ndarray], list[Any], list[str]]:
     """The images, targets (the class, or the label tuple for multi-label) and scene ids of `records`.
 
     Bad files raise or go to `skipped`.

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fed_uml.data.scenes import SceneDataset
 from fed_uml.data.settings import as_mapping, data_root, name_list, optional_int, selected_modalities
@@ -32,7 +33,7 @@ class RealModality:
     bands: tuple[str, ...]
 
     @classmethod
-    def parse(cls, name: str, spec: Mapping | None, readers: Readers, dataset: str) -> RealModality:
+    def parse(cls, name: str, spec: Mapping[str, Any] | None, readers: Readers, dataset: str) -> RealModality:
         """Read modality `name`'s settings `spec`, checking its sensor and bands against `readers`."""
         spec = dict(spec or {})
         sensor = spec.get("sensor")
@@ -58,7 +59,7 @@ class RealSettings:
     seed: int
     image_size: int | None
     on_error: str
-    folders: Mapping
+    folders: Mapping[str, str]
     download: bool
     unpaired: bool
     train_splits: list[str]
@@ -67,7 +68,7 @@ class RealSettings:
     task: str = "single_label"  # `dataset.task` (fed_uml.results.TASKS)
 
     @classmethod
-    def parse(cls, cfg: Mapping, readers: Readers) -> RealSettings:
+    def parse(cls, cfg: Mapping[str, Any], readers: Readers) -> RealSettings:
         """Read the `dataset` settings of a real data set, checking them against `readers`."""
         name = str(cfg.get("name"))
         sensors = dict(cfg.get("sensors") or {})
@@ -101,7 +102,7 @@ class RealSettings:
         return next(iter(self.specs.values())).reader.MULTI_LABEL
 
 
-def unpaired_among(cfg: Mapping, names: list[str], sensors: Mapping) -> list[str]:
+def unpaired_among(cfg: Mapping[str, Any], names: list[str], sensors: Mapping[str, Any]) -> list[str]:
     """The modalities the unpaired deal is made among (`dataset.unpaired_among`).
 
     Why a setting of its own: a federated institution loads only its own modality

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,7 @@ from fed_uml.modality import ModalityData
 log = logging.getLogger(__name__)
 
 
-def load_with_store(cfg: Mapping, s: RealSettings, st: StoreSettings,
+def load_with_store(cfg: Mapping[str, Any], s: RealSettings, st: StoreSettings,
                     saved_index: bool = True) -> dict[str, ModalityData]:
     """Every loaded modality, streamed or in memory as `dataset.storage` decides (module docstring)."""
     indexes: dict[str, SensorIndex] = {}
@@ -97,7 +98,7 @@ def read_streamed(s: RealSettings, m: str, chosen: dict[str, list[SceneRecord]],
     The chosen records' rows, bad files raised or skipped as the readers would.
     """
     rows: dict[str, np.ndarray] = {}
-    targets: dict[str, list] = {}
+    targets: dict[str, list[Any]] = {}
     scenes: dict[str, list[str]] = {}
     for kind in ("train", "test"):
         keep, targets[kind], scenes[kind] = [], [], []
@@ -123,7 +124,7 @@ def read_streamed(s: RealSettings, m: str, chosen: dict[str, list[SceneRecord]],
                          lambda kind, y, ids: StreamedDataset(StoredImages(store, rows[kind]), y, ids), storage)
 
 
-def prepare_stores(cfg: Mapping, readers: Readers) -> list[dict]:
+def prepare_stores(cfg: Mapping[str, Any], readers: Readers) -> list[dict[str, Any]]:
     """Index every modality and prepare (or verify) the store of every modality of `dataset.modalities`.
 
     Indexes every modality of `dataset.unpaired_among`: what `python -m experiments.prepare` does.

@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -107,7 +108,7 @@ def block_digest(images: bytes | memoryview, stats: bytes | memoryview) -> str:
     return h.hexdigest()
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     """Write, sync, rename: a reader sees the old file or the whole new one, never a part."""
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     with open(tmp, "w") as f:

@@ -21,6 +21,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fed_uml.data.errors import StoreError
 from fed_uml.data.real.settings import RealModality, RealSettings
@@ -42,10 +43,10 @@ class Found:
     problem: str = "missing"  # missing, incomplete, older, corrupt, other-plan
     detail: str = ""
     corrupt: list[int] | None = None
-    manifest: dict | None = None
+    manifest: dict[str, Any] | None = None
 
 
-def store_settings(s: RealSettings, spec: RealModality, index_key: str, dtype_choice: str) -> dict:
+def store_settings(s: RealSettings, spec: RealModality, index_key: str, dtype_choice: str) -> dict[str, Any]:
     """The settings a store's content depends on; a change makes another store."""
     size = s.image_size or spec.reader.NATIVE_SIZE
     if not size:
@@ -55,7 +56,7 @@ def store_settings(s: RealSettings, spec: RealModality, index_key: str, dtype_ch
             "folder": str(data_folder(s, spec))}
 
 
-def store_folder(root: Path, dataset: str, modality: str, settings: dict) -> tuple[Path, str]:
+def store_folder(root: Path, dataset: str, modality: str, settings: dict[str, Any]) -> tuple[Path, str]:
     """The store's folder, named by the digest of its settings, and that digest."""
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     return root / f"{dataset}-{modality}-{key[:16]}", key

@@ -53,7 +53,7 @@ class Plan:
     shape: tuple[int, int, int]  # (C, H, W)
     dtype: str
     block_rows: int
-    settings: dict
+    settings: dict[str, Any]
 
     @property
     def blocks(self) -> int:
@@ -74,12 +74,12 @@ class Plan:
         """Bytes of one row's statistics (sum and sum of squares per band, float64)."""
         return self.shape[0] * 2 * 8
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, Any]:
         """The plan as the store's header records it."""
         return {**asdict(self), "shape": list(self.shape), "format": layout.FORMAT_VERSION}
 
 
-def make_plan(key: str, rows: int, shape: tuple[int, int, int], dtype: np.dtype, settings: dict) -> Plan:
+def make_plan(key: str, rows: int, shape: tuple[int, int, int], dtype: np.dtype, settings: dict[str, Any]) -> Plan:
     """The plan of a store of `rows` images of `shape` and `dtype`, in blocks of about `BLOCK_BYTES`."""
     row_bytes = int(np.prod(shape)) * dtype.itemsize
     block_rows = int(max(1, min(4096, layout.BLOCK_BYTES // max(row_bytes, 1))))
@@ -156,7 +156,7 @@ class StoreFiles:
 
 # ------------------------------------------------------------------ one block (in a worker)
 
-_WORKER: dict = {}
+_WORKER: dict[str, Any] = {}
 
 
 def _init_worker(reader: SceneDataset, folder: Path, plan: Plan, threads: int | None = 1) -> None:
@@ -168,7 +168,7 @@ def _init_worker(reader: SceneDataset, folder: Path, plan: Plan, threads: int | 
     _WORKER.update(reader=reader, files=StoreFiles(folder, plan).open(create=False), plan=plan)
 
 
-def _prepare_block(job: tuple[int, list[SceneRecord]]) -> dict:
+def _prepare_block(job: tuple[int, list[SceneRecord]]) -> dict[str, Any]:
     """Decode, convert and write the rows of block `b`; return its checksum and bad rows."""
     b, records = job
     reader, files, plan = _WORKER["reader"], _WORKER["files"], _WORKER["plan"]
@@ -196,7 +196,7 @@ def _prepare_block(job: tuple[int, list[SceneRecord]]) -> dict:
 # ------------------------------------------------------------------ preparing
 
 
-def read_progress(folder: Path, plan: Plan) -> dict[int, dict]:
+def read_progress(folder: Path, plan: Plan) -> dict[int, dict[str, Any]]:
     """Blocks already done under this plan (none when the plan differs or there is no record)."""
     path = folder / layout.PROGRESS
     if not path.is_file():
@@ -220,7 +220,7 @@ def _json(line: str) -> Any:
         return None
 
 
-def start_progress(folder: Path, plan: Plan, kept: dict[int, dict]) -> None:
+def start_progress(folder: Path, plan: Plan, kept: dict[int, dict[str, Any]]) -> None:
     """A new progress record for `plan`, holding the blocks `kept`."""
     lines = [json.dumps(plan.as_json())] + [json.dumps(kept[b]) for b in sorted(kept)]
     tmp = folder / (layout.PROGRESS + ".tmp")
@@ -232,7 +232,7 @@ def start_progress(folder: Path, plan: Plan, kept: dict[int, dict]) -> None:
 
 
 def prepare(folder: Path, plan: Plan, records: list[SceneRecord], reader: SceneDataset, processes: int,
-            on_error: str, describe: str, split_rows: dict[str, tuple[int, int]]) -> dict:
+            on_error: str, describe: str, split_rows: dict[str, tuple[int, int]]) -> dict[str, Any]:
     """Write (or finish) the store in `folder` for `records` (all rows, in order).
 
     Returns its manifest. The caller holds the store's lock.
@@ -282,7 +282,7 @@ def prepare(folder: Path, plan: Plan, records: list[SceneRecord], reader: SceneD
 
 
 def _run_blocks(folder: Path, plan: Plan, records: list[SceneRecord], reader: SceneDataset, todo: list[int],
-                processes: int, files: StoreFiles, describe: str, on_error: str) -> Iterator[dict]:
+                processes: int, files: StoreFiles, describe: str, on_error: str) -> Iterator[dict[str, Any]]:
     """Each finished block's record, after the files are synced and the record is appended.
 
     A block with a bad file under `on_error=raise` is yielded unrecorded (redone on the next run).
@@ -294,13 +294,13 @@ def _run_blocks(folder: Path, plan: Plan, records: list[SceneRecord], reader: Sc
     jobs = ((b, records[plan.block(b).start:plan.block(b).stop]) for b in todo)
     bar = tqdm(total=sum(len(plan.block(b)) for b in todo), unit="patch", desc=describe, disable=None,
                mininterval=2.0, smoothing=0.05)
-    pending: list[dict] = []
+    pending: list[dict[str, Any]] = []
     last = time.monotonic()
     pool = None
     try:
         if processes <= 1 or len(todo) <= 1:
             _init_worker(light, folder, plan, threads=None)
-            results: Iterator[dict] = map(_prepare_block, jobs)
+            results: Iterator[dict[str, Any]] = map(_prepare_block, jobs)
         else:
             ctx = multiprocessing.get_context("spawn")  # fork is unsafe once torch's threads run
             pool = ctx.Pool(min(processes, len(todo)), initializer=_init_worker, initargs=(light, folder, plan))
@@ -326,7 +326,7 @@ def _run_blocks(folder: Path, plan: Plan, records: list[SceneRecord], reader: Sc
             _WORKER.pop("files").close()
 
 
-def _commit(files: StoreFiles, progress: TextIO, pending: list[dict]) -> Iterator[dict]:
+def _commit(files: StoreFiles, progress: TextIO, pending: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     if not pending:
         return
     files.sync()  # the rows first, then the record that says they are there
@@ -339,7 +339,8 @@ def _commit(files: StoreFiles, progress: TextIO, pending: list[dict]) -> Iterato
     yield from done
 
 
-def _manifest(folder: Path, plan: Plan, done: dict[int, dict], split_rows: dict[str, tuple[int, int]]) -> dict:
+def _manifest(folder: Path, plan: Plan, done: dict[int, dict[str, Any]],
+              split_rows: dict[str, tuple[int, int]]) -> dict[str, Any]:
     bad = {str(row): [path, problem] for rec in done.values() for row, path, problem in rec["bad"]}
     stats = np.load(folder / layout.ROWSTATS, mmap_mode="r")
     train = [r for r in range(*split_rows.get("train", (0, 0))) if str(r) not in bad]
@@ -371,7 +372,7 @@ def file_states(folder: Path) -> dict[str, list[int]]:
             if (folder / name).is_file()}
 
 
-def corrupt_blocks(folder: Path, plan: Plan, manifest: dict) -> list[int]:
+def corrupt_blocks(folder: Path, plan: Plan, manifest: dict[str, Any]) -> list[int]:
     """Blocks whose bytes no longer have the checksum recorded (a truncated file: every block past its end)."""
     files = StoreFiles(folder, plan).open(create=False)
     try:
@@ -385,7 +386,7 @@ def corrupt_blocks(folder: Path, plan: Plan, manifest: dict) -> list[int]:
         files.close()
 
 
-def keep_good_blocks(folder: Path, plan: Plan, manifest: dict, corrupt: list[int]) -> None:
+def keep_good_blocks(folder: Path, plan: Plan, manifest: dict[str, Any], corrupt: list[int]) -> None:
     """Turn a complete store with corrupt blocks back into progress without them (resumed next)."""
     bad_rows = manifest["bad_rows"]
     kept = {}

@@ -19,6 +19,7 @@ import json
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +59,7 @@ READS = _ReadCounter()
 class StoreFile:
     """A complete store opened for reading (its manifest checked by `fed_uml.data.store.open`)."""
 
-    def __init__(self, folder: Path, manifest: dict):
+    def __init__(self, folder: Path, manifest: dict[str, Any]):
         self.folder = Path(folder)
         self.manifest = manifest
         plan = manifest["plan"]
@@ -79,7 +80,7 @@ class StoreFile:
             self._pid = os.getpid()
         return self._fd
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_fd": -1, "_pid": -1}
 
     def __del__(self) -> None:

@@ -59,7 +59,7 @@ class StoreSettings:
     stream_above_mib: float = 512.0
 
     @classmethod
-    def parse(cls, cfg: Mapping) -> StoreSettings:
+    def parse(cls, cfg: Mapping[str, Any]) -> StoreSettings:
         """Read `dataset.storage` and `dataset.store` from the data set's settings."""
         mode = str(cfg.get("storage") or "auto")
         store = cfg.get("store") or {}
