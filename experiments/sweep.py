@@ -160,10 +160,11 @@ def plot_paired(rows: list[dict], path: Path) -> Path | None:
                          for r in rows if (r["modality"], r["weighting"], int(r["local_steps"]), int(r["budget"]))
                          == (modality, weighting, steps, budget))
             ls, mean, low, high = zip(*pts)
-            label = weighting + (f", {steps} local steps" if steps else "") + (f", R x L = {budget}"
-                                                                                if len(lines) > 1 else "")
-            ax.plot(ls, mean, marker="o", color=f"C{i}", label=label)
-            ax.fill_between(ls, low, high, color=f"C{i}", alpha=0.2)
+            label = weighting + (f", {steps} local steps" if steps else "") + (
+                f", R x L = {budget}" if len({b for *_, b in lines}) > 1 else "")
+            ax.errorbar(ls, mean, yerr=[[m - lo for m, lo in zip(mean, low)], [hi - m for m, hi in zip(mean, high)]],
+                        marker="o", capsize=3, color=f"C{i}", label=label)
+            ax.fill_between(ls, low, high, color=f"C{i}", alpha=0.15)
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xscale("log")
         all_l = sorted({int(r["local_epochs"]) for r in rows})
