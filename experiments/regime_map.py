@@ -9,8 +9,8 @@ of the unimodal baseline as trained and after Algorithm 1 in that cell (`baselin
 `experiments.stats.stronger_baseline`).
 
 `--federated 5:50` adds federated cells (`flwr run`, simulation, `simulation.*` settings) for
-those weak:strong sizes, with `federated.weighting=examples` and `=modality` for UML against
-the federated unimodal baseline.
+those weak:strong sizes, with `federated.weighting=examples`, `=modality` and `=mixed`
+(`federated.weighting_mix`, 0.5 unless set) for UML against the federated unimodal baseline.
 
 Writes `runs/...` (one results.json per run; finished runs are skipped on a rerun),
 `regime_map_runs.csv`, `regime_map.csv` (one row per cell and modality) and
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 PAIRS = {"sar-rgb": ("sar", "rgb"), "sar-ms": ("sar", "ms")}
 METHODS = ("uml", "unimodal")
-FED_WEIGHTINGS = ("examples", "modality")
+FED_WEIGHTINGS = ("examples", "modality", "mixed")
 
 
 def strong_size(strong: str, weak: int) -> int:

@@ -37,7 +37,7 @@ from localrun.flower import FlowerRuntime
 from localrun.inprocess import check_engine, run_inprocess
 
 log = logging.getLogger(__name__)
-FIELDS = ["method", "local_epochs", "rounds", "budget", "seed", "modality", "accuracy",
+FIELDS = ["method", "weighting", "local_epochs", "local_steps", "rounds", "budget", "seed", "modality", "accuracy",
           "accuracy_before_calibration", "accuracy_after_calibration", "wall_seconds", "engine", "results"]
 
 
@@ -80,22 +80,32 @@ def append_rows(csv_path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def paired(rows: list[dict], path: Path) -> list[dict]:
-    """UML - unimodal per (budget, L, modality), paired by seed, against the stronger unimodal baseline.
+def weighting_label(fed: dict) -> str:
+    """`federated.weighting` as a sweep row names it: `mixed-<weighting_mix>` for the mixed rule."""
+    weighting = fed.get("weighting", "examples")
+    return f"mixed-{float(fed.get('weighting_mix', 0.5)):g}" if weighting == "mixed" else weighting
 
-    The stronger of the unimodal baseline as trained and after Algorithm 1 in each cell
-    (`stronger_baselines`).
+
+def paired(rows: list[dict], path: Path) -> list[dict]:
+    """UML - unimodal per (budget, L, local steps, UML's weighting, modality), paired by seed.
+
+    Against the stronger of the unimodal baseline as trained and after Algorithm 1 in each cell
+    (`stronger_baselines`). The unimodal baseline averages within each modality, where every
+    weighting gives the same weights, so one baseline run serves UML under every weighting.
     """
     uml, as_trained, calibrated = defaultdict(dict), defaultdict(dict), defaultdict(dict)
     for r in rows:
-        key, seed = (int(r["budget"]), int(r["local_epochs"]), r["modality"]), int(r["seed"])
+        cell = (int(r["budget"]), int(r["local_epochs"]), int(r.get("local_steps") or 0))
+        seed, weighting = int(r["seed"]), r.get("weighting") or "examples"
         if r["method"] == "uml":
-            uml[key][seed] = float(r["accuracy"])
+            uml[(*cell, weighting, r["modality"])][seed] = float(r["accuracy"])
         elif r["method"] == "unimodal":
-            as_trained[key][seed] = float(r["accuracy_before_calibration"])
-            calibrated[key][seed] = float(r["accuracy_after_calibration"])
-    baseline, variants = stronger_baselines(as_trained, calibrated)
-    out = paired_rows(uml, baseline, ("budget", "local_epochs", "modality"), variants)
+            as_trained[(*cell, r["modality"])][seed] = float(r["accuracy_before_calibration"])
+            calibrated[(*cell, r["modality"])][seed] = float(r["accuracy_after_calibration"])
+    forms, variants = stronger_baselines(as_trained, calibrated)
+    baseline = {key: forms[(*key[:3], key[4])] for key in uml if (*key[:3], key[4]) in forms}
+    variant = {key: variants[(*key[:3], key[4])] for key in baseline}
+    out = paired_rows(uml, baseline, ("budget", "local_epochs", "local_steps", "weighting", "modality"), variant)
     write_csv(path, out)
     return out
 
@@ -130,12 +140,55 @@ def plot(csv_path: Path) -> Path:
     ax.set_title(f"Federated L sweep, budget R x L = {', '.join(budgets)}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    paired(rows, csv_path.with_name("sweep_paired.csv"))
     out = csv_path.with_suffix(".png")
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
+    plot_paired(paired(rows, csv_path.with_name("sweep_paired.csv")), csv_path.with_name("sweep_paired.png"))
     return out
+
+
+def plot_paired(rows: list[dict], path: Path) -> Path | None:
+    """The paired gain UML - stronger unimodal baseline against L, one panel per modality.
+
+    One line per UML weighting (and local-steps setting), its 95% interval as a band (none for
+    one seed).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not rows:  # one seed: a line without a band (its interval is nan)
+        return None
+    modalities = sorted({r["modality"] for r in rows})
+    fig, axes = plt.subplots(1, len(modalities), figsize=(4.5 * len(modalities), 3.6), squeeze=False)
+    lines = sorted({(r["weighting"], int(r["local_steps"]), int(r["budget"])) for r in rows})
+    for ax, modality in zip(axes[0], modalities, strict=True):
+        for i, (weighting, steps, budget) in enumerate(lines):
+            pts = sorted((int(r["local_epochs"]), 100 * r["diff"], 100 * r["ci_low"], 100 * r["ci_high"])
+                         for r in rows if (r["modality"], r["weighting"], int(r["local_steps"]), int(r["budget"]))
+                         == (modality, weighting, steps, budget))
+            ls, mean, low, high = zip(*pts)
+            label = weighting + (f", {steps} local steps" if steps else "") + (
+                f", R x L = {budget}" if len({b for *_, b in lines}) > 1 else "")
+            ax.errorbar(ls, mean, yerr=[[m - lo for m, lo in zip(mean, low)], [hi - m for m, hi in zip(mean, high)]],
+                        marker="o", capsize=3, color=f"C{i}", label=label)
+            ax.fill_between(ls, low, high, color=f"C{i}", alpha=0.15)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xscale("log")
+        all_l = sorted({int(r["local_epochs"]) for r in rows})
+        ax.set_xticks(all_l, [str(x) for x in all_l])
+        ax.minorticks_off()
+        ax.set_xlabel("local epochs L (R = budget / L)")
+        ax.set_ylabel("UML − unimodal (points)")
+        ax.set_title(f"{modality}: paired gain, 95% CI", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8, title="UML weighting", title_fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
@@ -158,7 +211,9 @@ def main(cfg: DictConfig) -> None:
     log.info("%s: L=%d, R=%d (budget %d)", cfg.method.name, local_epochs, rounds, budget)
     results = run_federated(plain, overrides, job_dir / "flower", job_dir / "results")
     rows = [{
-        "method": results["method"], "local_epochs": local_epochs, "rounds": rounds, "budget": budget,
+        "method": results["method"], "weighting": weighting_label(results["config"]["federated"]),
+        "local_epochs": local_epochs, "local_steps": int(results["config"]["federated"]["local_steps"]),
+        "rounds": rounds, "budget": budget,
         "seed": results["seed"], "modality": m, "accuracy": v["accuracy"],
         "accuracy_before_calibration": v["accuracy_before_calibration"],
         "accuracy_after_calibration": v["accuracy_after_calibration"],

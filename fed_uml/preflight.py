@@ -122,5 +122,8 @@ def check_federated(cfg: Mapping[str, Any] | Settings, results_dir: str | Path |
         _at_least(fed.local_epochs, "federated.local_epochs", 1, " (run-config local-epochs), or set local-steps")
     else:
         _at_least(fed.local_epochs, "federated.local_epochs", 0, " (run-config local-epochs)")
+    if not 0 <= fed.weighting_mix <= 1:  # also refuses NaN
+        raise SettingsError(f"federated.weighting_mix (run-config weighting-mix) must lie in [0, 1], "
+                            f"got {fed.weighting_mix!r}")
     check_writable_dir(results_dir, "results-dir")
     return s

@@ -121,7 +121,8 @@ class FederatedRun:
         if self.method not in FEDERATED_METHODS:
             raise SettingsError(f"method={self.method!r} has no federated version; choose one of {FEDERATED_METHODS}")
         self.modalities = list(self.settings.dataset.modalities)
-        self.strategy = BackboneFedAvg(weighting=fed.weighting, fraction_train=fed.fraction_train,
+        self.strategy = BackboneFedAvg(weighting=fed.weighting, weighting_mix=fed.weighting_mix,
+                                       fraction_train=fed.fraction_train,
                                        fraction_evaluate=fed.fraction_evaluate,
                                        fraction_calibrate=fed.fraction_calibrate, seed=self.settings.seed)
         self.dtype = fed.transfer_dtype

@@ -10,7 +10,12 @@ Averaging: institutions send only backbone parameters, so plain FedAvg over what
 already backbone-only averaging. Two additions: replies travelling in float16 are averaged in
 float32, and `weighting="modality"` gives every modality the same total weight in a round
 (each institution weighs by its share of its modality's examples), so that a modality with
-many or large institutions cannot dominate the shared backbone.
+many or large institutions cannot dominate the shared backbone. `weighting="mixed"` lies
+between the two: with both sets of weights normalised to sum to 1 over the round's replies,
+w = (1 - weighting_mix) * examples + weighting_mix * modality (0: examples, 1: modality), one
+knob for how much a small modality is lifted against how much a large one gives up
+(docs/results.md, the weighting comparison). `weights` is the one place the server computes
+averaging weights; secure aggregation (server/secure.py) pre-scales by it too.
 """
 
 from __future__ import annotations
@@ -25,16 +30,19 @@ from flwr.serverapp.strategy import FedAvg
 from fed_uml.federated.protocol import AGGREGATION_WEIGHT, ARRAYS, METRICS, TrainReport
 from fed_uml.federated.transfer import as_float32
 
-WEIGHTINGS = ("examples", "modality")
+WEIGHTINGS = ("examples", "modality", "mixed")
 
 
 class BackboneFedAvg(FedAvg):
     """FedAvg of the backbone only, per averaging group, with seeded sampling of institutions."""
 
     def __init__(self, weighting: str = "examples", fraction_train: float = 1.0, seed: int = 0,
-                 fraction_evaluate: float = 1.0, fraction_calibrate: float = 1.0, **kwargs):
+                 fraction_evaluate: float = 1.0, fraction_calibrate: float = 1.0, weighting_mix: float = 0.5,
+                 **kwargs):
         if weighting not in WEIGHTINGS:
             raise ValueError(f"federated.weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        if not 0 <= weighting_mix <= 1:  # also refuses NaN
+            raise ValueError(f"federated.weighting_mix must lie in [0, 1], got {weighting_mix!r}")
         for name, fraction in (("fraction_train", fraction_train), ("fraction_evaluate", fraction_evaluate),
                                ("fraction_calibrate", fraction_calibrate)):
             if not 0 < fraction <= 1:  # also refuses NaN
@@ -45,6 +53,7 @@ class BackboneFedAvg(FedAvg):
                          weighted_by_key=AGGREGATION_WEIGHT, **kwargs)
         self.fraction_calibrate = float(fraction_calibrate)
         self.weighting = weighting
+        self.weighting_mix = float(weighting_mix)
         self.rng = random.Random(int(seed))
 
     # -- sampling ------------------------------------------------------------------------------
@@ -63,7 +72,11 @@ class BackboneFedAvg(FedAvg):
         per_modality = defaultdict(float)
         for m, ni in zip(modalities, n, strict=True):
             per_modality[m] += ni
-        return [ni / per_modality[m] for m, ni in zip(modalities, n, strict=True)]
+        by_modality = [ni / per_modality[m] for m, ni in zip(modalities, n, strict=True)]
+        if self.weighting == "modality":
+            return by_modality
+        total, groups, a = sum(n), len(per_modality), self.weighting_mix
+        return [(1 - a) * ni / total + a * mi / groups for ni, mi in zip(n, by_modality, strict=True)]
 
     def aggregate(self, server_round: int, replies: Sequence[Message], modalities: Sequence[str]) -> ArrayRecord | None:
         """The weighted mean (float32) of the backbones in `replies`.

@@ -57,6 +57,12 @@ def test_sweep_pairs_uml_with_the_stronger_unimodal_form(tmp_path):
     assert out["sar"]["baseline_variant"] == CALIBRATED and out["sar"]["diff"] == pytest.approx(0.72 - 0.705)
     assert out["rgb"]["baseline_variant"] == AS_TRAINED and out["rgb"]["diff"] == pytest.approx(0.01)
     assert _rows(tmp_path / "sweep_paired.csv")[1]["baseline_variant"] == CALIBRATED
+    # UML under another weighting pairs with the same unimodal runs (the baseline averages
+    # within each modality, where every weighting gives the same weights)
+    rows += [{**r, "weighting": "modality", "accuracy": r["accuracy"] - 0.02} for r in rows if r["method"] == "uml"]
+    out = {(r["weighting"], r["modality"]): r for r in paired(rows, tmp_path / "sweep_paired.csv")}
+    assert out[("modality", "sar")]["diff"] == pytest.approx(0.72 - 0.02 - 0.705)
+    assert out[("examples", "sar")]["diff"] == pytest.approx(0.72 - 0.705) and len(out) == 4
 
 
 def _rows(path):
@@ -176,7 +182,7 @@ def test_sweep_on_the_engine_writes_rows_and_pairs(tmp_path):
     assert {r["engine"] for r in rows} == {"inprocess"} and len(rows) == 8
     paired = _rows(tmp_path / "sweep_paired.csv")
     assert len(paired) == 4 and {r["baseline_variant"] for r in paired} <= {AS_TRAINED, CALIBRATED}
-    assert (tmp_path / "sweep.png").exists()
+    assert (tmp_path / "sweep.png").exists() and (tmp_path / "sweep_paired.png").exists()
 
 
 def test_data_size_pairs_uml_with_the_stronger_unimodal_form(tmp_path):

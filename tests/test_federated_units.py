@@ -125,6 +125,25 @@ def test_fedavg_weights_by_examples_or_by_modality():
         BackboneFedAvg("size")
 
 
+def test_mixed_weighting_interpolates_between_examples_and_modality():
+    # the replies of the test above: examples mean 9.3, modality mean 6.5
+    replies = lambda: [_reply(10, 0.0), _reply(30, 4.0), _reply(360, 10.0)]  # noqa: E731
+    modalities = ["sar", "sar", "rgb"]
+
+    def mean(mix: float) -> float:
+        averaged = BackboneFedAvg("mixed", weighting_mix=mix).aggregate(1, replies(), modalities)
+        return float(averaged["backbone.w"].numpy()[0])
+
+    by_examples, by_modality = (30 * 4 + 360 * 10) / 400, 0.5 * 3.0 + 0.5 * 10.0
+    assert mean(0.0) == pytest.approx(by_examples) and mean(1.0) == pytest.approx(by_modality)
+    # weights normalised per rule before mixing: the mean is linear in the mix
+    assert mean(0.25) == pytest.approx(0.75 * by_examples + 0.25 * by_modality)
+    assert BackboneFedAvg("mixed", weighting_mix=0.5).weights([25, 25, 250, 250], ["sar", "sar", "rgb", "rgb"]) == \
+        pytest.approx([0.5 * 25 / 550 + 0.5 * 0.25] * 2 + [0.5 * 250 / 550 + 0.5 * 0.25] * 2)
+    with pytest.raises(ValueError, match="weighting_mix"):
+        BackboneFedAvg("mixed", weighting_mix=1.5)
+
+
 def test_sampling_lives_with_its_validation_in_the_strategy():
     nodes = list(range(10))
     a, b = BackboneFedAvg(fraction_train=0.3, seed=4), BackboneFedAvg(fraction_train=0.3, seed=4)

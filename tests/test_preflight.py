@@ -113,6 +113,8 @@ def test_real_data_too_large_for_memory_is_refused_before_reading_pixels(monkeyp
     ("num-threads", -2, "num_threads"),
     ("local-epochs", 0, "federated.local_epochs"),
     ("num-server-rounds", 0, "federated.num_rounds"),
+    ("weighting-mix", 1.5, "federated.weighting_mix"),
+    ("weighting-mix", -0.1, "federated.weighting_mix"),
 ])
 def test_the_server_refuses_a_bad_run_config_before_any_message(key, value, setting, tmp_path):
     cfg = config_from_run_config({key: value})

@@ -36,7 +36,10 @@ class FederatedSettings:
     """Concentration of the Dirichlet label skew (partitioning=dirichlet; smaller: more skewed)."""
     weighting: str = run_config("weighting", "examples")
     """examples: FedAvg weights by local training examples; modality: every modality weighs the
-    same in each round, whatever its institutions' data sizes (against modality domination)."""
+    same in each round, whatever its institutions' data sizes (against modality domination);
+    mixed: (1 - weighting_mix) x the examples weights + weighting_mix x the modality weights."""
+    weighting_mix: float = run_config("weighting-mix", 0.5)
+    """weighting=mixed only: 0 is examples, 1 is modality, in between an interpolation of the two."""
     fraction_train: float = run_config("fraction-train", 1.0)
     """Fraction of each averaging group's institutions that train in a round (at least one)."""
     fraction_evaluate: float = run_config("fraction-evaluate", 1.0)
