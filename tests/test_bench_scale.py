@@ -78,6 +78,7 @@ def test_flowers_floor_runs_through_the_real_runtime():
     assert got["floor_round_s"] > 0 and got["floor_round1_extra_s"] >= 0
 
 
+@pytest.mark.slow
 def test_speed_probe_times_a_training_step():
     from experiments.bench.common import speed_probe
 

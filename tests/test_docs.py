@@ -338,6 +338,7 @@ def test_run_config_of_every_command_uses_known_keys():
     assert not used - config, f"the docs pass unknown run-config keys: {sorted(used - config)}"
 
 
+@pytest.mark.slow
 def test_centralized_commands_compose():
     """Every `python -m experiments.run ...` override in the docs composes (no run)."""
     from fed_uml.federated.config import compose_config

@@ -142,6 +142,7 @@ def test_a_resumed_run_keeps_what_it_learned_of_the_institutions(tmp_path):
             == [{k: v for k, v in h.items() if k not in strip} for h in straight["history"]])
 
 
+@pytest.mark.slow
 def test_stage_timers_say_where_a_run_spends_its_time(tmp_path, monkeypatch):
     """With FED_UML_STAGE_TIMES set (the scale benchmark), the server and every institution add
     each stage's seconds per message or round to that file; `summarise` adds them up."""

@@ -115,6 +115,7 @@ def test_load_refuses_files_that_do_not_fit(trained, tmp_path):
         load_model(tmp_path / "absent.pt")
 
 
+@pytest.mark.slow
 def test_exported_program_gives_the_same_logits(trained, tmp_path):
     cfg, data, h = trained
     saved = load_model(save_model(tmp_path / "model-rgb.pt", h["rgb"], data["rgb"], cfg))
