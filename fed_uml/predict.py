@@ -39,7 +39,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +55,7 @@ from fed_uml.data.raster import read_jpeg, read_tiff, resample, tiff_band_count
 from fed_uml.data.sen12ms import SEN12MS, parse_name
 from fed_uml.errors import SettingsError
 from fed_uml.model_file import LABEL_SEPARATOR, ModelFileError, SavedModel
-from fed_uml.results import recorded_digest, sha256_file
+from fed_uml.results import recorded_digest, sha256_file, write_text_atomic
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -352,18 +351,6 @@ def write_csv(path: str | Path, saved: SavedModel, predictions: Predictions) -> 
     if str(path) == "-":
         csv.writer(sys.stdout).writerows(_csv_rows(saved, predictions))
         return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO(newline="")
     csv.writer(buffer).writerows(_csv_rows(saved, predictions))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(buffer.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, buffer.getvalue())

@@ -64,14 +64,18 @@ def mean_metric(entries: list[Mapping[str, Any]], metric: str) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-def write_json_atomic(path: str | Path, payload: Any) -> Path:
-    """Write JSON so that a crash never leaves a half-written file: temp file, fsync, rename."""
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write text so that a crash never leaves a half-written file: temp file, fsync, rename.
+
+    Readers (a resumed run, `predict --require-recorded`, a sweep's collector) see either the
+    old file or the whole new one, never a torn write.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=False, default=_jsonable)
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
@@ -80,6 +84,11 @@ def write_json_atomic(path: str | Path, payload: Any) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json_atomic(path: str | Path, payload: Any) -> Path:
+    """`payload` as indented JSON, written atomically (`write_text_atomic`)."""
+    return write_text_atomic(path, json.dumps(payload, indent=2, default=_jsonable))
 
 
 # What a run leaves in its results folder (glob patterns): a folder holding any of them holds a run.
