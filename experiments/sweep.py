@@ -23,6 +23,7 @@ import logging
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -131,11 +132,7 @@ def plot(csv_path: Path) -> Path:
         ax.plot(ls, means, marker="o", color=colors[modality], linestyle="-" if method == "uml" else "--",
                 label=f"{method} {modality}")
     budgets = sorted({r["budget"] for r in rows})
-    ax.set_xscale("log")
-    all_l = sorted({int(r["local_epochs"]) for r in rows})
-    ax.set_xticks(all_l, [str(x) for x in all_l])
-    ax.minorticks_off()
-    ax.set_xlabel("local epochs L (R = budget / L)")
+    _l_axis(ax, rows)
     ax.set_ylabel("test accuracy")
     ax.set_title(f"Federated L sweep, budget R x L = {', '.join(budgets)}")
     ax.grid(alpha=0.3)
@@ -146,6 +143,15 @@ def plot(csv_path: Path) -> Path:
     plt.close(fig)
     plot_paired(paired(rows, csv_path.with_name("sweep_paired.csv")), csv_path.with_name("sweep_paired.png"))
     return out
+
+
+def _l_axis(ax: Any, rows: list[dict]) -> None:
+    """The x axis of both sweep figures: L on a log scale, one tick per L the rows hold."""
+    ax.set_xscale("log")
+    all_l = sorted({int(r["local_epochs"]) for r in rows})
+    ax.set_xticks(all_l, [str(x) for x in all_l])
+    ax.minorticks_off()
+    ax.set_xlabel("local epochs L (R = budget / L)")
 
 
 def plot_paired(rows: list[dict], path: Path) -> Path | None:
@@ -176,11 +182,7 @@ def plot_paired(rows: list[dict], path: Path) -> Path | None:
                         marker="o", capsize=3, color=f"C{i}", label=label)
             ax.fill_between(ls, low, high, color=f"C{i}", alpha=0.15)
         ax.axhline(0, color="k", lw=0.8)
-        ax.set_xscale("log")
-        all_l = sorted({int(r["local_epochs"]) for r in rows})
-        ax.set_xticks(all_l, [str(x) for x in all_l])
-        ax.minorticks_off()
-        ax.set_xlabel("local epochs L (R = budget / L)")
+        _l_axis(ax, rows)
         ax.set_ylabel("UML − unimodal (points)")
         ax.set_title(f"{modality}: paired gain, 95% CI", fontsize=10)
         ax.grid(alpha=0.3)
